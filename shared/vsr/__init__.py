@@ -1,0 +1,3 @@
+"""vsr: serverless AI video super-resolution (ONNX Runtime + PyAV on AWS Lambda)."""
+
+__version__ = "0.1.0"

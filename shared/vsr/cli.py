@@ -1,0 +1,101 @@
+"""`vsr` command line. Argument parsing only; each command lives in the module that owns the work."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from vsr.errors import VsrError
+
+# command name -> "module:function"; functions take the parsed namespace and return an exit code.
+COMMANDS: dict[str, str] = {
+    "upscale": "vsr.upscale:command",
+    "models.list": "vsr.models.registry:list_command",
+    "models.convert": "vsr.models.registry:convert_command",
+    "run": "vsr.local.runtime:run_command",
+    "status": "vsr.ops:status_command",
+    "redrive": "vsr.ops:redrive_command",
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint",
+        help="AWS endpoint URL (a moto server, e.g. http://127.0.0.1:5000); default: real AWS with "
+        "standard credentials, or VSR_ENDPOINT_URL",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vsr", description="AI video super-resolution (ONNX Runtime + PyAV).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("upscale", help="upscale one video on this machine (no AWS)")
+    up.add_argument("input", help="input video file")
+    up.add_argument("-o", "--output", required=True, help="output video file (.mp4)")
+    up.add_argument("--model", help="model name (see `vsr models list`) or path to an .onnx file")
+    up.add_argument("--scale", type=_positive_int, help="output scale; picks the model variant of that scale")
+    up.add_argument("--segment-frames", type=_positive_int, help="frames per segment (default: planned)")
+    up.add_argument("--tile", type=int, help="tile size in input pixels; 0 disables tiling")
+    up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    up.set_defaults(command_key="upscale")
+
+    models = sub.add_parser("models", help="list or convert super-resolution models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    ml = models_sub.add_parser("list", help="list available models")
+    ml.add_argument("--json", action="store_true", help="print a JSON list")
+    ml.set_defaults(command_key="models.list")
+    mc = models_sub.add_parser("convert", help="convert the bundled ncnn models to ONNX")
+    mc.add_argument("names", nargs="*", help="model names (default: all with --all)")
+    mc.add_argument("--all", action="store_true", help="convert every bundled model")
+    mc.add_argument("--force", action="store_true", help="convert again even if the ONNX file is current")
+    mc.set_defaults(command_key="models.convert")
+
+    run = sub.add_parser("run", help="run the whole serverless pipeline locally on an embedded AWS (moto)")
+    run.add_argument("input", help="input video file")
+    run.add_argument("-o", "--output-dir", default="out", help="where to download the result (default: out)")
+    run.add_argument("--workers", type=_positive_int, help="worker concurrency (default: reserved concurrency)")
+    run.add_argument("--json", action="store_true", help="print one JSON summary line last")
+    _add_endpoint(run)
+    run.set_defaults(command_key="run")
+
+    status = sub.add_parser("status", help="show jobs, or one job's segments")
+    status.add_argument("job_id", nargs="?", help="job id (default: list recent jobs)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    _add_endpoint(status)
+    status.set_defaults(command_key="status")
+
+    redrive = sub.add_parser("redrive", help="return dead-letter messages to their source queues")
+    redrive.add_argument("--queue", choices=["ingest", "segments", "all"], default="all")
+    _add_endpoint(redrive)
+    redrive.set_defaults(command_key="redrive")
+    return parser
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_resolve(COMMANDS[args.command_key])(args) or 0)
+    except VsrError as exc:
+        print(f"vsr: error: {exc.reason}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Error classification shared by every stage.
+
+A `PermanentError` means retrying cannot help (bad input, unsupported codec, limit exceeded): the job fails
+once and its `reason` is stored for the user. A `TransientError` (throttling, network) is retried with
+backoff and, inside SQS, by redelivery. Anything unclassified is treated as transient by the workers so a
+bug never silently drops work: it ends in the dead-letter queue where `vsr redrive` can replay it.
+"""
+
+from __future__ import annotations
+
+
+class VsrError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "reason": self.reason}
+
+
+class PermanentError(VsrError):
+    code = "permanent"
+
+
+class TransientError(VsrError):
+    code = "transient"
+
+
+# --- bad input (all permanent) ---------------------------------------------------------------------
+class InputError(PermanentError):
+    code = "bad_input"
+
+
+class EmptyInputError(InputError):
+    code = "empty_input"
+
+
+class NotAVideoError(InputError):
+    code = "not_a_video"
+
+
+class NoVideoStreamError(InputError):
+    code = "no_video_stream"
+
+
+class CorruptInputError(InputError):
+    code = "corrupt_input"
+
+
+class UnsupportedCodecError(InputError):
+    code = "unsupported_codec"
+
+
+class UnsafeInputError(InputError):
+    """The upload asks FFmpeg for a demuxer or protocol that could read other files or URLs."""
+
+    code = "unsafe_input"
+
+
+class LimitExceededError(InputError):
+    code = "limit_exceeded"
+
+
+# --- models ----------------------------------------------------------------------------------------
+class ModelError(PermanentError):
+    code = "model_error"
+
+
+class UnsupportedModelError(ModelError):
+    """The converter met a layer type or weight encoding it does not implement."""
+
+    code = "unsupported_model"
