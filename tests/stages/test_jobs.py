@@ -1,0 +1,165 @@
+"""The job record: expression building (pure) and the conditions against a real moto server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from vsr.aws.resources import Resources
+from vsr.errors import CorruptInputError, TransientError
+from vsr.pipeline import jobs
+
+INPUT = {"bucket": "in", "key": "a/b.mp4", "version_id": None, "etag": "abc", "size": 10}
+
+
+# --- pure -------------------------------------------------------------------------------------------
+def test_job_id_is_stable_and_distinguishes_versions() -> None:
+    a = jobs.job_id_for("in", "a.mp4", None, '"abc"')
+    assert a == jobs.job_id_for("in", "a.mp4", None, "abc")  # quotes around ETags do not matter
+    assert a != jobs.job_id_for("in", "a.mp4", None, "abd")
+    assert a != jobs.job_id_for("in", "b.mp4", None, "abc")
+    assert jobs.job_id_for("in", "a.mp4", "v1", "abc") != jobs.job_id_for("in", "a.mp4", "v2", "abc")
+    assert len(a) == 32 and int(a, 16) >= 0
+
+
+def test_segment_done_update_is_one_conditional_add() -> None:
+    update = jobs.segment_done_update(7, {"decode_s": 1.5, "infer_s": 2.0}, frames=12, now=100.0)
+    assert update.update.startswith("SET updated_at = :now ADD done :idx_set, remaining :minus1")
+    assert "NOT contains(done, :idx)" in update.condition and "remaining > :zero" in update.condition
+    assert "#status IN (:st0, :st1)" in update.condition
+    assert update.values[":idx_set"] == {7} and update.values[":idx"] == 7 and update.values[":minus1"] == -1
+    assert (update.values[":st0"], update.values[":st1"]) == (jobs.QUEUED, jobs.PROCESSING)
+    assert update.values[":encode_s"] == 0.0 and update.values[":frames"] == 12
+    request = update.request("t", "j1")
+    assert request["ExpressionAttributeValues"][":idx_set"] == {"NS": ["7"]}
+    assert request["ExpressionAttributeValues"][":decode_s"] == {"N": "1.5"}
+    assert request["Key"] == {"job_id": {"S": "j1"}}
+
+
+def test_lease_and_fail_conditions() -> None:
+    lease = jobs.lease_update("owner-1", now=1000.0, lease_s=900)
+    assert "lease_until < :now OR lease_owner = :owner" in lease.condition
+    assert lease.values[":until"] == 1900.0 and "remaining = :zero" in lease.condition
+    fail = jobs.fail_update({"code": "x", "reason": "y"}, now=5.0)
+    assert [fail.values[f":st{i}"] for i in range(3)] == list(jobs.ACTIVE)
+    assert "REMOVE lease_owner, lease_until" in fail.update
+
+
+def test_segment_error_text_is_bounded() -> None:
+    update = jobs.segment_error_update(3, 2, RuntimeError("x" * 5000), now=1.0)
+    assert update.names == {"#idx": "3"}
+    assert len(update.values[":err"]["error"]) == jobs.MAX_ERROR_CHARS
+    assert update.values[":err"]["attempts"] == 2 and update.values[":err"]["code"] == "RuntimeError"
+
+
+# --- against moto -----------------------------------------------------------------------------------
+def _create(job_id: str, segments: int = 3) -> None:
+    item = jobs.new_job_item(
+        job_id=job_id, status=jobs.QUEUED, input_ref=INPUT, now=time.time(), ttl_s=60, segment_count=segments
+    )
+    assert jobs.create_job(item)
+
+
+def test_create_is_idempotent(resources: Resources) -> None:
+    _create("j1")
+    item = jobs.new_job_item(
+        job_id="j1", status=jobs.FAILED, input_ref=INPUT, now=time.time(), ttl_s=60, error={"code": "x", "reason": "y"}
+    )
+    assert not jobs.create_job(item)
+    job = jobs.get_job("j1")
+    assert job is not None and job.status == jobs.QUEUED and job.remaining == 3 and job.done == set()
+    assert job.expires_at is not None and job.expires_at > time.time()
+    assert jobs.get_job("missing") is None
+    assert [j.job_id for j in jobs.list_jobs()] == ["j1"]
+
+
+def test_duplicate_segment_is_counted_once(resources: Resources) -> None:
+    _create("j1", segments=2)
+    assert jobs.mark_segment_done("j1", 0, {"decode_s": 1.0, "infer_s": 2.0, "encode_s": 0.5, "wall_s": 4.0}, 10)
+    assert not jobs.mark_segment_done("j1", 0, {"decode_s": 1.0, "wall_s": 4.0}, 10)
+    job = jobs.get_job("j1")
+    assert job is not None and job.done == {0} and job.remaining == 1
+    assert job.segment_totals["wall_s"] == 4.0 and job.segment_totals["frames"] == 10
+    assert not jobs.mark_segment_done("nope", 0, {}, 1)  # unknown job: no item created
+    assert jobs.get_job("nope") is None
+
+
+def test_concurrent_duplicates_are_counted_once(resources: Resources) -> None:
+    _create("j1", segments=4)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def deliver(index: int) -> None:
+        ok = jobs.mark_segment_done("j1", index, {"wall_s": 1.0}, 1)
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=deliver, args=(i % 2,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 6 + [True] * 2
+    job = jobs.get_job("j1")
+    assert job is not None and job.done == {0, 1} and job.remaining == 2
+    assert job.segment_totals["wall_s"] == 2.0
+
+
+def test_failed_is_terminal_and_stops_counting(resources: Resources) -> None:
+    _create("j1", segments=2)
+    assert jobs.record_segment_error("j1", 1, 2, TransientError("throttled"))
+    assert jobs.fail_job("j1", CorruptInputError("frame 12 is corrupt"), segment=1)
+    assert not jobs.fail_job("j1", CorruptInputError("again"))
+    assert not jobs.mark_segment_done("j1", 0, {}, 1)
+    job = jobs.get_job("j1")
+    assert job is not None and job.status == jobs.FAILED
+    assert job.error == {"code": "corrupt_input", "reason": "frame 12 is corrupt", "segment": 1}
+    assert job.segment_errors[1]["attempts"] == 2 and job.segment_errors[1]["error"] == "throttled"
+    assert job.remaining == 2 and job.done == set()
+
+
+def test_lease_is_exclusive_retakable_and_completes_once(resources: Resources) -> None:
+    _create("j1", segments=1)
+    assert not jobs.acquire_assembly_lease("j1", "a")  # segments still missing
+    assert jobs.mark_segment_done("j1", 0, {}, 1)
+    assert jobs.acquire_assembly_lease("j1", "a", lease_s=600)
+    assert not jobs.acquire_assembly_lease("j1", "b", lease_s=600)  # live lease held by a
+    assert jobs.acquire_assembly_lease("j1", "a", lease_s=600)  # a retry of the same owner retakes it
+    assert jobs.release_assembly_lease("j1", "a")
+    assert jobs.acquire_assembly_lease("j1", "b", lease_s=-1)  # b takes it; already expired
+    assert jobs.acquire_assembly_lease("j1", "c", lease_s=600)  # expired -> c retakes
+    assert not jobs.complete_job("j1", "b", {"bucket": "o", "key": "k"})  # b lost the lease
+    assert jobs.complete_job("j1", "c", {"bucket": "o", "key": "k"}, {"assembly_s": 1.25})
+    assert not jobs.acquire_assembly_lease("j1", "d", lease_s=-1)  # COMPLETE: never assembled again
+    assert not jobs.fail_job("j1", CorruptInputError("late"))
+    job = jobs.get_job("j1")
+    assert job is not None and job.status == jobs.COMPLETE and job.output == {"bucket": "o", "key": "k"}
+    assert job.timings["assembly_s"] == 1.25 and job.lease_owner is None
+
+
+def test_mark_processing_only_from_queued(resources: Resources) -> None:
+    _create("j1")
+    assert jobs.mark_processing("j1", {"enqueue_s": 0.5})
+    assert not jobs.mark_processing("j1")
+    job = jobs.get_job("j1")
+    assert job is not None and job.status == jobs.PROCESSING and job.timings == {"enqueue_s": 0.5}
+
+
+@pytest.mark.parametrize("status", [jobs.FAILED])
+def test_job_to_dict_is_json(resources: Resources, status: str) -> None:
+    import json
+
+    item = jobs.new_job_item(
+        job_id="j2",
+        status=status,
+        input_ref=INPUT,
+        now=1.0,
+        ttl_s=60,
+        error={"code": "not_a_video", "reason": "not a video"},
+    )
+    jobs.create_job(item)
+    job = jobs.get_job("j2")
+    assert job is not None
+    assert json.loads(json.dumps(job.to_dict()))["error"]["code"] == "not_a_video"
