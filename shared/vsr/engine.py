@@ -1,0 +1,154 @@
+"""Run a super-resolution ONNX model on batches of frames with ONNX Runtime (CPU).
+
+One `InferenceSession` per model per process (`get_upscaler` caches it), so a warm Lambda container pays
+the session start once. Frames larger than a tile are processed in overlapping tiles (vsr.tiling) so memory
+stays bounded on 1080p/4K. Threads follow the CPUs this process may actually use (affinity and cgroup
+quota), not the host's core count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from vsr.logs import get_logger
+from vsr.models.registry import ModelInfo
+from vsr.settings import get_settings
+from vsr.tiling import plan_tiles
+
+log = get_logger(__name__)
+
+_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def _cgroup_cpu_limit() -> float | None:
+    try:
+        if _CGROUP_V2.is_file():
+            quota, period = _CGROUP_V2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        if _CGROUP_V1[0].is_file():
+            quota_us = int(_CGROUP_V1[0].read_text())
+            return None if quota_us <= 0 else quota_us / int(_CGROUP_V1[1].read_text())
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process can use: its affinity mask, capped by a cgroup CPU quota (containers, Lambda)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cpus = min(cpus, max(1, math.floor(limit)))
+    return max(1, cpus)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """The options measured fastest for these convolution-heavy graphs (see bench/bench_model.py)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # incl. NCHWc conv kernels
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
+_upscalers: dict[tuple[str, str, int, int, int], Upscaler] = {}
+_lock = threading.Lock()
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    key = (str(path), threads)
+    with _lock:
+        session = _sessions.get(key)
+        if session is None:
+            started = time.perf_counter()
+            session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+            _sessions[key] = session
+            log.info(
+                "session_created", model=str(path), threads=threads, seconds=round(time.perf_counter() - started, 3)
+            )
+    return session
+
+
+class Upscaler:
+    """Upscale NHWC float32 RGB batches in 0..1 by `model.scale`.
+
+    `tile`: window side in input pixels; None -> settings `model.tile`, 0 -> never tile.
+    `tile_overlap`: context pixels on each side of a tile; None -> settings `model.tile_overlap`.
+    """
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.model = model
+        self.scale = int(model.scale)
+        self.tile = settings.tile if tile is None else int(tile)
+        self.tile_overlap = settings.tile_overlap if tile_overlap is None else int(tile_overlap)
+        self.threads = threads or available_cpus()
+        self.session = _session(Path(model.path), self.threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _run(self, nchw: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: nchw})[0]
+        expected = (nchw.shape[0], 3, nchw.shape[2] * self.scale, nchw.shape[3] * self.scale)
+        if out.shape != expected:
+            raise ValueError(f"model {self.model.name} returned {out.shape}, expected {expected}")
+        return out
+
+    def upscale(self, batch: np.ndarray) -> np.ndarray:
+        """[N, H, W, 3] float32 in 0..1 -> [N, sH, sW, 3] float32 clipped to [0, 1]."""
+        if batch.ndim != 4 or batch.shape[3] != 3:
+            raise ValueError(f"expected an [N, H, W, 3] batch, got shape {batch.shape}")
+        n, height, width, _ = batch.shape
+        s = self.scale
+        out = np.empty((n, height * s, width * s, 3), dtype=np.float32)
+        tiles = plan_tiles(height, width, self.tile, self.tile_overlap)
+        for i in range(n):  # frame by frame: batching does not pay on CPU (bench/bench_model.py) and bounds memory
+            frame = batch[i].astype(np.float32, copy=False)
+            for t in tiles:
+                window = np.ascontiguousarray(frame[t.y0 : t.y1, t.x0 : t.x1].transpose(2, 0, 1))[None]
+                result = self._run(window)[0]
+                rows, cols = t.core_in_window(s)
+                out[i, t.cy0 * s : t.cy1 * s, t.cx0 * s : t.cx1 * s] = result[:, rows, cols].transpose(1, 2, 0)
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+
+def get_upscaler(
+    model: ModelInfo,
+    tile: int | None = None,
+    tile_overlap: int | None = None,
+    threads: int | None = None,
+) -> Upscaler:
+    """A process-wide Upscaler per (model, tile, overlap, threads); the ORT session is shared per model."""
+    settings = get_settings()
+    resolved_tile = settings.tile if tile is None else int(tile)
+    resolved_overlap = settings.tile_overlap if tile_overlap is None else int(tile_overlap)
+    resolved_threads = threads or available_cpus()
+    key = (str(model.path), model.sha256, resolved_tile, resolved_overlap, resolved_threads)
+    with _lock:
+        upscaler = _upscalers.get(key)
+    if upscaler is None:
+        upscaler = Upscaler(model, resolved_tile, resolved_overlap, resolved_threads)
+        with _lock:
+            upscaler = _upscalers.setdefault(key, upscaler)
+    return upscaler

