@@ -1,0 +1,118 @@
+# The one settings file the local runtime reads too (shared/vsr/config/settings.json). Numbers come from it; the
+# derivations below mirror shared/vsr/settings.py (visibility = factor x consumer timeout, TTL in seconds, ...).
+
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+
+locals {
+  settings_file = "${path.module}/../shared/vsr/config/settings.json"
+  filter_file   = "${path.module}/../shared/vsr/config/assembly_filter.json"
+  settings      = jsondecode(file(local.settings_file))
+  # Re-encoded so the pattern is byte-for-byte what the local runtime's vsr.settings.load_assembly_filter() matches.
+  assembly_filter_pattern = jsonencode(jsondecode(file(local.filter_file)))
+
+  prefix     = coalesce(var.name_prefix, local.settings.name_prefix)
+  account_id = data.aws_caller_identity.current.account_id
+  region     = data.aws_region.current.name
+  partition  = data.aws_partition.current.partition
+
+  runtime = "python3.12"
+
+  # --- functions: settings values, each field overridable through var.functions ---------------------------
+  function_names = ["ingest", "worker", "assemble"]
+  functions = {
+    for name in local.function_names : name => {
+      timeout_s            = coalesce(try(var.functions[name].timeout_s, null), local.settings.functions[name].timeout_s)
+      memory_mb            = coalesce(try(var.functions[name].memory_mb, null), local.settings.functions[name].memory_mb)
+      ephemeral_storage_mb = coalesce(try(var.functions[name].ephemeral_storage_mb, null), local.settings.functions[name].ephemeral_storage_mb)
+    }
+  }
+  worker_reserved_concurrency = coalesce(var.worker_reserved_concurrency, local.settings.functions.worker.reserved_concurrency)
+  worker_max_concurrency      = coalesce(var.worker_max_concurrency, local.settings.queues.worker_max_concurrency)
+
+  # --- queues: AWS wants visibility >= 6x the consumer's timeout; the factor is a setting ------------------
+  visibility_timeout_factor = local.settings.queues.visibility_timeout_factor
+  ingest_visibility_s       = local.visibility_timeout_factor * local.functions.ingest.timeout_s
+  segment_visibility_s      = local.visibility_timeout_factor * local.functions.worker.timeout_s
+  message_retention_s       = local.settings.queues.message_retention_s
+
+  # --- jobs, model, observability ----------------------------------------------------------------------------
+  work_expiry_days   = coalesce(var.work_expiry_days, local.settings.jobs.ttl_days)
+  log_retention_days = coalesce(var.log_retention_days, local.settings.observability.log_retention_days)
+  oldest_message_s   = local.settings.observability.oldest_message_alarm_s
+
+  model_name     = coalesce(var.model_name, local.settings.model.name)
+  model_dir      = coalesce(var.model_dir, "${path.module}/../.models")
+  model_file     = "${local.model_dir}/${local.model_name}.onnx"
+  model_sidecar  = "${local.model_dir}/${local.model_name}.json"
+  model_key      = "models/${local.model_name}.onnx"
+  model_meta_key = "models/${local.model_name}.json"
+  # The converter's sidecar carries scale and macs_per_input_pixel: ingest plans segments from them without
+  # downloading the model, so Terraform hands them to the functions as environment variables too.
+  model_meta = jsondecode(file(local.model_sidecar))
+
+  package_dir = coalesce(var.package_dir, "${path.module}/../build/lambda/${var.architecture}")
+  layer_zip   = "${local.package_dir}/layer.zip"
+  function_zips = {
+    for name in local.function_names : name => "${local.package_dir}/${name}.zip"
+  }
+
+  # Work segments live under this prefix of the work bucket (vsr.pipeline writes jobs/<job_id>/...).
+  work_prefix = "jobs/"
+
+  # Settings the code reads at run time, re-stated through VSR_SETTINGS_OVERRIDES so a Terraform override
+  # (e.g. a larger worker memory) is also what the ingest planner and the worker see.
+  settings_overrides = jsonencode({
+    name_prefix = local.prefix
+    model       = { name = local.model_name }
+    functions = {
+      ingest   = local.functions.ingest
+      worker   = merge(local.functions.worker, { reserved_concurrency = local.worker_reserved_concurrency })
+      assemble = local.functions.assemble
+    }
+    queues = { worker_max_concurrency = local.worker_max_concurrency }
+  })
+
+  names = {
+    input_bucket      = "${local.prefix}-input-${local.account_id}-${local.region}"
+    output_bucket     = "${local.prefix}-output-${local.account_id}-${local.region}"
+    work_bucket       = "${local.prefix}-work-${local.account_id}-${local.region}"
+    models_bucket     = "${local.prefix}-models-${local.account_id}-${local.region}"
+    ingest_queue      = "${local.prefix}-ingest"
+    ingest_dlq        = "${local.prefix}-ingest-dlq"
+    segment_queue     = "${local.prefix}-segments"
+    segment_dlq       = "${local.prefix}-segments-dlq"
+    assembly_failures = "${local.prefix}-assembly-failures"
+    table             = "${local.prefix}-jobs"
+    alarms_topic      = "${local.prefix}-alarms"
+    dashboard         = "${local.prefix}-pipeline"
+  }
+  function_full_names = { for name in local.function_names : name => "${local.prefix}-${name}" }
+
+  # Environment every function gets (vsr.aws.resources.Resources.from_env reads these).
+  function_env = {
+    VSR_INPUT_BUCKET         = aws_s3_bucket.this["input"].id
+    VSR_OUTPUT_BUCKET        = aws_s3_bucket.this["output"].id
+    VSR_WORK_BUCKET          = aws_s3_bucket.this["work"].id
+    VSR_MODELS_BUCKET        = aws_s3_bucket.this["models"].id
+    VSR_INGEST_QUEUE_URL     = aws_sqs_queue.ingest.url
+    VSR_SEGMENT_QUEUE_URL    = aws_sqs_queue.segments.url
+    VSR_TABLE                = aws_dynamodb_table.jobs.name
+    VSR_MODEL_KEY            = local.model_key
+    VSR_MODEL_SCALE          = tostring(local.model_meta.scale)
+    VSR_MODEL_MACS_PER_PIXEL = tostring(local.model_meta.macs_per_input_pixel)
+    VSR_MODEL_DIR            = "/tmp/vsr-models"
+    VSR_LOG_LEVEL            = var.log_level
+    VSR_SETTINGS_OVERRIDES   = local.settings_overrides
+  }
+}
+
+locals {
+  function_names_set = toset(local.function_names)
+  function_descriptions = {
+    ingest   = "${local.prefix}: probe an uploaded video in place, plan segments, write the job, enqueue segments"
+    worker   = "${local.prefix}: upscale one segment (decode window from S3, ONNX Runtime, encode, upload, count)"
+    assemble = "${local.prefix}: join a finished job's segments with the source audio into the output bucket"
+  }
+}

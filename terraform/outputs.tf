@@ -1,0 +1,93 @@
+output "input_bucket" {
+  description = "Upload videos here; each upload becomes one job."
+  value       = aws_s3_bucket.this["input"].id
+}
+
+output "output_bucket" {
+  description = "Upscaled videos and their JSON reports appear here."
+  value       = aws_s3_bucket.this["output"].id
+}
+
+output "work_bucket" {
+  description = "Transient upscaled segments (jobs/<job_id>/...), deleted after assembly."
+  value       = aws_s3_bucket.this["work"].id
+}
+
+output "models_bucket" {
+  description = "The model (models/) and the Lambda layer (lambda/)."
+  value       = aws_s3_bucket.this["models"].id
+}
+
+output "ingest_queue_url" {
+  value = aws_sqs_queue.ingest.url
+}
+
+output "segment_queue_url" {
+  value = aws_sqs_queue.segments.url
+}
+
+output "dead_letter_queue_urls" {
+  description = "Dead-letter queues (and the assembly failure queue): a message here needs `vsr redrive`."
+  value = {
+    ingest            = aws_sqs_queue.ingest_dlq.url
+    segments          = aws_sqs_queue.segments_dlq.url
+    assembly_failures = aws_sqs_queue.assembly_failures.url
+  }
+}
+
+output "table_name" {
+  value = aws_dynamodb_table.jobs.name
+}
+
+output "kms_key_arn" {
+  description = "Uploaders need kms:GenerateDataKey on this key, readers of the output bucket kms:Decrypt."
+  value       = aws_kms_key.main.arn
+}
+
+output "alarm_topic_arn" {
+  value = aws_sns_topic.alarms.arn
+}
+
+output "dashboard_url" {
+  value = "https://${local.region}.console.aws.amazon.com/cloudwatch/home?region=${local.region}#dashboards:name=${aws_cloudwatch_dashboard.pipeline.dashboard_name}"
+}
+
+output "upload_command" {
+  description = "Example: start a job."
+  value       = "aws s3 cp my-video.mp4 s3://${aws_s3_bucket.this["input"].id}/my-video.mp4"
+}
+
+output "fetch_command" {
+  description = "Example: download every result (videos and JSON reports)."
+  value       = "aws s3 cp --recursive s3://${aws_s3_bucket.this["output"].id}/ ./out/"
+}
+
+output "redrive_command" {
+  description = "Return dead-letter messages to their source queues (after fixing the cause)."
+  value       = "eval \"$(terraform -chdir=terraform output -raw env_exports)\" && vsr redrive"
+}
+
+output "redrive_command_aws_cli" {
+  description = "The same with the AWS CLI only (one move task per dead-letter queue)."
+  value = join(" && ", [
+    for dlq in [aws_sqs_queue.ingest_dlq, aws_sqs_queue.segments_dlq] : "aws sqs start-message-move-task --source-arn ${dlq.arn}"
+  ])
+}
+
+output "env" {
+  description = "The VSR_* variables the functions get; export them to point `vsr status` / `vsr redrive` at this deployment."
+  value = merge(
+    { for key, value in local.function_env : key => value if !contains(["VSR_MODEL_DIR", "VSR_SETTINGS_OVERRIDES"], key) },
+    { AWS_REGION = local.region },
+  )
+}
+
+output "env_exports" {
+  description = "`eval \"$(terraform output -raw env_exports)\"` sets the variables of the env output in a shell."
+  value = join("\n", [
+    for key, value in merge(
+      { for key, value in local.function_env : key => value if !contains(["VSR_MODEL_DIR", "VSR_SETTINGS_OVERRIDES"], key) },
+      { AWS_REGION = local.region },
+    ) : "export ${key}='${value}'"
+  ])
+}
