@@ -1,0 +1,257 @@
+"""Create the AWS resources Terraform creates, from the same settings, against any endpoint (moto locally).
+
+Resource naming lives in `resource_names()` only: Terraform (terraform/locals.tf `names`) mirrors it from the
+same `name_prefix`: buckets are `<prefix>-<role>-<account>-<region>` (bucket names are global), queues and
+the table `<prefix>-<role>`. Locally the account and region are moto's defaults.
+Everything here is idempotent: running it against an endpoint that already has the resources converges them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from vsr.aws import clients
+from vsr.logs import get_logger
+from vsr.pipeline import jobs
+from vsr.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    input_bucket: str
+    output_bucket: str
+    work_bucket: str
+    models_bucket: str
+    ingest_queue: str
+    ingest_dlq: str
+    segment_queue: str
+    segment_dlq: str
+    assembly_failures: str
+    table: str
+    model_key: str
+    ingest_function: str
+    worker_function: str
+    assemble_function: str
+
+
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
+LOCAL_REGION = "us-east-1"
+
+
+def resource_names(
+    settings: Settings | None = None, account_id: str = LOCAL_ACCOUNT_ID, region: str = LOCAL_REGION
+) -> ResourceNames:
+    """The one naming function (Terraform mirrors it in terraform/locals.tf)."""
+    s = settings or get_settings()
+    p = s.name_prefix
+    suffix = f"{account_id}-{region}"
+    return ResourceNames(
+        input_bucket=f"{p}-input-{suffix}",
+        output_bucket=f"{p}-output-{suffix}",
+        work_bucket=f"{p}-work-{suffix}",
+        models_bucket=f"{p}-models-{suffix}",
+        ingest_queue=f"{p}-ingest",
+        ingest_dlq=f"{p}-ingest-dlq",
+        segment_queue=f"{p}-segments",
+        segment_dlq=f"{p}-segments-dlq",
+        assembly_failures=f"{p}-assembly-failures",
+        table=f"{p}-jobs",
+        model_key=f"models/{s.model_name}.onnx",
+        ingest_function=f"{p}-ingest",
+        worker_function=f"{p}-worker",
+        assemble_function=f"{p}-assemble",
+    )
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What the functions' environment needs (the same variables Terraform sets on the Lambdas)."""
+
+    names: ResourceNames
+    ingest_queue_url: str
+    ingest_dlq_url: str
+    segment_queue_url: str
+    segment_dlq_url: str
+    assembly_failures_url: str
+    table_stream_arn: str
+    model_meta: dict[str, Any]
+
+    def function_env(self) -> dict[str, str]:
+        n = self.names
+        return {
+            "VSR_INPUT_BUCKET": n.input_bucket,
+            "VSR_OUTPUT_BUCKET": n.output_bucket,
+            "VSR_WORK_BUCKET": n.work_bucket,
+            "VSR_MODELS_BUCKET": n.models_bucket,
+            "VSR_INGEST_QUEUE_URL": self.ingest_queue_url,
+            "VSR_SEGMENT_QUEUE_URL": self.segment_queue_url,
+            "VSR_TABLE": n.table,
+            "VSR_MODEL_KEY": n.model_key,
+            **({"VSR_MODEL_SCALE": str(self.model_meta["scale"])} if "scale" in self.model_meta else {}),
+            **(
+                {"VSR_MODEL_MACS_PER_PIXEL": str(self.model_meta["macs_per_input_pixel"])}
+                if "macs_per_input_pixel" in self.model_meta
+                else {}
+            ),
+        }
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    try:
+        url = str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("QueueAlreadyExists", "QueueNameExists"):
+            raise
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    # Converge attributes of a queue that already existed with other settings.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _ensure_queue_pair(
+    sqs: Any, settings: Settings, name: str, dlq_name: str, consumer: str, max_receive: int
+) -> tuple[str, str]:
+    retention = str(int(settings.raw["queues"]["message_retention_s"]))
+    dlq_url = _ensure_queue(sqs, dlq_name, {"MessageRetentionPeriod": retention})
+    redrive = {"deadLetterTargetArn": _queue_arn(sqs, dlq_url), "maxReceiveCount": max_receive}
+    url = _ensure_queue(
+        sqs,
+        name,
+        {
+            "VisibilityTimeout": str(settings.visibility_timeout_s(consumer)),
+            "MessageRetentionPeriod": retention,
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )
+    allow = {"redrivePermission": "byQueue", "sourceQueueArns": [_queue_arn(sqs, url)]}
+    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"RedriveAllowPolicy": json.dumps(allow)})
+    return url, dlq_url
+
+
+def _ensure_bucket(s3: Any, name: str) -> None:
+    try:
+        s3.create_bucket(Bucket=name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+def _ensure_table(ddb: Any, name: str) -> str:
+    try:
+        ddb.create_table(TableName=name, **jobs.table_spec())
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        ddb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": jobs.TTL_ATTRIBUTE}
+        )
+    return str(ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"])
+
+
+def _allow_s3_to_send(sqs: Any, queue_url: str, queue_arn: str, bucket: str) -> None:
+    """The queue policy Terraform attaches (moto does not enforce it; kept so the two stay alike)."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_model(s3: Any, bucket: str, key: str, model_path: Path) -> None:
+    """Upload the converted ONNX model the workers fetch (skipped when the same bytes are already there)."""
+    sha = _sha256(model_path)
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        if head.get("Metadata", {}).get("sha256") == sha:
+            return
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    s3.upload_file(str(model_path), bucket, key, ExtraArgs={"Metadata": {"sha256": sha}})
+    log.info("model_uploaded", bucket=bucket, key=key, bytes=model_path.stat().st_size)
+
+
+def provision(settings: Settings | None = None, model_path: Path | None = None) -> Provisioned:
+    """Create (or converge) buckets, queues with DLQs, the job table with its stream, the S3 notification, the model.
+
+    Talks to `VSR_ENDPOINT_URL` through the shared clients. `model_path` defaults to the configured model,
+    converted on first use by the model registry.
+    """
+    s = settings or get_settings()
+    names = resource_names(s)
+    s3, sqs, ddb = clients.s3(), clients.sqs(), clients.dynamodb()
+
+    for bucket in (names.input_bucket, names.output_bucket, names.work_bucket, names.models_bucket):
+        _ensure_bucket(s3, bucket)
+    ingest_url, ingest_dlq_url = _ensure_queue_pair(
+        sqs, s, names.ingest_queue, names.ingest_dlq, "ingest", s.ingest_max_receive_count
+    )
+    segment_url, segment_dlq_url = _ensure_queue_pair(
+        sqs, s, names.segment_queue, names.segment_dlq, "worker", s.segment_max_receive_count
+    )
+    stream_arn = _ensure_table(ddb, names.table)
+    # The assembly stream mapping's on-failure destination (records whose assembly failed every retry).
+    retention = str(int(s.raw["queues"]["message_retention_s"]))
+    failures_url = _ensure_queue(sqs, names.assembly_failures, {"MessageRetentionPeriod": retention})
+
+    ingest_arn = _queue_arn(sqs, ingest_url)
+    _allow_s3_to_send(sqs, ingest_url, ingest_arn, names.input_bucket)
+    s3.put_bucket_notification_configuration(
+        Bucket=names.input_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"Id": "ingest", "QueueArn": ingest_arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+
+    if model_path is None:
+        from vsr.models.registry import resolve_model
+
+        model_path = Path(resolve_model(s.model_name, None).path)
+    upload_model(s3, names.models_bucket, names.model_key, model_path)
+    sidecar = model_path.with_suffix(".json")  # the converter's metadata (scale, cost) travels with the model
+    meta: dict[str, Any] = {}
+    if sidecar.is_file():
+        upload_model(s3, names.models_bucket, str(Path(names.model_key).with_suffix(".json")), sidecar)
+        meta = json.loads(sidecar.read_text())
+
+    return Provisioned(
+        names=names,
+        ingest_queue_url=ingest_url,
+        ingest_dlq_url=ingest_dlq_url,
+        segment_queue_url=segment_url,
+        segment_dlq_url=segment_dlq_url,
+        assembly_failures_url=failures_url,
+        table_stream_arn=stream_arn,
+        model_meta=meta,
+    )

@@ -1,0 +1,469 @@
+"""`vsr run`: the whole serverless pipeline on this machine, on an embedded AWS (moto server), real handlers.
+
+What runs where:
+- moto server in this process (ThreadedMotoServer on 127.0.0.1, a free port), unless `--endpoint` names one;
+- resources created from the settings exactly as Terraform creates them (vsr.local.provision);
+- Lambda stand-ins (vsr.local.dispatch): one ingest poller, N worker pollers and one stream poller, each owning
+  a container process (vsr.local.containers) that loads `services/<fn>/handler.py` by path, like Lambda.
+
+Worker concurrency: Lambda runs up to the reserved concurrency, each execution with its own vCPUs. Here N =
+min(reserved concurrency, --workers or this machine's CPU count), and each worker container is pinned to
+cpu_count // N CPUs (at least one), so N containers never fight over the same cores and the engine, which
+sizes its ONNX Runtime pool from the process's CPU affinity, uses exactly its share. On a 2-core machine
+that is 2 containers with 1 thread each: inference on one segment overlaps decode/encode/upload of another,
+and the single-threaded parts (decode, colour conversion, encode) no longer idle a second core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsr.aws import clients
+from vsr.local.containers import REGION, Container
+from vsr.local.dispatch import EVENT_SOURCES, SqsPoller, StreamPoller
+from vsr.local.faults import FaultPlan
+from vsr.local.provision import Provisioned, provision
+from vsr.logs import get_logger
+from vsr.pipeline import jobs
+from vsr.settings import Settings, get_settings, load_assembly_filter
+
+log = get_logger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SERVICES_DIR = REPO_ROOT / "services"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+POLL_S = 0.25  # how often the job record is read for progress
+
+
+def plan_concurrency(requested: int | None, settings: Settings, cpus: int | None = None) -> tuple[int, int]:
+    """(worker containers, CPUs per container): never above the reserved concurrency; by default one per CPU."""
+    cpus = max(1, cpus or len(os.sched_getaffinity(0)))
+    workers = max(1, min(settings.worker_reserved_concurrency, requested or cpus))
+    return workers, max(1, cpus // workers)
+
+
+def cpu_sets(workers: int, per_worker: int, cpus: list[int]) -> list[tuple[int, ...]]:
+    """Contiguous CPU sets per worker, wrapping around when the user asked for more workers than CPUs."""
+    return [tuple(cpus[(w * per_worker + j) % len(cpus)] for j in range(per_worker)) for w in range(workers)]
+
+
+@contextmanager
+def embedded_moto() -> Iterator[str]:
+    """moto server in this process on a free loopback port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines on the user's terminal
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def use_endpoint(endpoint: str) -> None:
+    """Point this process's clients (and the containers it starts) at a local `endpoint` (moto ignores keys)."""
+    for name, value in FAKE_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    os.environ["VSR_ENDPOINT_URL"] = endpoint
+    clients.reset_clients()
+
+
+@dataclass
+class Outcome:
+    """How a waited-for job ended (status COMPLETE or FAILED) as `vsr run` reports it."""
+
+    job_id: str
+    status: str
+    job: jobs.Job | None
+    error: str | None
+    wall_s: float
+    output: Path | None = None
+    report: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalRuntime:
+    """Provisioned resources plus running dispatchers; use as a context manager.
+
+    `fault_plan` (tests only) is handed to worker containers, see vsr.local.faults.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        workers: int | None = None,
+        work_dir: Path | None = None,
+        log_dir: Path | None = None,
+        fault_plan: FaultPlan | None = None,
+        model_path: Path | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.settings = get_settings()
+        self.workers, self.cpus_per_worker = plan_concurrency(workers, self.settings)
+        self._work_dir = Path(work_dir or tempfile.mkdtemp(prefix="vsr-local-"))
+        self.log_dir = Path(log_dir or self._work_dir / "logs")
+        self.fault_plan = fault_plan
+        self._model_path = model_path
+        self._stop = threading.Event()
+        self._serial = 0
+        self._serial_lock = threading.Lock()
+        self.loops: list[SqsPoller | StreamPoller] = []
+        self.resources: Provisioned | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def __enter__(self) -> LocalRuntime:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.resources = provision(self.settings, self._model_path)
+        r = self.resources
+        sqs = clients.sqs()
+        arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]  # noqa: E731
+        ingest_arn, segment_arn = arn(r.ingest_queue_url), arn(r.segment_queue_url)
+        self.loops.append(
+            SqsPoller(
+                "ingest",
+                self._stop,
+                self._factory("ingest"),
+                sqs,
+                r.ingest_queue_url,
+                ingest_arn,
+                EVENT_SOURCES["ingest"]["batch_size"],
+            )
+        )
+        cpus = sorted(os.sched_getaffinity(0))
+        for index, cpu_set in enumerate(cpu_sets(self.workers, self.cpus_per_worker, cpus)):
+            self.loops.append(
+                SqsPoller(
+                    f"worker-{index}",
+                    self._stop,
+                    self._factory("worker", cpu_set),
+                    sqs,
+                    r.segment_queue_url,
+                    segment_arn,
+                    EVENT_SOURCES["worker"]["batch_size"],
+                )
+            )
+        self.loops.append(
+            StreamPoller(
+                "assemble",
+                self._stop,
+                self._factory("assemble"),
+                clients.dynamodbstreams(),
+                r.table_stream_arn,
+                load_assembly_filter(),
+                EVENT_SOURCES["assemble"]["maximum_retry_attempts"],
+                sqs,
+                r.assembly_failures_url,
+            )
+        )
+        for loop in self.loops:
+            loop.start()
+        log.info("runtime_started", endpoint=self.endpoint, workers=self.workers, cpus_per_worker=self.cpus_per_worker)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for loop in self.loops:
+            loop.shutdown()
+        for loop in self.loops:
+            loop.join(timeout=30)
+            loop.shutdown()  # a container started during shutdown
+
+    # --- containers -----------------------------------------------------------------------------------
+    def _container_env(self, function: str, tmp: Path) -> dict[str, str]:
+        assert self.resources is not None
+        fn = self.settings.function(function)
+        env = dict(os.environ)
+        env.update(self.resources.function_env())
+        env.update(
+            {
+                "VSR_ENDPOINT_URL": self.endpoint,
+                "AWS_REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or REGION,
+                "AWS_LAMBDA_FUNCTION_NAME": getattr(self.resources.names, f"{function}_function"),
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+                "TMPDIR": str(tmp),  # each execution environment has its own /tmp
+                "VSR_MODEL_DIR": str(tmp / "vsr-models"),  # what Terraform sets: the model is fetched from S3
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _factory(self, function: str, cpus: tuple[int, ...] | None = None) -> Callable[[], Container]:
+        def make() -> Container:
+            with self._serial_lock:
+                self._serial += 1
+                serial = self._serial
+            tmp = self._work_dir / f"{function}-{serial}"
+            tmp.mkdir(parents=True, exist_ok=True)
+            plan = self.fault_plan.to_json() if (self.fault_plan and function == "worker") else None
+            return Container(
+                function,
+                SERVICES_DIR / function / "handler.py",
+                timeout_s=self.settings.function(function).timeout_s,
+                memory_mb=self.settings.function(function).memory_mb,
+                env=self._container_env(function, tmp),
+                log_path=self.log_dir / f"{function}-{serial}.log",
+                fault_plan_json=plan,
+                cpus=cpus,
+            )
+
+        return make
+
+    def worker_loops(self) -> list[SqsPoller]:
+        return [loop for loop in self.loops if isinstance(loop, SqsPoller) and loop.name.startswith("worker")]
+
+    # --- jobs -----------------------------------------------------------------------------------------
+    def submit(self, path: Path, key: str | None = None) -> str:
+        """Upload `path` to the input bucket (S3 notifies ingest); return the job id that upload gets."""
+        assert self.resources is not None
+        bucket = self.resources.names.input_bucket
+        key = key or path.name
+        s3 = clients.s3()
+        s3.upload_file(str(path), bucket, key)
+        head = s3.head_object(Bucket=bucket, Key=key)
+        return jobs.job_id_for(bucket, key, head.get("VersionId"), head.get("ETag"))
+
+    def dlq_depth(self) -> int:
+        assert self.resources is not None
+        total = 0
+        for url in (self.resources.segment_dlq_url, self.resources.ingest_dlq_url):
+            attrs = clients.sqs().get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
+            total += int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return total
+
+    def deadline_s(self, segments: int) -> float:
+        """A generous bound on a healthy job's duration: every stage may use all its retries."""
+        s = self.settings
+        ingest = s.visibility_timeout_s("ingest") * s.ingest_max_receive_count
+        rounds = math.ceil(max(1, segments) / self.workers)
+        worker = (
+            rounds * s.function("worker").timeout_s + s.visibility_timeout_s("worker") * s.segment_max_receive_count
+        )
+        assemble = s.function("assemble").timeout_s * (EVENT_SOURCES["assemble"]["maximum_retry_attempts"] + 1)
+        return float(ingest + worker + assemble)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        started: float,
+        on_update: Callable[[jobs.Job | None], None] | None = None,
+        timeout_s: float | None = None,
+        stop_on_dead_letters: bool = True,
+    ) -> Outcome:
+        """Poll the job record until COMPLETE or FAILED, a dead-lettered message stalls it, or the deadline."""
+        baseline = self.dlq_depth()
+        ticker = threading.Event()
+        job: jobs.Job | None = None
+        while True:
+            job = jobs.get_job(job_id)
+            if on_update:
+                on_update(job)
+            elapsed = time.time() - started
+            if job is not None and job.terminal:
+                end = job.completed_at or time.time()
+                error = (job.error or {}).get("reason") if job.status == jobs.FAILED else None
+                return Outcome(job_id, job.status, job, error, end - started)
+            if stop_on_dead_letters and self.dlq_depth() > baseline:
+                return Outcome(job_id, jobs.FAILED, job, _dead_letter_reason(job), elapsed)
+            limit = timeout_s if timeout_s is not None else self.deadline_s(job.segment_count if job else 0)
+            if elapsed > limit:
+                return Outcome(
+                    job_id,
+                    jobs.FAILED,
+                    job,
+                    f"timed out after {elapsed:.0f} s (status {job.status if job else 'not created'})",
+                    elapsed,
+                )
+            ticker.wait(POLL_S)
+
+    def download(self, outcome: Outcome, out_dir: Path) -> None:
+        """Fetch the output video and its JSON report into out_dir."""
+        if outcome.job is None or not outcome.job.output:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        output = outcome.job.output
+        s3 = clients.s3()
+        video = out_dir / Path(output["key"]).name
+        s3.download_file(output["bucket"], output["key"], str(video))
+        outcome.output = video.resolve()
+        if output.get("report_key"):
+            report = out_dir / Path(output["report_key"]).name
+            s3.download_file(output["bucket"], output["report_key"], str(report))
+            outcome.report = report.resolve()
+
+
+def _dead_letter_reason(job: jobs.Job | None) -> str:
+    if job is None:
+        return "the upload's ingest message went to the dead-letter queue; see `vsr status` and `vsr redrive`"
+    failing = ", ".join(
+        f"segment {index} ({err.get('attempts')} attempts): {err.get('error')}"
+        for index, err in sorted(job.segment_errors.items())
+        if index not in job.done
+    )
+    return f"a message went to the dead-letter queue; {failing or 'no segment error recorded'}; fix the cause and run `vsr redrive`"
+
+
+# --- reporting ----------------------------------------------------------------------------------------
+def timings_summary(outcome: Outcome, workers: int) -> dict[str, Any]:
+    """Job timings with the orchestration overhead: wall minus decode+infer+encode per worker in parallel.
+
+    With W workers and S segments the compute time divides over min(W, S) workers at best, so
+    overhead = wall - (decode + infer + encode) / min(W, S): queueing, polling, S3 and DynamoDB calls, model
+    download, probe, assembly and load imbalance between workers. With one worker it is exactly
+    wall - decode - infer - encode.
+    """
+    job = outcome.job
+    totals = job.segment_totals if job else {}
+    decode, infer, encode = (float(totals.get(name, 0.0)) for name in ("decode_s", "infer_s", "encode_s"))
+    parallel = max(1, min(workers, job.segment_count if job and job.segment_count else 1))
+    compute = decode + infer + encode
+    overhead = outcome.wall_s - compute / parallel
+    summary: dict[str, Any] = {
+        "wall_s": round(outcome.wall_s, 3),
+        "decode_s": round(decode, 3),
+        "infer_s": round(infer, 3),
+        "encode_s": round(encode, 3),
+        "worker_wall_s": round(float(totals.get("wall_s", 0.0)), 3),
+        "workers": workers,
+        "parallelism": parallel,
+        "overhead_s": round(overhead, 3),
+        "overhead_pct": round(100.0 * overhead / outcome.wall_s, 2) if outcome.wall_s > 0 else None,
+    }
+    if job:
+        summary["stages"] = job.timings
+    return summary
+
+
+def summary_line(outcome: Outcome, workers: int) -> dict[str, Any]:
+    job = outcome.job
+    return {
+        "job_id": outcome.job_id,
+        "status": outcome.status,
+        "output": str(outcome.output) if outcome.output else None,
+        "report": str(outcome.report) if outcome.report else None,
+        "error": outcome.error,
+        "segments": job.segment_count if job else 0,
+        "frames": int(job.segment_totals.get("frames", 0)) if job else 0,
+        "timings": timings_summary(outcome, workers),
+    }
+
+
+class Progress:
+    """One status line on stderr, rewritten in place on a terminal, one line per change otherwise."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = time.time()
+        self._last = ""
+
+    def __call__(self, job: jobs.Job | None) -> None:
+        if job is None:
+            text = "waiting for ingest"
+        else:
+            done, total = len(job.done), job.segment_count
+            bar = ""
+            if total:
+                filled = round(20 * done / total)
+                bar = f"[{'#' * filled}{'.' * (20 - filled)}] "
+            text = f"{job.job_id[:12]} {job.status:<10} {bar}{done}/{total} segments"
+            retries = sum(1 for i in job.segment_errors if i not in job.done)
+            if retries:
+                text += f", {retries} retrying"
+        if text == self._last:
+            if self.tty:
+                self.stream.write(f"\r{text}  {time.time() - self.started:6.1f} s")
+                self.stream.flush()
+            return
+        self._last = text
+        if self.tty:
+            self.stream.write(f"\r\033[K{text}  {time.time() - self.started:6.1f} s")
+        else:
+            self.stream.write(f"{time.time() - self.started:7.1f} s  {text}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _quiet_logs() -> None:
+    """This process's own JSON logs: warnings and up unless VSR_LOG_LEVEL says otherwise (containers log to files)."""
+    import structlog
+
+    level = os.environ.get("VSR_LOG_LEVEL", "WARNING").upper()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.WARNING)))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`vsr run INPUT [-o DIR] [--workers N] [--endpoint URL] [--json]`: exit 0 on COMPLETE, 1 on FAILED."""
+    _quiet_logs()
+    source = Path(args.input)
+    if not source.is_file():
+        print(f"vsr run: no such file: {source}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output_dir)
+    with embedded_moto() if not args.endpoint else _given(args.endpoint) as endpoint:
+        use_endpoint(endpoint)
+        with LocalRuntime(endpoint, workers=args.workers, log_dir=out_dir / "logs") as runtime:
+            print(
+                f"vsr run: local AWS at {endpoint}; {runtime.workers} worker container(s) x "
+                f"{runtime.cpus_per_worker} CPU; logs in {runtime.log_dir}",
+                file=sys.stderr,
+            )
+            started = time.time()
+            job_id = runtime.submit(source)
+            progress = Progress()
+            try:
+                outcome = runtime.wait(job_id, started=started, on_update=progress)
+            finally:
+                progress.close()
+            if outcome.status == jobs.COMPLETE:
+                runtime.download(outcome, out_dir)
+    summary = summary_line(outcome, runtime.workers)
+    if outcome.status == jobs.COMPLETE:
+        t = summary["timings"]
+        print(
+            f"COMPLETE {summary['output']} ({summary['segments']} segments, {t['wall_s']:.1f} s, "
+            f"orchestration overhead {t['overhead_s']:.1f} s = {t['overhead_pct']}%)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"FAILED: {outcome.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0 if outcome.status == jobs.COMPLETE else 1
+
+
+@contextmanager
+def _given(endpoint: str) -> Iterator[str]:
+    yield endpoint.rstrip("/")

@@ -1,0 +1,331 @@
+"""Operations commands: `vsr status` (jobs and per-segment state) and `vsr redrive` (dead letters back to work).
+
+Where the resources are: the names the functions use come from the same VSR_* variables Terraform sets on
+the Lambdas (`terraform output -json` lists them; export VSR_TABLE, VSR_INGEST_QUEUE_URL and
+VSR_SEGMENT_QUEUE_URL). A variable that is not set falls back to the deterministic name from
+`vsr.local.provision.resource_names()` (prefix from settings), which is what Terraform and the local runtime
+create, so in the default deployment nothing needs exporting. Dead-letter queues are never configured
+separately: they are read from each source queue's RedrivePolicy, so they cannot disagree with it.
+`--endpoint URL` (or VSR_ENDPOINT_URL) points both commands at a local runtime's moto server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from vsr.aws import clients
+from vsr.aws.resources import Resources
+from vsr.local.provision import resource_names
+from vsr.logs import get_logger
+from vsr.pipeline import jobs
+from vsr.pipeline.jobs import Job
+
+log = get_logger(__name__)
+
+QUEUES = ("ingest", "segments")
+MOVE_TASK_DEADLINE_S = 300.0  # how long `vsr redrive` follows an AWS message move task before reporting
+MOVE_TASK_POLL_S = 2.0
+NOT_IMPLEMENTED_CODES = frozenset(
+    {"InternalFailure", "InternalError", "InvalidAction", "UnknownOperation", "NotImplemented"}
+)
+
+
+# --- where things are -------------------------------------------------------------------------------------
+def _connect(endpoint: str | None) -> None:
+    if endpoint:
+        from vsr.local.runtime import use_endpoint
+
+        use_endpoint(endpoint.rstrip("/"))
+
+
+def table_name() -> str:
+    return Resources.from_env().table or resource_names().table
+
+
+def source_queue_url(queue: str) -> str:
+    env = Resources.from_env()
+    url = env.ingest_queue_url if queue == "ingest" else env.segment_queue_url
+    if url:
+        return url
+    names = resource_names()
+    name = names.ingest_queue if queue == "ingest" else names.segment_queue
+    return str(clients.sqs().get_queue_url(QueueName=name)["QueueUrl"])
+
+
+@dataclass(frozen=True)
+class QueuePair:
+    label: str
+    source_url: str
+    source_arn: str
+    dlq_url: str
+    dlq_arn: str
+
+
+def queue_pair(queue: str) -> QueuePair:
+    """The source queue and the DLQ its RedrivePolicy names."""
+    sqs = clients.sqs()
+    url = source_queue_url(queue)
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"])["Attributes"]
+    if "RedrivePolicy" not in attrs:
+        raise RuntimeError(f"queue {url} has no redrive policy (no dead-letter queue)")
+    dlq_arn = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"]
+    _, _, _, _, account, dlq_name = dlq_arn.split(":", 5)
+    dlq_url = sqs.get_queue_url(QueueName=dlq_name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return QueuePair(queue, url, attrs["QueueArn"], dlq_url, dlq_arn)
+
+
+def queue_depth(url: str) -> int:
+    attrs = clients.sqs().get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attrs.get("ApproximateNumberOfMessages", 0)) + int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+
+
+def peek_dead_letters(dlq_url: str) -> list[dict[str, Any]]:
+    """Up to 10 dead-lettered segment messages as parsed bodies, left visible (visibility 0), like the console's
+    "poll for messages"; used to tell which segments of a job are dead-lettered."""
+    response = clients.sqs().receive_message(
+        QueueUrl=dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0, AttributeNames=["All"]
+    )
+    bodies = []
+    for message in response.get("Messages", []):
+        try:
+            body = json.loads(message["Body"])
+        except ValueError:
+            continue
+        if isinstance(body, dict):
+            body["_receive_count"] = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0))
+            bodies.append(body)
+    return bodies
+
+
+# --- status -----------------------------------------------------------------------------------------------
+def segment_rows(job: Job, dead_lettered: set[int]) -> list[dict[str, Any]]:
+    """Per-segment state: done, dead-lettered, failing (retrying), or pending."""
+    rows = []
+    for index in range(job.segment_count):
+        error = job.segment_errors.get(index, {})
+        if index in job.done:
+            state = "done"
+        elif index in dead_lettered:
+            state = "dead-lettered"
+        elif error:
+            state = "retrying"
+        else:
+            state = "pending"
+        rows.append(
+            {
+                "index": index,
+                "state": state,
+                "attempts": error.get("attempts", 0),
+                "error": error.get("error"),
+                "code": error.get("code"),
+            }
+        )
+    return rows
+
+
+def job_status(job_id: str) -> dict[str, Any] | None:
+    job = jobs.get_job(job_id, table_name())
+    if job is None:
+        return None
+    dead: set[int] = set()
+    if job.status not in (jobs.COMPLETE, jobs.FAILED) and job.segment_count:
+        try:
+            for body in peek_dead_letters(queue_pair("segments").dlq_url):
+                if body.get("job_id") == job_id and isinstance(body.get("segment"), dict):
+                    dead.add(int(body["segment"]["index"]))
+        except botocore.exceptions.ClientError as exc:  # no queue access: the record alone still answers
+            log.warning("dead_letter_peek_failed", error=str(exc))
+    data = job.to_dict()
+    data["segments"] = segment_rows(job, dead)
+    data["done_count"] = len(job.done)
+    return data
+
+
+def _age(created_at: float) -> str:
+    seconds = max(0, time.time() - float(created_at or 0))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_job(data: dict[str, Any]) -> None:
+    source = data["input"]
+    print(f"job      {data['job_id']}")
+    print(f"status   {data['status']}")
+    print(f"input    s3://{source.get('bucket')}/{source.get('key')}")
+    if data.get("probe"):
+        p = data["probe"]
+        print(f"probe    {json.dumps(p, default=str)}")
+    print(f"segments {data['done_count']}/{data['segment_count']} done, remaining {data['remaining']}")
+    if data.get("error"):
+        print(f"error    {data['error'].get('reason')}")
+    if data.get("output"):
+        out = data["output"]
+        print(f"output   s3://{out.get('bucket')}/{out.get('key')}")
+    if data.get("timings"):
+        print(f"timings  {json.dumps(data['timings'], default=str)}")
+    if data["segments"]:
+        print(f"{'seg':>5}  {'state':<14}{'attempts':>8}  last error")
+        for row in data["segments"]:
+            print(f"{row['index']:>5}  {row['state']:<14}{row['attempts']:>8}  {row['error'] or ''}")
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """`vsr status [JOB] [--json]`: recent jobs, or one job with its segments and the user-facing error."""
+    _connect(args.endpoint)
+    if args.job_id:
+        data = job_status(args.job_id)
+        if data is None:
+            print(f"vsr status: no job {args.job_id} in table {table_name()}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(data, default=str))
+        else:
+            _print_job(data)
+        return 0
+    listing = [
+        {
+            "job_id": job.job_id,
+            "status": job.status,
+            "input": f"s3://{job.input.get('bucket')}/{job.input.get('key')}",
+            "done": len(job.done),
+            "segments": job.segment_count,
+            "age": _age(job.created_at),
+            "created_at": job.created_at,
+            "error": (job.error or {}).get("reason"),
+        }
+        for job in jobs.list_jobs(table_name(), limit=None)[:50]
+    ]
+    if args.json:
+        print(json.dumps(listing, default=str))
+        return 0
+    if not listing:
+        print(f"no jobs in table {table_name()}")
+        return 0
+    print(f"{'job':<34}{'status':<12}{'segments':>9}  {'age':>5}  input")
+    for row in listing:
+        line = f"{row['job_id']:<34}{row['status']:<12}{row['done']:>4}/{row['segments']:<4}  {row['age']:>5}  {row['input']}"
+        if row["error"]:
+            line += f"  ({row['error']})"
+        print(line)
+    return 0
+
+
+# --- redrive ----------------------------------------------------------------------------------------------
+def _no_retry_sqs() -> Any:
+    """An SQS client that fails fast: moto answers StartMessageMoveTask with HTTP 500, which botocore retries."""
+    endpoint = clients.endpoint_url()
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or clients.FALLBACK_REGION
+    return boto3.session.Session().client(
+        "sqs", endpoint_url=endpoint, region_name=region, config=Config(retries={"max_attempts": 1, "mode": "standard"})
+    )
+
+
+def _move_task_unavailable(exc: botocore.exceptions.ClientError) -> bool:
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return status in (500, 501) or exc.response.get("Error", {}).get("Code") in NOT_IMPLEMENTED_CODES
+
+
+def _attributes_for_send(attributes: dict[str, Any]) -> dict[str, Any]:
+    keep = ("DataType", "StringValue", "BinaryValue")
+    return {name: {k: v for k, v in attr.items() if k in keep} for name, attr in attributes.items()}
+
+
+def move_messages(source_url: str, target_url: str) -> tuple[int, int]:
+    """Receive/send/delete loop: bodies and message attributes preserved; a message leaves the source only
+    after the target accepted it. Returns (moved, failed); failed ones stay in the source."""
+    sqs = clients.sqs()
+    moved = failed = 0
+    while True:
+        response = sqs.receive_message(
+            QueueUrl=source_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return moved, failed
+        entries = []
+        for i, message in enumerate(messages):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
+            if message.get("MessageAttributes"):
+                entry["MessageAttributes"] = _attributes_for_send(message["MessageAttributes"])
+            entries.append(entry)
+        result = sqs.send_message_batch(QueueUrl=target_url, Entries=entries)
+        sent = {item["Id"] for item in result.get("Successful", [])}
+        for item in result.get("Failed", []):
+            log.warning("redrive_send_failed", id=item.get("Id"), code=item.get("Code"), message=item.get("Message"))
+        failed += len(messages) - len(sent)
+        if sent:
+            sqs.delete_message_batch(
+                QueueUrl=source_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                    if str(i) in sent
+                ],
+            )
+            moved += len(sent)
+
+
+def _follow_move_task(sqs: Any, dlq_arn: str, handle: str) -> int:
+    deadline = time.monotonic() + MOVE_TASK_DEADLINE_S
+    ticker = threading.Event()
+    while time.monotonic() < deadline:
+        for task in sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10).get("Results", []):
+            if task.get("TaskHandle") == handle and task.get("Status") in ("COMPLETED", "FAILED", "CANCELLED"):
+                if task["Status"] != "COMPLETED":
+                    raise RuntimeError(f"message move task {task['Status']}: {task.get('FailureReason')}")
+                return int(task.get("ApproximateNumberOfMessagesMoved", 0))
+        ticker.wait(MOVE_TASK_POLL_S)
+    raise TimeoutError(f"message move task {handle} still running after {MOVE_TASK_DEADLINE_S:.0f} s")
+
+
+def redrive(queue: str) -> dict[str, Any]:
+    """Return one queue's dead letters to it: StartMessageMoveTask where the API exists, else the loop."""
+    pair = queue_pair(queue)
+    waiting = queue_depth(pair.dlq_url)
+    fast = _no_retry_sqs()
+    try:
+        handle = fast.start_message_move_task(SourceArn=pair.dlq_arn)["TaskHandle"]
+    except botocore.exceptions.ClientError as exc:
+        if not _move_task_unavailable(exc):
+            raise
+        moved, failed = move_messages(pair.dlq_url, pair.source_url)
+        return {"queue": queue, "method": "receive/send/delete", "moved": moved, "failed": failed, "dlq": pair.dlq_url}
+    moved = _follow_move_task(fast, pair.dlq_arn, handle)
+    return {
+        "queue": queue,
+        "method": "StartMessageMoveTask",
+        "moved": moved,
+        "failed": 0,
+        "waiting": waiting,
+        "dlq": pair.dlq_url,
+    }
+
+
+def redrive_command(args: argparse.Namespace) -> int:
+    """`vsr redrive [--queue ingest|segments|all]`: print how many messages went back to each source queue."""
+    _connect(args.endpoint)
+    selected = QUEUES if args.queue == "all" else (args.queue,)
+    failed = 0
+    for queue in selected:
+        result = redrive(queue)
+        failed += result["failed"]
+        line = f"{queue}: moved {result['moved']} message(s) back from the dead-letter queue ({result['method']})"
+        if result["failed"]:
+            line += f"; {result['failed']} could not be sent and stay in the dead-letter queue"
+        print(line)
+    return 1 if failed else 0
