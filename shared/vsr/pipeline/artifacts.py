@@ -1,0 +1,183 @@
+"""Where a job's files live in S3 and moving them: probe, plan and segments in the work bucket, the output.
+
+Work bucket layout (deterministic, so a retried or duplicated step overwrites instead of adding):
+
+    jobs/<job_id>/probe.json              full VideoInfo (with the exact pts table)
+    jobs/<job_id>/plan.json               {"segments": [Segment.to_dict(), ...]}
+    jobs/<job_id>/segments/<index:05d>.nut  one upscaled segment (NUT, see vsr.media.encode); timings as metadata
+
+The output goes to the output bucket beside a JSON report, under a key derived from the input key:
+`videos/clip.mov` -> `videos/clip.upscaled-x2.mp4` and `videos/clip.upscaled-x2.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+
+from vsr.aws import clients
+from vsr.aws.clients import as_transient, aws_retry, error_code, is_transient
+from vsr.errors import PermanentError
+from vsr.planning import Segment
+
+SEGMENT_META_PREFIX = "vsr-"
+SEGMENT_SUFFIX = ".nut"  # vsr.media.encode writes NUT segments (exact source time base)
+DELETE_BATCH = 1000  # DeleteObjects limit
+
+
+class ArtifactMissingError(PermanentError):
+    code = "artifact_missing"
+
+
+def local_tmp_dir() -> str:
+    """Scratch space for segment and output files: $VSR_TMP_DIR, else the system temp dir (/tmp on Lambda)."""
+    folder = os.environ.get("VSR_TMP_DIR") or tempfile.gettempdir()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+def probe_key(job_id: str) -> str:
+    return f"{job_prefix(job_id)}probe.json"
+
+
+def plan_key(job_id: str) -> str:
+    return f"{job_prefix(job_id)}plan.json"
+
+
+def segment_key(job_id: str, index: int) -> str:
+    return f"{job_prefix(job_id)}segments/{index:05d}{SEGMENT_SUFFIX}"
+
+
+def output_keys(input_key: str, scale: int) -> tuple[str, str]:
+    """(video key, report key) in the output bucket for an input key."""
+    stem, _ext = posixpath.splitext(input_key)
+    base = f"{stem or input_key}.upscaled-x{scale}"
+    return f"{base}.mp4", f"{base}.json"
+
+
+def _wrap(what: str, exc: Exception) -> Exception:
+    if isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+        return ArtifactMissingError(f"{what}: object not found")
+    if is_transient(exc):
+        return as_transient(exc, what)
+    return exc
+
+
+def put_json(bucket: str, key: str, data: Any) -> None:
+    body = json.dumps(data, separators=(",", ":")).encode()
+
+    @aws_retry()
+    def put() -> None:
+        clients.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+
+    try:
+        put()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise _wrap(f"put s3://{bucket}/{key}", exc) from exc
+
+
+def get_json(bucket: str, key: str) -> Any:
+    @aws_retry()
+    def get() -> bytes:
+        return bytes(clients.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    try:
+        return json.loads(get())
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
+
+
+def save_plan(bucket: str, job_id: str, segments: Sequence[Segment]) -> str:
+    key = plan_key(job_id)
+    put_json(bucket, key, {"segments": [s.to_dict() for s in segments]})
+    return key
+
+
+def load_plan(bucket: str, job_id: str) -> list[Segment]:
+    """The segment plan of a job (what `vsr status` uses for per-segment frame ranges)."""
+    return [Segment.from_dict(s) for s in get_json(bucket, plan_key(job_id))["segments"]]
+
+
+def upload_file(
+    path: Path, bucket: str, key: str, metadata: Mapping[str, str] | None = None, content_type: str = ""
+) -> None:
+    extra: dict[str, Any] = {}
+    if metadata:
+        extra["Metadata"] = dict(metadata)
+    if content_type:
+        extra["ContentType"] = content_type
+
+    @aws_retry()
+    def upload() -> None:
+        # upload_file switches to multipart for large files (the output of a long video)
+        clients.s3().upload_file(str(path), bucket, key, ExtraArgs=extra or None)
+
+    try:
+        upload()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, OSError) as exc:
+        if isinstance(exc, OSError) and not is_transient(exc):
+            raise
+        raise _wrap(f"upload s3://{bucket}/{key}", exc) from exc
+
+
+def download_file(bucket: str, key: str, path: Path) -> dict[str, str]:
+    """Download one object to `path`; returns its user metadata."""
+
+    @aws_retry()
+    def download() -> dict[str, str]:
+        response = clients.s3().get_object(Bucket=bucket, Key=key)
+        with open(path, "wb") as handle:
+            for chunk in response["Body"].iter_chunks(1 << 20):
+                handle.write(chunk)
+        return dict(response.get("Metadata", {}))
+
+    try:
+        return download()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise _wrap(f"download s3://{bucket}/{key}", exc) from exc
+
+
+def segment_metadata(timings: Mapping[str, float], frames: int) -> dict[str, str]:
+    meta = {f"{SEGMENT_META_PREFIX}{name.replace('_', '-')}": f"{value:.6f}" for name, value in timings.items()}
+    meta[f"{SEGMENT_META_PREFIX}frames"] = str(int(frames))
+    return meta
+
+
+def parse_segment_metadata(metadata: Mapping[str, str]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for name, text in metadata.items():
+        if name.startswith(SEGMENT_META_PREFIX):
+            try:
+                values[name[len(SEGMENT_META_PREFIX) :].replace("-", "_")] = float(text)
+            except ValueError:
+                continue
+    return values
+
+
+def delete_keys(bucket: str, keys: Sequence[str]) -> int:
+    """Delete objects (DeleteObjects, 1000 per call); missing keys are fine."""
+    deleted = 0
+    for start in range(0, len(keys), DELETE_BATCH):
+        chunk = keys[start : start + DELETE_BATCH]
+
+        @aws_retry()
+        def delete(chunk: Sequence[str] = chunk) -> None:
+            clients.s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+
+        try:
+            delete()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _wrap(f"delete in s3://{bucket}", exc) from exc
+        deleted += len(chunk)
+    return deleted

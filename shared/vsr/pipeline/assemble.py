@@ -1,0 +1,207 @@
+"""Assembly: when `remaining` reaches 0, join the segments with the source's audio into the output, once.
+
+Fired by the table's stream through the filter in `config/assembly_filter.json`; the item is re-read here
+(strongly consistent) rather than trusted from the record. One assembly runs per job thanks to a lease taken
+with a conditional update; the lease owner is the stream record's event id, so a retry of the same record
+after a crash retakes its own lease at once, while anybody else waits for it to expire
+(settings jobs.assembly_lease_s). Steps: download the segments from the work bucket, `join_segments` with the
+source read in place through `S3RangeReader`, upload the output and a JSON report beside it, mark COMPLETE,
+delete the work segments (a crash after COMPLETE leaves them to the work bucket's lifecycle rule).
+
+Running it again after a crash finishes the job; after COMPLETE it is a no-op. A permanent error fails the
+job with its reason; a transient one releases the lease and raises, so the stream retries the batch (and the
+Terraform on-failure destination keeps the record once retries run out).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from vsr import logs
+from vsr.aws import clients
+from vsr.aws.resources import Resources
+from vsr.aws.s3io import S3RangeReader
+from vsr.errors import PermanentError
+from vsr.logs import get_logger
+from vsr.pipeline import artifacts, jobs
+from vsr.pipeline.events import stream_records
+
+log = get_logger(__name__)
+
+REQUIRED = ("work_bucket", "output_bucket", "table")
+
+# outcomes of assemble_job
+ASSEMBLED = "assembled"
+SKIPPED = "skipped"  # missing job, not ready, already terminal, or another live lease
+FAILED = "failed"
+
+
+def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    resources = Resources.from_env().require(*REQUIRED)
+    outcomes: dict[str, str] = {}
+    first_error: BaseException | None = None
+    for record in stream_records(event):
+        job_id = record.keys.get(jobs.KEY)
+        new = record.new_image or {}
+        if not job_id or record.event_name == "REMOVE" or new.get("remaining") != 0:
+            continue
+        try:
+            outcomes[str(job_id)] = assemble_job(
+                str(job_id), owner=record.event_id or uuid.uuid4().hex, resources=resources
+            )
+        except Exception as exc:  # transient: finish the other records, then raise so the stream retries
+            log.exception("assemble.retry", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return {"jobs": outcomes}
+
+
+def assemble_job(job_id: str, owner: str, resources: Resources | None = None) -> str:
+    """Assemble one job if it is ready and nobody else is; returns ASSEMBLED, SKIPPED or FAILED.
+
+    Also the entry point for an operator re-running a job whose stream record was lost (`owner` any id).
+    """
+    res = resources or Resources.from_env().require(*REQUIRED)
+    logs.clear()
+    logs.bind(stage="assemble", job_id=job_id)
+    try:
+        job = jobs.get_job(job_id, res.table)
+        if job is None or job.terminal or job.remaining != 0:
+            log.info("assemble.skip", status=job.status if job else None, remaining=job.remaining if job else None)
+            return SKIPPED
+        if not jobs.acquire_assembly_lease(job_id, owner, table=res.table):
+            log.info("assemble.lease_held_elsewhere")
+            return SKIPPED
+        try:
+            _assemble(job, owner, res)
+        except PermanentError as exc:
+            log.warning("assemble.permanent_failure", code=exc.code, reason=exc.reason)
+            jobs.fail_job(job_id, exc, table=res.table)
+            return FAILED
+        except BaseException:
+            jobs.release_assembly_lease(job_id, owner, table=res.table)
+            raise
+        return ASSEMBLED
+    finally:
+        logs.clear()
+
+
+def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
+    from vsr.media.concat import join_segments  # PyAV: imported where used
+    from vsr.media.probe import VideoInfo
+
+    started = time.monotonic()
+    work_bucket = job.artifacts.get("bucket") or res.work_bucket
+    info = VideoInfo.from_dict(
+        artifacts.get_json(work_bucket, job.artifacts.get("probe") or artifacts.probe_key(job.job_id))
+    )
+    scale = int(job.model.get("scale") or 0)
+    if scale <= 0:
+        raise PermanentError("the job record does not say which scale it was planned for")
+    tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
+    try:
+        download_started = time.monotonic()
+        paths: list[Path] = []
+        per_segment: list[dict[str, Any]] = []
+        for index in range(job.segment_count):
+            path = tmp / f"{index:05d}{artifacts.SEGMENT_SUFFIX}"
+            meta = artifacts.download_file(work_bucket, artifacts.segment_key(job.job_id, index), path)
+            paths.append(path)
+            per_segment.append({"index": index, **artifacts.parse_segment_metadata(meta)})
+        download_s = time.monotonic() - download_started
+
+        join_started = time.monotonic()
+        output = tmp / "output.mp4"
+        ref = job.input
+        source = S3RangeReader(
+            clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
+        )
+        join_segments(paths, source, info, output)
+        join_s = time.monotonic() - join_started
+
+        upload_started = time.monotonic()
+        video_key, report_key = artifacts.output_keys(ref["key"], scale)
+        artifacts.upload_file(output, res.output_bucket, video_key, content_type="video/mp4")
+        upload_s = time.monotonic() - upload_started
+        timings = {
+            "assembly_download_s": download_s,
+            "assembly_join_s": join_s,
+            "assembly_upload_s": upload_s,
+            "assembly_s": time.monotonic() - started,
+        }
+        report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
+        artifacts.put_json(res.output_bucket, report_key, report)
+        timings["assembly_s"] = time.monotonic() - started
+        out = {"bucket": res.output_bucket, "key": video_key, "report_key": report_key, "bytes": output.stat().st_size}
+        if not jobs.complete_job(job.job_id, owner, out, timings, res.table):
+            log.warning("assemble.lost_lease_before_complete")  # a newer holder completes it; same output keys
+            return
+        log.info("assemble.complete", output=f"s3://{res.output_bucket}/{video_key}", **timings)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    keys = [artifacts.segment_key(job.job_id, i) for i in range(job.segment_count)]
+    try:
+        artifacts.delete_keys(work_bucket, keys)
+    except Exception as exc:  # the job is complete; leftovers expire with the bucket's lifecycle rule
+        log.warning("assemble.cleanup_failed", error=str(exc))
+
+
+def build_report(
+    job: jobs.Job,
+    info: Any,
+    scale: int,
+    per_segment: list[dict[str, Any]],
+    assembly: dict[str, float],
+    video_key: str,
+    output_bucket: str,
+    output: Path,
+) -> dict[str, Any]:
+    """The JSON written beside the output: what was done, and where the time went.
+
+    Overhead is everything billed that is not decode, inference or encode: ingest, worker setup (model,
+    session, probe), uploads, assembly. `overhead_fraction` = overhead / billed compute-seconds.
+    """
+    sums = {name: sum(float(s.get(name, 0.0)) for s in per_segment) for name in ("decode_s", "infer_s", "encode_s")}
+    worker_wall = float(job.segment_totals.get("wall_s", 0.0))
+    ingest_s = float(job.timings.get("ingest_s", 0.0))
+    compute = sum(sums.values())
+    billed = ingest_s + worker_wall + assembly["assembly_s"]
+    overhead = max(0.0, billed - compute)
+    frames = sum(int(s.get("frames", 0)) for s in per_segment) or info.frame_count
+    rate = info.average_rate or info.base_rate
+    return {
+        "job_id": job.job_id,
+        "input": {"bucket": job.input["bucket"], "key": job.input["key"], **job.probe},
+        "output": {
+            "bucket": output_bucket,
+            "key": video_key,
+            "width": info.width * scale,
+            "height": info.height * scale,
+            "frames": frames,
+            "bytes": output.stat().st_size,
+        },
+        "model": {"name": job.model.get("name"), "scale": scale, "sha256": job.model.get("sha256")},
+        "fps": f"{rate.numerator}/{rate.denominator}" if rate else None,
+        "segments": {"count": job.segment_count, "items": per_segment},
+        "timings": {
+            **job.timings,
+            **assembly,
+            "segments_decode_s": sums["decode_s"],
+            "segments_infer_s": sums["infer_s"],
+            "segments_encode_s": sums["encode_s"],
+            "segments_wall_s": worker_wall,
+            "job_wall_s": time.time() - job.created_at,
+        },
+        "overhead": {
+            "compute_s": compute,
+            "billed_s": billed,
+            "overhead_s": overhead,
+            "overhead_fraction": overhead / billed if billed > 0 else 0.0,
+        },
+    }

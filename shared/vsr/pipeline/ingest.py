@@ -1,0 +1,253 @@
+"""Ingest: S3 ObjectCreated (through the ingest SQS queue) -> one job, its segment plan and its segment messages.
+
+Per object:
+1. job id from bucket, key and version id/ETag. If the job exists, this is a duplicate event (moto sends two
+   for a multipart upload; S3 may redeliver): do nothing, unless the job is still QUEUED and this is the
+   message that created it (or the job is older than an ingest invocation can live), which means the ingest
+   that created it died before enqueuing everything: finish enqueuing (segment messages are idempotent).
+2. probe the object in place through `S3RangeReader` (no download) and validate it against settings limits.
+   Bad input -> a FAILED job with the user-facing reason; the message is acked (never retried).
+3. plan segments from the model's cost (S3 metadata of the model object, see `modelstore`) and the worker's
+   vCPUs and timeout, write probe and plan to the work bucket, create the job QUEUED, send one message per
+   segment (SendMessageBatch), mark it PROCESSING.
+
+Transient failures (throttling, network, misconfiguration) are reported as batch item failures, so SQS
+redelivers the event and, past maxReceiveCount, the ingest DLQ keeps it (`vsr redrive`).
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from typing import Any
+
+from vsr import logs
+from vsr.aws import clients
+from vsr.aws.resources import Resources
+from vsr.aws.s3io import S3RangeReader
+from vsr.errors import EmptyInputError, LimitExceededError, PermanentError
+from vsr.logs import get_logger
+from vsr.pipeline import artifacts, jobs
+from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
+from vsr.pipeline.messages import SegmentMessage, send_segments
+from vsr.pipeline.modelstore import ModelRef, model_ref
+from vsr.planning import Segment, frames_per_segment, plan_segments, seconds_per_frame
+from vsr.settings import get_settings
+
+log = get_logger(__name__)
+
+REQUIRED = ("work_bucket", "segment_queue_url", "table", "models_bucket", "model_key")
+
+
+def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    resources = Resources.from_env().require(*REQUIRED)
+    failed: list[str] = []
+    for record in sqs_records(event):
+        logs.clear()
+        logs.bind(stage="ingest", message_id=record.message_id)
+        try:
+            for obj in s3_objects(record.body):
+                ingest_object(obj, resources, message_id=record.message_id)
+        except MalformedEventError as exc:
+            log.error("ingest.malformed_event_dropped", reason=exc.reason)
+        except Exception as exc:  # transient or unknown: SQS redelivers, then the DLQ keeps it
+            log.exception("ingest.retry", error=f"{type(exc).__name__}: {exc}")
+            failed.append(record.message_id)
+        finally:
+            logs.clear()
+    return batch_response(failed)
+
+
+def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> str:
+    """Create (or resume) the job for one uploaded object; returns the job id."""
+    started = time.monotonic()
+    job_id = jobs.job_id_for(obj.bucket, obj.key, obj.version_id, obj.etag)
+    logs.bind(job_id=job_id, key=obj.key)
+    existing = jobs.get_job(job_id, resources.table)
+    if existing is not None:
+        if existing.status == jobs.QUEUED and _creator_is_gone(existing, message_id):
+            resume_enqueue(existing, resources, started)
+        else:
+            log.info("ingest.duplicate_event", status=existing.status)
+        return job_id
+
+    settings = get_settings()
+    model = model_ref(resources.models_bucket, resources.model_key)
+    input_ref = obj.to_input_ref()
+    try:
+        probe_started = time.monotonic()
+        info = _probe(obj)
+        probe_s = time.monotonic() - probe_started
+        input_ref["size"] = info.size_bytes
+        validate(info, model.scale, settings.limits)
+    except PermanentError as exc:
+        item = jobs.new_job_item(
+            job_id=job_id,
+            status=jobs.FAILED,
+            input_ref=input_ref,
+            now=time.time(),
+            ttl_s=settings.job_ttl_s,
+            model=model.to_message(),
+            error=jobs.error_dict(exc),
+            timings={"ingest_s": time.monotonic() - started},
+            ingest_message_id=message_id,
+        )
+        jobs.create_job(item, resources.table)
+        log.warning("ingest.rejected", code=exc.code, reason=exc.reason)
+        return job_id
+
+    segments = plan(info.width, info.height, info.pts, model)
+    artifacts.put_json(resources.work_bucket, artifacts.probe_key(job_id), info.to_dict())
+    artifacts.save_plan(resources.work_bucket, job_id, segments)
+    item = jobs.new_job_item(
+        job_id=job_id,
+        status=jobs.QUEUED,
+        input_ref=input_ref,
+        now=time.time(),
+        ttl_s=settings.job_ttl_s,
+        model=model.to_message(),
+        probe=probe_summary(info),
+        artifacts={
+            "bucket": resources.work_bucket,
+            "probe": artifacts.probe_key(job_id),
+            "plan": artifacts.plan_key(job_id),
+        },
+        segment_count=len(segments),
+        timings={"probe_s": probe_s},
+        ingest_message_id=message_id,
+    )
+    if not jobs.create_job(item, resources.table):
+        log.info("ingest.lost_race")  # a concurrent duplicate created it; its message owns the enqueuing
+        return job_id
+    _enqueue(job_id, segments, input_ref, model.to_message(), resources, started)
+    return job_id
+
+
+def _creator_is_gone(job: jobs.Job, message_id: str) -> bool:
+    """A QUEUED job is resumed by the redelivered message that created it, or once its creator must be dead."""
+    if message_id and job.ingest_message_id == message_id:
+        return True
+    return time.time() - job.created_at > get_settings().function("ingest").timeout_s
+
+
+def resume_enqueue(job: jobs.Job, resources: Resources, started: float) -> None:
+    log.warning("ingest.resume_enqueue", segments=job.segment_count)
+    segments = artifacts.load_plan(job.artifacts["bucket"], job.job_id)
+    _enqueue(job.job_id, segments, job.input, job.model, resources, started)
+
+
+def _enqueue(
+    job_id: str,
+    segments: list[Segment],
+    input_ref: dict[str, Any],
+    model: dict[str, Any],
+    resources: Resources,
+    started: float,
+) -> None:
+    enqueue_started = time.monotonic()
+    probe_loc = {"bucket": resources.work_bucket, "key": artifacts.probe_key(job_id)}
+    messages = [
+        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model) for s in segments
+    ]
+    send_segments(resources.segment_queue_url, messages)
+    now = time.monotonic()
+    jobs.mark_processing(job_id, {"enqueue_s": now - enqueue_started, "ingest_s": now - started}, resources.table)
+    log.info("ingest.enqueued", segments=len(segments))
+
+
+def _probe(obj: S3Object) -> Any:
+    from vsr.media.probe import probe  # PyAV: imported where used so the job-record code stays light
+
+    limits = get_settings().limits
+    if obj.size == 0:
+        raise EmptyInputError("the uploaded file is empty (0 bytes)")
+    if obj.size is not None and obj.size > int(limits["max_input_bytes"]):
+        raise LimitExceededError(
+            f"the file is {obj.size / 1e9:.2f} GB; the limit is {int(limits['max_input_bytes']) / 1e9:.2f} GB"
+        )
+    reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, obj.size, etag=obj.etag)
+    try:
+        return probe(reader)
+    finally:
+        log.info("ingest.probe_read", **reader.stats())
+
+
+def validate(info: Any, scale: int, limits: dict[str, Any]) -> None:
+    """Raise LimitExceededError (a user-facing reason) if the video is outside the service's limits."""
+    if info.size_bytes > int(limits["max_input_bytes"]):
+        raise LimitExceededError(
+            f"the file is {info.size_bytes / 1e9:.2f} GB; the limit is {int(limits['max_input_bytes']) / 1e9:.2f} GB"
+        )
+    allowed = list(limits["allowed_formats"])
+    if info.format_name not in allowed:
+        raise LimitExceededError(f"container format {info.format_name!r} is not accepted")
+    duration = duration_s(info)
+    if duration > float(limits["max_duration_s"]):
+        raise LimitExceededError(
+            f"the video lasts {duration:.0f} s; the limit is {float(limits['max_duration_s']):.0f} s"
+        )
+    if info.frame_count > int(limits["max_frames"]):
+        raise LimitExceededError(f"the video has {info.frame_count} frames; the limit is {int(limits['max_frames'])}")
+    pixels = info.width * info.height
+    if pixels > int(limits["max_input_pixels"]):
+        raise LimitExceededError(
+            f"frames of {info.width}x{info.height} exceed the input limit of {int(limits['max_input_pixels'])} pixels"
+        )
+    if pixels * scale * scale > int(limits["max_output_pixels"]):
+        raise LimitExceededError(
+            f"x{scale} output of {info.width * scale}x{info.height * scale} exceeds the output limit of "
+            f"{int(limits['max_output_pixels'])} pixels"
+        )
+
+
+def duration_s(info: Any) -> float:
+    """The video's duration: container duration, or the pts span when the container does not say."""
+    if info.duration_s:
+        return float(info.duration_s)
+    if len(info.pts) >= 2:
+        step = info.pts[-1] - info.pts[-2]
+        return float(Fraction(info.pts[-1] - info.pts[0] + step) * info.time_base)
+    return 0.0
+
+
+def plan(width: int, height: int, pts: list[int], model: ModelRef) -> list[Segment]:
+    """Segments sized so each worker finishes well inside its timeout, with room for context frames."""
+    settings = get_settings()
+    seg = settings.segments
+    spf = seconds_per_frame(
+        width,
+        height,
+        macs_per_input_pixel=model.macs_per_input_pixel,
+        gflops_per_vcpu=float(seg["gflops_per_vcpu"]),
+        vcpus=settings.worker_vcpus(),
+    )
+    max_frames = frames_per_segment(
+        seconds_per_frame=spf,
+        timeout_s=settings.function("worker").timeout_s,
+        work_budget_fraction=float(seg["work_budget_fraction"]),
+        context_frames=int(seg["context_frames"]),
+        min_frames=int(seg["min_frames"]),
+        max_frames=int(seg["max_frames"]),
+    )
+    segments = plan_segments(pts, max_frames, int(seg["context_frames"]))
+    log.info("ingest.planned", seconds_per_frame=round(spf, 4), max_frames=max_frames, segments=len(segments))
+    return segments
+
+
+def probe_summary(info: Any) -> dict[str, Any]:
+    """What people and the report need; the full probe (pts table) stays in S3."""
+    rate = info.average_rate or info.base_rate
+    return {
+        "format": info.format_name,
+        "codec": info.codec,
+        "width": info.width,
+        "height": info.height,
+        "rotation": info.rotation,
+        "pix_fmt": info.pix_fmt,
+        "frames": info.frame_count,
+        "duration_s": duration_s(info),
+        "fps": f"{rate.numerator}/{rate.denominator}" if rate else None,
+        "vfr": bool(info.is_vfr),
+        "audio_streams": len(info.audio),
+        "size_bytes": info.size_bytes,
+    }

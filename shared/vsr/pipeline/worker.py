@@ -1,0 +1,193 @@
+"""Worker: one segment message -> decode its frame window from S3, upscale, encode, upload, count it once.
+
+SQS event source with batch size 1 and ReportBatchItemFailures. Per message:
+- malformed -> logged and acked (redelivery cannot help);
+- job missing, FAILED/COMPLETE, or the segment already in `done` -> a duplicate: acked;
+- otherwise the segment is processed while a heartbeat thread extends the message's visibility, uploaded to
+  `jobs/<id>/segments/<index>.nut` in the work bucket (a duplicate overwrites it with the same frames) and
+  counted with ONE conditional update (`jobs.mark_segment_done`);
+- a PermanentError (bad input found while decoding, ...) fails the job once with its reason and acks;
+- anything else is recorded on the job (attempts, error) and reported as a batch item failure: SQS redelivers
+  it and, past maxReceiveCount, the segment DLQ keeps it for `vsr redrive`.
+The model (downloaded once per container) and the ONNX Runtime session are cached across warm invocations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import structlog
+
+from vsr import logs
+from vsr.aws import clients
+from vsr.aws.resources import Resources
+from vsr.aws.s3io import S3RangeReader
+from vsr.errors import PermanentError
+from vsr.logs import get_logger
+from vsr.pipeline import artifacts, jobs
+from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
+from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
+from vsr.pipeline.modelstore import ensure_local_model
+from vsr.settings import get_settings
+
+log = get_logger(__name__)
+
+REQUIRED = ("work_bucket", "segment_queue_url", "table", "models_bucket", "model_key")
+DEFAULT_MODEL_DIR = "/tmp/vsr-models"
+PROBE_CACHE_SIZE = 4  # probes of recent jobs kept per container (a pts table can be ~1 MB)
+
+_probe_cache: OrderedDict[str, Any] = OrderedDict()
+_probe_lock = threading.Lock()
+
+
+def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    resources = Resources.from_env().require(*REQUIRED)
+    failed = [record.message_id for record in sqs_records(event) if not process_record(record, resources)]
+    return batch_response(failed)
+
+
+def process_record(record: SqsRecord, resources: Resources) -> bool:
+    """Handle one message; True means ack it (done, duplicate or permanently failed), False means retry."""
+    logs.clear()
+    logs.bind(stage="worker", message_id=record.message_id, receive_count=record.receive_count)
+    try:
+        try:
+            message = parse_segment_message(record.body)
+        except MalformedMessageError as exc:
+            log.error("worker.malformed_message_dropped", reason=exc.reason, body=record.body[:500])
+            return True
+        index = message.segment.index
+        logs.bind(job_id=message.job_id, segment=index)
+        try:
+            job = jobs.get_job(message.job_id, resources.table)
+            if job is None:
+                log.warning("worker.job_not_found")
+                return True
+            if job.terminal or index in job.done:
+                log.info("worker.skip", status=job.status, already_done=index in job.done)
+                return True
+            with heartbeat(resources.segment_queue_url, record.receipt_handle):
+                timings, frames = run_segment(message, resources)
+            jobs.mark_segment_done(message.job_id, index, timings, frames, resources.table)
+            return True
+        except PermanentError as exc:
+            log.warning("worker.permanent_failure", code=exc.code, reason=exc.reason)
+            jobs.fail_job(message.job_id, exc, segment=index, table=resources.table)
+            return True
+        except Exception as exc:
+            log.exception("worker.retry", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):  # the redelivery matters more than the bookkeeping
+                jobs.record_segment_error(message.job_id, index, record.receive_count, exc, resources.table)
+            return False
+    finally:
+        logs.clear()
+
+
+def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str, float], int]:
+    """Decode, upscale and encode the segment's window to a local file, upload it; returns (timings, frames)."""
+    from vsr.engine import get_upscaler  # ONNX Runtime and PyAV: loaded by the worker only
+    from vsr.models.registry import resolve_model
+    from vsr.segment import process_segment
+
+    settings = get_settings()
+    started = time.monotonic()
+    model_path = ensure_local_model(
+        resources.models_bucket, resources.model_key, Path(os.environ.get("VSR_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    )
+    model = resolve_model(str(model_path))
+    expected_scale = message.model.get("scale")
+    if expected_scale is not None and int(expected_scale) != model.scale:
+        raise PermanentError(
+            f"the deployed model now upscales x{model.scale}, but this job was planned for x{expected_scale}"
+        )
+    upscaler = get_upscaler(model, tile=settings.tile, tile_overlap=settings.tile_overlap)
+    info = load_probe(message)
+    setup_s = time.monotonic() - started
+    ref = message.input
+    work = Path(
+        tempfile.mkdtemp(prefix=f"vsr-{message.job_id[:8]}-{message.segment.index}-", dir=artifacts.local_tmp_dir())
+    )
+    try:
+        output = work / f"{message.segment.index:05d}{artifacts.SEGMENT_SUFFIX}"
+        reader = S3RangeReader(
+            clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
+        )
+        result = process_segment(reader, message.segment, upscaler, info, output)
+        timings = {
+            "decode_s": float(result.decode_s),
+            "infer_s": float(result.infer_s),
+            "encode_s": float(result.encode_s),
+        }
+        upload_started = time.monotonic()
+        key = artifacts.segment_key(message.job_id, message.segment.index)
+        artifacts.upload_file(
+            output,
+            resources.work_bucket,
+            key,
+            metadata=artifacts.segment_metadata(
+                {**timings, "setup_s": setup_s, "upload_s": time.monotonic() - upload_started}, result.frames
+            ),
+        )
+        timings["wall_s"] = time.monotonic() - started
+        log.info("worker.segment_done", frames=result.frames, bytes_read=reader.bytes_fetched, **timings)
+        return timings, int(result.frames)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def load_probe(message: SegmentMessage) -> Any:
+    """The job's full VideoInfo from the work bucket, cached per container for the job's next segments."""
+    from vsr.media.probe import VideoInfo
+
+    with _probe_lock:
+        cached = _probe_cache.get(message.job_id)
+        if cached is not None:
+            _probe_cache.move_to_end(message.job_id)
+            return cached
+    info = VideoInfo.from_dict(artifacts.get_json(message.probe["bucket"], message.probe["key"]))
+    with _probe_lock:
+        _probe_cache[message.job_id] = info
+        while len(_probe_cache) > PROBE_CACHE_SIZE:
+            _probe_cache.popitem(last=False)
+    return info
+
+
+@contextlib.contextmanager
+def heartbeat(queue_url: str, receipt_handle: str, extension_s: int | None = None) -> Iterator[None]:
+    """Keep the message invisible while a long segment runs: every third of `extension_s`, push its
+    visibility `extension_s` into the future (settings queues.visibility_extension_s). If the worker dies,
+    beats stop and the message reappears at most `extension_s` later."""
+    seconds = get_settings().visibility_extension_s if extension_s is None else extension_s
+    stop = threading.Event()
+    beat_id = uuid.uuid4().hex[:8]
+    context = structlog.contextvars.get_contextvars()
+
+    def run() -> None:
+        logs.bind(**context)
+        while not stop.wait(seconds / 3):
+            try:
+                clients.sqs().change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=int(seconds)
+                )
+                log.debug("worker.heartbeat", beat=beat_id, visibility_s=seconds)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                log.warning("worker.heartbeat_failed", error=str(exc))
+
+    thread = threading.Thread(target=run, name=f"heartbeat-{beat_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

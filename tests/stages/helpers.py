@@ -1,0 +1,89 @@
+"""Helpers for stage tests: upload like a user, build events like S3 -> SQS and the stream do, read queues."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vsr.aws import clients
+from vsr.aws.resources import Resources
+from vsr.pipeline import events, modelstore
+
+ANIMEVIDEO_MACS = 619_200  # field notes: realesr-animevideov3 multiply-adds per input pixel
+
+
+def upload_input(res: Resources, key: str, data: bytes) -> str:
+    """Upload to the input bucket; returns the SQS body S3 would send for it."""
+    etag = clients.s3().put_object(Bucket=res.input_bucket, Key=key, Body=data)["ETag"]
+    return events.s3_notification_body(res.input_bucket, key, etag=etag, size=len(data))
+
+
+def publish_fake_model(res: Resources, scale: int = 2) -> None:
+    """A model object carrying only the metadata ingest reads (ingest never downloads the weights)."""
+    clients.s3().put_object(
+        Bucket=res.models_bucket,
+        Key=res.model_key,
+        Body=b"not read by ingest",
+        Metadata=modelstore.object_metadata("realesr-animevideov3-x2", scale, ANIMEVIDEO_MACS, ""),
+    )
+
+
+def drain(queue_url: str) -> list[dict[str, Any]]:
+    """Receive every visible message (as Lambda's poller would), deleting them; returns the SQS messages."""
+    sqs = clients.sqs()
+    got: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"]
+        ).get("Messages", [])
+        if not batch:
+            return got
+        got.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+        )
+
+
+def lambda_sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Lambda SQS event for received messages (real receipt handles)."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {"ApproximateReceiveCount": m.get("Attributes", {}).get("ApproximateReceiveCount", "1")},
+                "eventSource": "aws:sqs",
+            }
+            for m in messages
+        ]
+    }
+
+
+def stream_event(job_id: str, remaining_before: int = 1, event_id: str = "ev-1") -> dict[str, Any]:
+    """The stream record the assembly filter lets through: remaining went from N to 0."""
+    return {
+        "Records": [
+            {
+                "eventID": event_id,
+                "eventName": "MODIFY",
+                "eventSource": "aws:dynamodb",
+                "dynamodb": {
+                    "Keys": {"job_id": {"S": job_id}},
+                    "NewImage": {"job_id": {"S": job_id}, "remaining": {"N": "0"}},
+                    "OldImage": {"job_id": {"S": job_id}, "remaining": {"N": str(remaining_before)}},
+                    "SequenceNumber": "1",
+                },
+            }
+        ]
+    }
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
