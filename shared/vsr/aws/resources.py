@@ -22,6 +22,9 @@ ENV_VARS: dict[str, str] = {
     "segment_queue_url": "VSR_SEGMENT_QUEUE_URL",
     "table": "VSR_TABLE",
     "model_key": "VSR_MODEL_KEY",
+    # the model's scale and cost, from the converter's sidecar, so ingest never reads the model bucket
+    "model_scale": "VSR_MODEL_SCALE",
+    "model_macs_per_pixel": "VSR_MODEL_MACS_PER_PIXEL",
 }
 
 
@@ -41,6 +44,8 @@ class Resources:
     segment_queue_url: str = ""
     table: str = ""
     model_key: str = ""
+    model_scale: str = ""
+    model_macs_per_pixel: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Resources:

@@ -7,7 +7,7 @@ Per object:
    that created it died before enqueuing everything: finish enqueuing (segment messages are idempotent).
 2. probe the object in place through `S3RangeReader` (no download) and validate it against settings limits.
    Bad input -> a FAILED job with the user-facing reason; the message is acked (never retried).
-3. plan segments from the model's cost (S3 metadata of the model object, see `modelstore`) and the worker's
+3. plan segments from the model's cost (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`) and the worker's
    vCPUs and timeout, write probe and plan to the work bucket, create the job QUEUED, send one message per
    segment (SendMessageBatch), mark it PROCESSING.
 
@@ -30,13 +30,13 @@ from vsr.logs import get_logger
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
-from vsr.pipeline.modelstore import ModelRef, model_ref
+from vsr.pipeline.modelstore import ModelRef, configured_model
 from vsr.planning import Segment, frames_per_segment, plan_segments, seconds_per_frame
 from vsr.settings import get_settings
 
 log = get_logger(__name__)
 
-REQUIRED = ("work_bucket", "segment_queue_url", "table", "models_bucket", "model_key")
+REQUIRED = ("work_bucket", "segment_queue_url", "table", "model_key")
 
 
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         return job_id
 
     settings = get_settings()
-    model = model_ref(resources.models_bucket, resources.model_key)
+    model = configured_model(resources)
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()

@@ -1,13 +1,12 @@
-"""The configured model in the models bucket: its metadata for ingest, its file for the workers.
+"""The configured model in the models bucket: its scale and cost for ingest, its file for the workers.
 
 Ingest plans segments from the model's cost (multiply-adds per input pixel) and checks output limits with its
-scale, but on AWS it never downloads the model: both travel as S3 object metadata on the model object
-
-    x-amz-meta-vsr-name, x-amz-meta-vsr-scale, x-amz-meta-vsr-macs-per-input-pixel, x-amz-meta-vsr-sha256
-
-written by `publish_model` (local runtime) and by Terraform's `aws_s3_object.metadata` from the sidecar JSON
-the converter writes beside each .onnx (same keys without the `vsr-` prefix). One HeadObject per upload.
-Workers download the .onnx once per container into $VSR_MODEL_DIR (skipped when an identical file is there).
+scale, but never downloads the model: Terraform (and `vsr run`) copy both from the converter's sidecar JSON
+into `VSR_MODEL_SCALE` and `VSR_MODEL_MACS_PER_PIXEL`. Without them, ingest falls back to the model
+object's S3 metadata (`scale`, `macs-per-input-pixel`, `sha256`, as Terraform's `aws_s3_object.model`
+writes it; one HeadObject, which needs s3:GetObject on the model).
+Workers download the .onnx once per container into $VSR_MODEL_DIR (skipped when a file with the recorded
+sha256 is already there).
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ import botocore.exceptions
 
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, aws_retry, is_transient
-from vsr.aws.resources import ConfigurationError
+from vsr.aws.resources import ConfigurationError, Resources
 
-META_NAME = "vsr-name"
-META_SCALE = "vsr-scale"
-META_MACS = "vsr-macs-per-input-pixel"
-META_SHA256 = "vsr-sha256"
+META_NAME = "name"
+META_SCALE = "scale"
+META_MACS = "macs-per-input-pixel"
+META_SHA256 = "sha256"
 
 _lock = threading.Lock()
 _downloaded: dict[tuple[str, str, str], Path] = {}
@@ -63,8 +62,33 @@ def publish_model(path: Path, bucket: str, key: str, *, name: str, scale: int, m
     )
 
 
-def model_ref(bucket: str, key: str) -> ModelRef:
-    """Read the model's name, scale and cost from its S3 metadata (one HeadObject, no download)."""
+def _name_from_key(key: str) -> str:
+    return posixpath.splitext(posixpath.basename(key))[0]
+
+
+def configured_model(res: Resources) -> ModelRef:
+    """The deployed model's scale and cost: from the environment when set, else from its S3 metadata."""
+    if res.model_scale and res.model_macs_per_pixel:
+        try:
+            return ModelRef(
+                bucket=res.models_bucket,
+                key=res.model_key,
+                name=_name_from_key(res.model_key),
+                scale=int(res.model_scale),
+                macs_per_input_pixel=int(float(res.model_macs_per_pixel)),
+                sha256="",
+                etag="",
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"VSR_MODEL_SCALE={res.model_scale!r} / VSR_MODEL_MACS_PER_PIXEL={res.model_macs_per_pixel!r} "
+                "are not numbers"
+            ) from exc
+    return model_ref(res.models_bucket, res.model_key)
+
+
+def _head(bucket: str, key: str) -> tuple[str, dict[str, str]]:
+    """(ETag, lower-cased user metadata) of the model object."""
 
     @aws_retry()
     def head() -> dict[str, Any]:
@@ -77,19 +101,26 @@ def model_ref(bucket: str, key: str) -> ModelRef:
             raise as_transient(exc, f"head model s3://{bucket}/{key}") from exc
         raise ConfigurationError(f"model s3://{bucket}/{key} is not readable: {exc}") from exc
     meta = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+    return str(response.get("ETag", "")).strip('"'), meta
+
+
+def model_ref(bucket: str, key: str) -> ModelRef:
+    """Read the model's name, scale and cost from its S3 metadata (one HeadObject, no download)."""
+    etag, meta = _head(bucket, key)
     try:
         return ModelRef(
             bucket=bucket,
             key=key,
-            name=meta.get(META_NAME) or posixpath.splitext(posixpath.basename(key))[0],
+            name=meta.get(META_NAME) or _name_from_key(key),
             scale=int(meta[META_SCALE]),
             macs_per_input_pixel=int(meta[META_MACS]),
             sha256=meta.get(META_SHA256, ""),
-            etag=str(response.get("ETag", "")).strip('"'),
+            etag=etag,
         )
     except (KeyError, ValueError) as exc:
         raise ConfigurationError(
-            f"model s3://{bucket}/{key} lacks metadata {META_SCALE} / {META_MACS} (upload it with them)"
+            f"model s3://{bucket}/{key} lacks metadata {META_SCALE} / {META_MACS} and VSR_MODEL_SCALE / "
+            "VSR_MODEL_MACS_PER_PIXEL are not set"
         ) from exc
 
 
@@ -105,14 +136,15 @@ def ensure_local_model(bucket: str, key: str, directory: Path) -> Path:
     """The model file in `directory`, downloaded at most once per container (atomic rename, so a concurrent
     reader never sees half a file). An existing file with the same sha256 is reused."""
     with _lock:
-        head = model_ref(bucket, key)
-        cache_key = (bucket, key, head.etag)
+        etag, meta = _head(bucket, key)
+        sha256 = meta.get(META_SHA256, "")
+        cache_key = (bucket, key, etag)
         cached = _downloaded.get(cache_key)
         if cached is not None and cached.is_file():
             return cached
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / posixpath.basename(key)
-        if not (path.is_file() and head.sha256 and _sha256(path) == head.sha256):
+        if not (path.is_file() and sha256 and _sha256(path) == sha256):
             partial = path.with_name(f".{path.name}.{os.getpid()}.part")
 
             @aws_retry()
@@ -124,7 +156,7 @@ def ensure_local_model(bucket: str, key: str, directory: Path) -> Path:
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
                 partial.unlink(missing_ok=True)
                 raise as_transient(exc, f"download model s3://{bucket}/{key}") from exc
-            if head.sha256 and _sha256(partial) != head.sha256:
+            if sha256 and _sha256(partial) != sha256:
                 partial.unlink(missing_ok=True)
                 raise ConfigurationError(f"model s3://{bucket}/{key} does not match its recorded sha256")
             partial.replace(path)
