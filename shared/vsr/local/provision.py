@@ -104,7 +104,7 @@ class Provisioned:
         }
 
 
-def _queue_arn(sqs: Any, url: str) -> str:
+def queue_arn(sqs: Any, url: str) -> str:
     return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
 
 
@@ -125,7 +125,7 @@ def _ensure_queue_pair(
 ) -> tuple[str, str]:
     retention = str(int(settings.raw["queues"]["message_retention_s"]))
     dlq_url = _ensure_queue(sqs, dlq_name, {"MessageRetentionPeriod": retention})
-    redrive = {"deadLetterTargetArn": _queue_arn(sqs, dlq_url), "maxReceiveCount": max_receive}
+    redrive = {"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": max_receive}
     url = _ensure_queue(
         sqs,
         name,
@@ -135,7 +135,7 @@ def _ensure_queue_pair(
             "RedrivePolicy": json.dumps(redrive),
         },
     )
-    allow = {"redrivePermission": "byQueue", "sourceQueueArns": [_queue_arn(sqs, url)]}
+    allow = {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn(sqs, url)]}
     sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"RedriveAllowPolicy": json.dumps(allow)})
     return url, dlq_url
 
@@ -163,7 +163,7 @@ def _ensure_table(ddb: Any, name: str) -> str:
     return str(ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"])
 
 
-def _allow_s3_to_send(sqs: Any, queue_url: str, queue_arn: str, bucket: str) -> None:
+def _allow_s3_to_send(sqs: Any, queue_url: str, arn: str, bucket: str) -> None:
     """The queue policy Terraform attaches (moto does not enforce it; kept so the two stay alike)."""
     policy = {
         "Version": "2012-10-17",
@@ -172,7 +172,7 @@ def _allow_s3_to_send(sqs: Any, queue_url: str, queue_arn: str, bucket: str) -> 
                 "Effect": "Allow",
                 "Principal": {"Service": "s3.amazonaws.com"},
                 "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
+                "Resource": arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
             }
         ],
@@ -225,7 +225,7 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
     retention = str(int(s.raw["queues"]["message_retention_s"]))
     failures_url = _ensure_queue(sqs, names.assembly_failures, {"MessageRetentionPeriod": retention})
 
-    ingest_arn = _queue_arn(sqs, ingest_url)
+    ingest_arn = queue_arn(sqs, ingest_url)
     _allow_s3_to_send(sqs, ingest_url, ingest_arn, names.input_bucket)
     s3.put_bucket_notification_configuration(
         Bucket=names.input_bucket,

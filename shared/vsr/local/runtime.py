@@ -35,7 +35,7 @@ from vsr.aws import clients
 from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import EVENT_SOURCES, SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
-from vsr.local.provision import Provisioned, provision
+from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
 from vsr.settings import Settings, get_settings, load_assembly_filter
@@ -51,6 +51,7 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": REGION,
 }
 POLL_S = 0.25  # how often the job record is read for progress
+FUNCTIONS = ("ingest", "worker", "assemble")
 
 
 def plan_concurrency(requested: int | None, settings: Settings, cpus: int | None = None) -> tuple[int, int]:
@@ -105,7 +106,8 @@ class Outcome:
 class LocalRuntime:
     """Provisioned resources plus running dispatchers; use as a context manager.
 
-    `fault_plan` (tests only) is handed to worker containers, see vsr.local.faults.
+    `fault_plan` (tests only) is handed to worker containers, see vsr.local.faults. `functions` limits which
+    event source mappings run (default all three), e.g. to hold segment messages while a test inspects them.
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class LocalRuntime:
         log_dir: Path | None = None,
         fault_plan: FaultPlan | None = None,
         model_path: Path | None = None,
+        functions: tuple[str, ...] = FUNCTIONS,
     ) -> None:
         self.endpoint = endpoint
+        self.functions = functions
         self.settings = get_settings()
         self.workers, self.cpus_per_worker = plan_concurrency(workers, self.settings)
         self._work_dir = Path(work_dir or tempfile.mkdtemp(prefix="vsr-local-"))
@@ -143,21 +147,23 @@ class LocalRuntime:
         self.resources = provision(self.settings, self._model_path)
         r = self.resources
         sqs = clients.sqs()
-        arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]  # noqa: E731
-        ingest_arn, segment_arn = arn(r.ingest_queue_url), arn(r.segment_queue_url)
-        self.loops.append(
-            SqsPoller(
-                "ingest",
-                self._stop,
-                self._factory("ingest"),
-                sqs,
-                r.ingest_queue_url,
-                ingest_arn,
-                EVENT_SOURCES["ingest"]["batch_size"],
+        ingest_arn, segment_arn = queue_arn(sqs, r.ingest_queue_url), queue_arn(sqs, r.segment_queue_url)
+        if "ingest" in self.functions:
+            self.loops.append(
+                SqsPoller(
+                    "ingest",
+                    self._stop,
+                    self._factory("ingest"),
+                    sqs,
+                    r.ingest_queue_url,
+                    ingest_arn,
+                    EVENT_SOURCES["ingest"]["batch_size"],
+                )
             )
-        )
         cpus = sorted(os.sched_getaffinity(0))
         for index, cpu_set in enumerate(cpu_sets(self.workers, self.cpus_per_worker, cpus)):
+            if "worker" not in self.functions:
+                break
             self.loops.append(
                 SqsPoller(
                     f"worker-{index}",
@@ -169,19 +175,20 @@ class LocalRuntime:
                     EVENT_SOURCES["worker"]["batch_size"],
                 )
             )
-        self.loops.append(
-            StreamPoller(
-                "assemble",
-                self._stop,
-                self._factory("assemble"),
-                clients.dynamodbstreams(),
-                r.table_stream_arn,
-                load_assembly_filter(),
-                EVENT_SOURCES["assemble"]["maximum_retry_attempts"],
-                sqs,
-                r.assembly_failures_url,
+        if "assemble" in self.functions:
+            self.loops.append(
+                StreamPoller(
+                    "assemble",
+                    self._stop,
+                    self._factory("assemble"),
+                    clients.dynamodbstreams(),
+                    r.table_stream_arn,
+                    load_assembly_filter(),
+                    EVENT_SOURCES["assemble"]["maximum_retry_attempts"],
+                    sqs,
+                    r.assembly_failures_url,
+                )
             )
-        )
         for loop in self.loops:
             loop.start()
         log.info("runtime_started", endpoint=self.endpoint, workers=self.workers, cpus_per_worker=self.cpus_per_worker)
@@ -248,6 +255,10 @@ class LocalRuntime:
         head = s3.head_object(Bucket=bucket, Key=key)
         return jobs.job_id_for(bucket, key, head.get("VersionId"), head.get("ETag"))
 
+    def job(self, job_id: str) -> jobs.Job | None:
+        assert self.resources is not None
+        return jobs.get_job(job_id, self.resources.names.table)
+
     def dlq_depth(self) -> int:
         assert self.resources is not None
         total = 0
@@ -283,7 +294,7 @@ class LocalRuntime:
         ticker = threading.Event()
         job: jobs.Job | None = None
         while True:
-            job = jobs.get_job(job_id)
+            job = self.job(job_id)
             if on_update:
                 on_update(job)
             elapsed = time.time() - started

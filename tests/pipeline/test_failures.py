@@ -1,0 +1,141 @@
+"""Failure handling end to end against a real moto server process, faults injected from outside the handlers
+(vsr.local.faults: the worker *container* patches the engine, the handler code is the production code).
+
+- a worker SIGKILLed mid-segment: the message reappears after its visibility timeout and the job completes;
+- a segment that always fails: dead-lettered after maxReceiveCount, the job shows which segment and why,
+  and `vsr redrive` (fault removed) completes the job;
+- an upload that is not a video: FAILED with a clear reason at once, no retry, no DLQ, source untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pipeline.conftest import SHORT_FRAMES, wait_for
+from tests.pipeline.media_checks import video_size
+from vsr.aws import clients
+from vsr.cli import main
+from vsr.local.faults import FaultPlan
+from vsr.local.runtime import LocalRuntime
+from vsr.pipeline import jobs
+
+pytestmark = pytest.mark.timeout(300)
+WORKER_TIMEOUT_S = 12  # visibility timeout too (factor 1 in tests): how long a lost message stays hidden
+
+
+def _depth(url: str) -> int:
+    attrs = clients.sqs().get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+@pytest.mark.slow  # about 20-40 s: one visibility timeout after the kill
+def test_worker_killed_mid_segment_message_reappears_and_job_completes(
+    aws: Any, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    endpoint = aws(worker_timeout_s=WORKER_TIMEOUT_S)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # Segment 1 hangs inside the engine on its first delivery only, so the test can kill that container mid-segment.
+    plan = FaultPlan.from_dict(
+        {"marker_dir": str(markers), "rules": [{"segment": 1, "action": "block", "attempts": [1], "block_s": 120}]}
+    )
+    with LocalRuntime(endpoint, workers=2, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
+        started = time.time()
+        job_id = runtime.submit(clips["short_audio"])
+        marker = wait_for(lambda: next(markers.glob("blocked-seg1-pid*"), None), 120, "segment 1 to be mid-upscale")
+        pid = int(marker.read_text())
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        outcome = runtime.wait(job_id, started=started, timeout_s=240)
+        assert outcome.status == jobs.COMPLETE, outcome.error
+        assert sum(loop.replaced for loop in runtime.worker_loops()) == 1  # the dead container was replaced
+        assert _depth(runtime.resources.segment_dlq_url) == 0
+    # The lost message could only come back after its visibility timeout (nobody deleted it).
+    assert time.monotonic() - killed_at >= WORKER_TIMEOUT_S * 0.9
+    job = outcome.job
+    assert job.done == set(range(job.segment_count)) and job.remaining == 0
+    assert job.segment_totals["frames"] == SHORT_FRAMES
+    runtime.download(outcome, tmp_path / "out")
+    assert video_size(outcome.output)[2] == SHORT_FRAMES
+
+
+@pytest.mark.slow  # about 30-50 s: one visibility timeout between the two failing deliveries, then a redrive
+def test_always_failing_segment_dead_letters_then_redrive_completes(
+    aws: Any, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    endpoint = aws(worker_timeout_s=WORKER_TIMEOUT_S, segment_max_receive_count=2)
+    reason = "injected: the GPU fell off the bus"
+    plan = FaultPlan.from_dict({"rules": [{"segment": 2, "action": "raise", "reason": reason}]})
+    with LocalRuntime(endpoint, workers=2, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
+        r = runtime.resources
+        started = time.time()
+        job_id = runtime.submit(clips["short_audio"])
+        outcome = runtime.wait(job_id, started=started, timeout_s=120)  # returns once a message is dead-lettered
+        assert outcome.status == jobs.FAILED and "dead-letter" in outcome.error and reason in outcome.error
+        assert _depth(r.segment_dlq_url) == 1
+        job = runtime.job(job_id)
+        assert job.status == jobs.PROCESSING  # not failed: a transient fault waits for an operator's redrive
+        assert job.done == set(range(job.segment_count)) - {2}
+        assert job.segment_errors[2]["attempts"] == 2  # maxReceiveCount deliveries, then the DLQ
+        assert reason in job.segment_errors[2]["error"]
+    # `vsr status JOB --json` tells which segment and why (the runtime is stopped; the moto state stays).
+    code, text = _cli("status", job_id, "--json", "--endpoint", endpoint)
+    assert code == 0
+    status = json.loads(text)
+    failing = [row for row in status["segments"] if row["state"] != "done"]
+    assert failing == [{"index": 2, "state": "dead-lettered", "attempts": 2, "error": reason, "code": "transient"}]
+    code, text = _cli("status", "--endpoint", endpoint)
+    assert code == 0 and job_id in text and "PROCESSING" in text
+
+    # Fault removed (a fresh runtime without the plan), then the operator redrives.
+    with LocalRuntime(endpoint, workers=2, log_dir=tmp_path / "logs2") as runtime:
+        code, text = _cli("redrive", "--endpoint", endpoint)
+        assert code == 0
+        assert "segments: moved 1 message(s)" in text and "ingest: moved 0 message(s)" in text
+        assert _depth(runtime.resources.segment_dlq_url) == 0
+        outcome = runtime.wait(job_id, started=started, timeout_s=120)
+        assert outcome.status == jobs.COMPLETE, outcome.error
+        assert outcome.job.done == set(range(outcome.job.segment_count))
+        assert outcome.job.segment_totals["frames"] == SHORT_FRAMES
+
+
+def test_not_a_video_fails_once_with_reason_no_retry_no_dlq(aws: Any, clips: dict[str, Path], tmp_path: Path) -> None:
+    source = clips["not_a_video"]
+    with LocalRuntime(aws(), log_dir=tmp_path / "logs") as runtime:
+        r = runtime.resources
+        ingest = next(loop for loop in runtime.loops if loop.name == "ingest")
+        wait_for(lambda: _depth(r.ingest_queue_url) == 0, 30, "the bucket's s3:TestEvent to be consumed")
+        invocations_before = ingest.invocations
+        started = time.time()
+        job_id = runtime.submit(source)
+        outcome = runtime.wait(job_id, started=started, timeout_s=30)
+        elapsed = time.time() - started
+        assert outcome.status == jobs.FAILED
+        assert outcome.job is not None and outcome.job.status == jobs.FAILED  # the record itself says FAILED
+        assert "video" in outcome.error.lower(), outcome.error
+        assert elapsed < 15
+        wait_for(lambda: _depth(r.ingest_queue_url) == 0, 30, "the ingest message to be deleted")
+        assert ingest.invocations - invocations_before == 1  # no retry
+        assert _depth(r.ingest_dlq_url) == 0 and _depth(r.segment_queue_url) == 0
+        body = clients.s3().get_object(Bucket=r.names.input_bucket, Key=source.name)["Body"].read()
+        assert hashlib.sha256(body).digest() == hashlib.sha256(source.read_bytes()).digest()  # source untouched
+        assert outcome.job.segment_count == 0
