@@ -1,0 +1,139 @@
+"""Encode one segment of upscaled frames, keeping every frame's source timestamp.
+
+Decisions (tested in tests/media):
+- Container: NUT. It stores the stream's own time base exactly (Matroska rounds to milliseconds), so each
+  packet carries the source pts in the source time base and the assembler remuxes without rescaling.
+- Codec and quality from settings.json `encode` (libx264, CRF, preset), overridable per call.
+- Pixel format: yuv420p, or yuv420p10le for sources deeper than 8 bits (the bundled libx264 supports both).
+  4:2:0 H.264 cannot code an odd width or height (chroma is cropped in 2-pixel units), and the output must
+  be exactly scale x source, so odd output sizes (e.g. x3 of 161x97 = 483x291) use 4:4:4 (yuv444p /
+  yuv444p10le, High 4:4:4 profile) instead of padding or cropping. Browsers and some hardware players do
+  not play 4:4:4 H.264; sizes stay exact.
+- Closed GOPs (`+cgop`) and the first frame of every segment is an IDR frame, so segments join anywhere.
+  B-frames stay on (smaller files); the assembler rewrites dts across segment joins.
+- Colour: the source's matrix/range convert RGB -> YUV; range, primaries, transfer and matrix are tagged.
+"""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import av
+import av.container
+import numpy as np
+
+from vsr.media.colour import from_rgb_array
+from vsr.media.probe import VideoInfo
+from vsr.settings import get_settings
+
+SEGMENT_FORMAT = "nut"
+
+
+def output_pix_fmt(width: int, height: int, bit_depth: int) -> str:
+    chroma = "444" if width % 2 or height % 2 else "420"
+    return f"yuv{chroma}p" + ("10le" if bit_depth > 8 else "")
+
+
+class SegmentEncoder:
+    """`write(image, pts)` upscaled RGB frames (pts in the source time base), then `close()`."""
+
+    def __init__(
+        self,
+        output: str | os.PathLike[str] | BinaryIO,
+        *,
+        info: VideoInfo,
+        scale: int,
+        crf: int | None = None,
+        preset: str | None = None,
+        codec: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        settings = get_settings().encode
+        self.info = info
+        self.width = info.width * scale
+        self.height = info.height * scale
+        self.pix_fmt = output_pix_fmt(self.width, self.height, info.bit_depth)
+        self.codec = codec or str(settings["codec"])
+        target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
+        self._container: av.container.OutputContainer = av.open(target, mode="w", format=SEGMENT_FORMAT)
+        try:
+            self._stream = self._add_stream(
+                crf=int(settings["crf"] if crf is None else crf),
+                preset=str(preset or settings["preset"]),
+                threads=threads,
+            )
+        except Exception:
+            self._container.close()
+            raise
+        self.frames = 0
+        self._last_pts: int | None = None
+        self._closed = False
+
+    def _add_stream(self, *, crf: int, preset: str, threads: int | None) -> Any:
+        info = self.info
+        options = {"crf": str(crf), "preset": preset}
+        if self.codec == "libx264":
+            options["flags"] = "+cgop"  # closed GOPs: no frame refers across a keyframe
+        stream = self._container.add_stream(self.codec, options=options)
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
+        stream.time_base = info.time_base
+        ctx = stream.codec_context
+        ctx.time_base = info.time_base
+        rate = info.average_rate or info.base_rate
+        if rate:
+            ctx.framerate = rate  # rate control and level; timestamps still come from the frames
+        if info.sample_aspect_ratio:
+            ctx.sample_aspect_ratio = info.sample_aspect_ratio
+        ctx.color_range = info.color_range
+        ctx.color_primaries = info.color_primaries
+        ctx.color_trc = info.color_trc
+        ctx.colorspace = info.colorspace
+        ctx.thread_count = threads or 0
+        return stream
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        if image.shape != (self.height, self.width, 3):
+            raise ValueError(f"frame is {image.shape}, expected {(self.height, self.width, 3)}")
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise ValueError(f"pts must increase: {pts} after {self._last_pts}")
+        frame = from_rgb_array(
+            image,
+            self.pix_fmt,
+            colorspace=self.info.colorspace,
+            color_range=self.info.color_range,
+            color_primaries=self.info.color_primaries,
+            color_trc=self.info.color_trc,
+        )
+        frame.pts = pts
+        frame.time_base = self.info.time_base
+        self._container.mux(self._stream.encode(frame))
+        self._last_pts = pts
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+
+    def abort(self) -> None:
+        """Close without flushing (after an error); the partial output is garbage."""
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+    def __enter__(self) -> SegmentEncoder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,298 @@
+"""Describe an upload: one demux-only pass for the exact pts table, one decoded frame for size and rotation.
+
+`stream.frames` is 0 for webm/mkv and duration x rate is off by one on some files, so the frame count and
+the timestamps always come from counting the video packets. Variable-frame-rate files keep their real
+timestamps: the planner splits at pts values from `VideoInfo.pts`, never at `index / rate`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.container
+import numpy as np
+
+from vsr.errors import CorruptInputError
+from vsr.logs import get_logger
+from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input
+
+log = get_logger(__name__)
+
+_DISPLAYMATRIX_BYTES = 36  # 3x3 int32 (FFmpeg AV_FRAME_DATA_DISPLAYMATRIX)
+
+
+def fraction_to_str(value: Fraction | None) -> str | None:
+    return None if value is None else f"{value.numerator}/{value.denominator}"
+
+
+def fraction_from_str(value: str | None) -> Fraction | None:
+    return None if value is None else Fraction(value)
+
+
+def _fraction(value: Any) -> Fraction | None:
+    """PyAV returns Fraction (av < 19) or AVRational (av >= 19); 0/x means unknown."""
+    if value is None:
+        return None
+    result = Fraction(int(value.numerator), int(value.denominator)) if value.denominator else None
+    return result if result else None
+
+
+@dataclass(frozen=True)
+class AudioStreamInfo:
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    language: str | None
+    bit_rate: int | None
+    time_base: Fraction
+    start_pts: int | None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class SubtitleStreamInfo:
+    index: int
+    codec: str
+    language: str | None
+    title: str | None
+    time_base: Fraction
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    format_name: str
+    size_bytes: int
+    duration_s: float | None
+    start_time_s: float | None  # container start (earliest stream)
+    video_index: int
+    width: int  # decoded (coded, unrotated) frame size
+    height: int
+    rotation: int  # degrees counter-clockwise a player applies (frame.rotation)
+    display_matrix: list[int] | None  # the 9 int32 values, flips included; None when absent
+    codec: str
+    profile: str | None
+    pix_fmt: str
+    bit_depth: int
+    time_base: Fraction
+    average_rate: Fraction | None
+    base_rate: Fraction | None
+    sample_aspect_ratio: Fraction | None
+    frame_count: int
+    pts: list[int]  # sorted presentation timestamps of every frame, in time_base
+    is_vfr: bool
+    color_range: int  # FFmpeg enum values (AVColorRange, AVColorPrimaries, ...); 0/2 = unspecified
+    color_primaries: int
+    color_trc: int
+    colorspace: int
+    audio: list[AudioStreamInfo] = field(default_factory=list)
+    subtitles: list[SubtitleStreamInfo] = field(default_factory=list)
+
+    @property
+    def start_pts(self) -> int:
+        return self.pts[0]
+
+    def pts_seconds(self, index: int) -> Fraction:
+        return self.pts[index] * self.time_base
+
+    @property
+    def high_bit_depth(self) -> bool:
+        return self.bit_depth > 8
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("time_base", "average_rate", "base_rate", "sample_aspect_ratio"):
+            data[key] = fraction_to_str(data[key])
+        for group in ("audio", "subtitles"):
+            for item in data[group]:
+                item["time_base"] = fraction_to_str(item["time_base"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoInfo:
+        values = dict(data)
+        for key in ("time_base", "average_rate", "base_rate", "sample_aspect_ratio"):
+            values[key] = fraction_from_str(values.get(key))
+        values["audio"] = [
+            AudioStreamInfo(**{**item, "time_base": fraction_from_str(item["time_base"])})
+            for item in values.get("audio", [])
+        ]
+        values["subtitles"] = [
+            SubtitleStreamInfo(**{**item, "time_base": fraction_from_str(item["time_base"])})
+            for item in values.get("subtitles", [])
+        ]
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def bit_depth_of(pix_fmt: str) -> int:
+    try:
+        return max(component.bits for component in av.VideoFormat(pix_fmt).components)
+    except (ValueError, av.error.FFmpegError):
+        return 8
+
+
+def _display_matrix(frame: av.VideoFrame) -> list[int] | None:
+    for side_data in frame.side_data:
+        if "DISPLAYMATRIX" in str(side_data.type):
+            raw = bytes(side_data)
+            if len(raw) == _DISPLAYMATRIX_BYTES:
+                return [int(v) for v in np.frombuffer(raw, dtype="<i4")]
+    return None
+
+
+def _is_vfr(pts: list[int], time_base: Fraction) -> bool:
+    """Irregular frame durations beyond timestamp rounding (1 tick, or 1 ms in a millisecond time base)."""
+    if len(pts) < 3:
+        return False
+    durations = [b - a for a, b in itertools.pairwise(pts)]
+    tolerance = max(1, math.ceil(Fraction(1, 1000) / time_base))
+    return max(durations) - min(durations) > tolerance
+
+
+def _audio_info(container: av.container.InputContainer) -> list[AudioStreamInfo]:
+    out = []
+    for stream in container.streams.audio:
+        ctx = stream.codec_context
+        out.append(
+            AudioStreamInfo(
+                index=stream.index,
+                codec=ctx.name if ctx is not None else "unknown",
+                sample_rate=int(ctx.sample_rate or 0) if ctx is not None else 0,
+                channels=int(ctx.channels or 0) if ctx is not None else 0,
+                layout=str(ctx.layout.name) if ctx is not None and ctx.layout is not None else "",
+                language=stream.metadata.get("language"),
+                bit_rate=int(ctx.bit_rate) if ctx is not None and ctx.bit_rate else None,
+                time_base=_fraction(stream.time_base) or Fraction(1, 1),
+                start_pts=stream.start_time,
+                title=stream.metadata.get("title"),
+            )
+        )
+    return out
+
+
+def _subtitle_info(container: av.container.InputContainer) -> list[SubtitleStreamInfo]:
+    return [
+        SubtitleStreamInfo(
+            index=stream.index,
+            codec=stream.codec_context.name if stream.codec_context is not None else "unknown",
+            language=stream.metadata.get("language"),
+            title=stream.metadata.get("title"),
+            time_base=_fraction(stream.time_base) or Fraction(1, 1),
+        )
+        for stream in container.streams.subtitles
+    ]
+
+
+def _demux_pass(container: av.container.InputContainer) -> tuple[list[int], av.VideoFrame | None, bool, int]:
+    """Presentation timestamps of every video packet, the first decoded frame (for size and rotation),
+    whether some packet had no pts, and how many packets were read (discarded ones included)."""
+    video = container.streams.video[0]
+    video.thread_type = "AUTO"
+    for stream in container.streams:
+        if stream.index != video.index:
+            stream.discard = av.stream.Discard.all  # mov skips their bytes: less to read through a ranged S3 reader
+    pts: list[int] = []
+    first: av.VideoFrame | None = None
+    missing_pts = False
+    packets = 0
+    for packet in container.demux(video):
+        if packet.size == 0:
+            continue  # PyAV's end-of-stream flush packet
+        packets += 1
+        if packet.is_discard:
+            continue  # edit-list discards never become frames
+        if packet.pts is None:
+            missing_pts = True
+        else:
+            pts.append(int(packet.pts))
+        if first is None:
+            frames = packet.decode()
+            first = frames[0] if frames else None
+    if first is None:
+        first = next(iter(video.codec_context.decode(None)), None)
+    return pts, first, missing_pts, packets
+
+
+def _decoded_pts(source: Source) -> list[int]:
+    """Fallback when packets carry no pts (raw-ish streams in AVI/MPEG): decode and use frame timestamps."""
+    with open_input(source) as container, corrupt_on_media_error("decoding the video"):
+        video = container.streams.video[0]
+        video.thread_type = "AUTO"
+        pts = [frame.pts for frame in container.decode(video)]
+    if any(p is None for p in pts):
+        raise CorruptInputError("the video has frames without timestamps, so their timing is unknown")
+    return [int(p) for p in pts]
+
+
+def probe(source: Source) -> VideoInfo:
+    """Everything the planner, the workers and the assembler need to know about an upload."""
+    size = input_size(source)
+    with open_input(source) as container:
+        video = container.streams.video[0]
+        expected_frames = int(video.frames or 0)
+        with corrupt_on_media_error("reading the video stream"):
+            pts, first, missing_pts, packets = _demux_pass(container)
+        if first is None:
+            raise CorruptInputError("the video stream contains no decodable frame")
+        if expected_frames and packets < expected_frames:
+            raise CorruptInputError(
+                f"the video file is incomplete: its index lists {expected_frames} frames but only {packets} "
+                "are present (was the upload truncated?)"
+            )
+        ctx = video.codec_context
+        time_base = _fraction(video.time_base)
+        if time_base is None:
+            raise CorruptInputError("the video stream has no time base")
+        try:
+            info_fields: dict[str, Any] = {
+                "format_name": container.format.name,
+                "size_bytes": size,
+                "duration_s": container.duration / av.time_base if container.duration else None,
+                "start_time_s": container.start_time / av.time_base if container.start_time is not None else None,
+                "video_index": video.index,
+                "width": int(first.width),
+                "height": int(first.height),
+                "rotation": int(first.rotation or 0),
+                "display_matrix": _display_matrix(first),
+                "codec": ctx.name,
+                "profile": ctx.profile,
+                "pix_fmt": first.format.name,
+                "bit_depth": bit_depth_of(first.format.name),
+                "time_base": time_base,
+                "average_rate": _fraction(video.average_rate),
+                "base_rate": _fraction(video.base_rate),
+                "sample_aspect_ratio": _fraction(video.sample_aspect_ratio),
+                "color_range": int(first.color_range),
+                "color_primaries": int(first.color_primaries),
+                "color_trc": int(first.color_trc),
+                "colorspace": int(first.colorspace),
+                "audio": _audio_info(container),
+                "subtitles": _subtitle_info(container),
+            }
+        except MEDIA_ERRORS as exc:
+            raise CorruptInputError("the video file's stream parameters could not be read") from exc
+    if missing_pts:
+        log.info("probe.decoding_for_pts", reason="packets without pts")
+        pts = _decoded_pts(source)
+    pts.sort()
+    if len(pts) != len(set(pts)):
+        raise CorruptInputError("the video has several frames with the same timestamp, so their order is ambiguous")
+    info = VideoInfo(**info_fields, frame_count=len(pts), pts=pts, is_vfr=_is_vfr(pts, time_base))
+    log.info(
+        "probe.done",
+        format=info.format_name,
+        codec=info.codec,
+        size=f"{info.width}x{info.height}",
+        frames=info.frame_count,
+        vfr=info.is_vfr,
+        rotation=info.rotation,
+        audio=len(info.audio),
+    )
+    return info

@@ -1,0 +1,239 @@
+"""Decode -> upscale -> encode one segment: THE code path of the worker Lambda and of `vsr upscale`.
+
+Streaming with bounded memory: frames flow in small batches through two bounded queues (decoded input
+frames, upscaled output frames), so at most a few batches of frames exist at any time, whatever the
+segment length. Decoding and encoding run in background threads and overlap with inference (PyAV and ONNX
+Runtime release the GIL while they work).
+
+Context frames (`segment.context_before`) are decoded but not output; a future temporal model will use them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from vsr.errors import CorruptInputError
+from vsr.logs import get_logger
+from vsr.media.decode import Frame, decode_window
+from vsr.media.encode import SegmentEncoder
+from vsr.media.probe import VideoInfo
+from vsr.media.safety import Source
+from vsr.planning import Segment
+
+log = get_logger(__name__)
+
+# Frames per upscaler call. The engine works frame by frame anyway (batching does not pay on CPU), so a
+# small batch only amortises Python overhead while keeping memory bounded.
+BATCH_FRAMES = 2
+# Batches buffered between the stages (each direction).
+QUEUE_BATCHES = 2
+
+
+class UpscalerLike(Protocol):
+    scale: int
+
+    def upscale(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class SegmentResult:
+    frames: int
+    decode_s: float
+    infer_s: float
+    encode_s: float
+    wall_s: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+_DONE = object()
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Worker:
+    """A background thread feeding or draining a bounded queue; its exception is re-raised in the caller."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        self.error: BaseException | None = None
+        self._target = target
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._target()
+        except BaseException as exc:  # handed to the caller's thread
+            self.error = exc
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def to_float(images: list[np.ndarray]) -> np.ndarray:
+    """uint8 / uint16 RGB frames -> [N, H, W, 3] float32 in 0..1."""
+    peak = 255.0 if images[0].dtype == np.uint8 else 65535.0
+    batch = np.stack(images).astype(np.float32)
+    batch *= 1.0 / peak
+    return batch
+
+
+def from_float(batch: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """[N, H, W, 3] float 0..1 -> rounded, clipped uint8/uint16."""
+    peak = 255.0 if dtype == np.uint8 else 65535.0
+    scaled = batch * peak
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0.0, peak, out=scaled)
+    return scaled.astype(dtype)
+
+
+def process_segment(
+    source: Source,
+    segment: Segment,
+    upscaler: UpscalerLike,
+    info: VideoInfo,
+    output: str | os.PathLike[str] | BinaryIO,
+    *,
+    crf: int | None = None,
+    preset: str | None = None,
+    codec: str | None = None,
+    batch_frames: int = BATCH_FRAMES,
+    overlap: bool = True,
+    on_frames: Callable[[int], None] | None = None,
+) -> SegmentResult:
+    """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode)."""
+    started = time.perf_counter()
+    total = segment.context_before + segment.frame_count
+    timings = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0}
+    encoder = SegmentEncoder(output, info=info, scale=upscaler.scale, crf=crf, preset=preset, codec=codec)
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
+    outbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
+    stop = threading.Event()
+
+    def put(q: queue.Queue[Any], item: Any, consumer: _Worker | None = None) -> bool:
+        """Put unless the pipeline stopped or the consumer thread died (no deadlock on errors)."""
+        while not stop.is_set() and (consumer is None or consumer.thread.is_alive()):
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        frames = decode_window(source, segment.context_start_pts, total)
+        clock = time.perf_counter()
+        try:
+            for batch in _batches(_skip_context(frames, segment), batch_frames):
+                item = ([f.pts for f in batch], [f.image for f in batch])
+                timings["decode_s"] += time.perf_counter() - clock
+                if not put(inbox, item):
+                    return
+                clock = time.perf_counter()
+        finally:
+            frames.close()
+            put(inbox, _DONE)  # also after an error, which decoder.join() then raises
+
+    def encode() -> None:
+        while not stop.is_set():
+            try:
+                item = outbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            clock = time.perf_counter()
+            for pts, image in zip(*item, strict=True):
+                encoder.write(image, pts)
+            timings["encode_s"] += time.perf_counter() - clock
+
+    written = 0
+    decoder: _Worker | None = None
+    writer: _Worker | None = None
+    try:
+        if overlap:
+            decoder, writer = _Worker(decode, "vsr-decode"), _Worker(encode, "vsr-encode")
+            batches: Iterator[Any] = iter(inbox.get, _DONE)
+        else:
+            batches = _serial_batches(source, segment, total, batch_frames, timings)
+        for pts_list, images in batches:
+            clock = time.perf_counter()
+            upscaled = from_float(upscaler.upscale(to_float(images)), images[0].dtype)
+            timings["infer_s"] += time.perf_counter() - clock
+            if writer is not None:
+                if not put(outbox, (pts_list, list(upscaled)), writer):
+                    writer.join()  # the encoder thread died: raise its error
+            else:
+                clock = time.perf_counter()
+                for pts, image in zip(pts_list, upscaled, strict=True):
+                    encoder.write(image, pts)
+                timings["encode_s"] += time.perf_counter() - clock
+            written += len(pts_list)
+            if on_frames is not None:
+                on_frames(len(pts_list))
+        if decoder is not None and writer is not None:
+            decoder.join()
+            put(outbox, _DONE, writer)
+            writer.join()
+        if written != segment.frame_count:
+            raise CorruptInputError(
+                f"the video ended early: segment {segment.index} expected {segment.frame_count} frames, got {written}"
+            )
+        clock = time.perf_counter()
+        encoder.close()
+        timings["encode_s"] += time.perf_counter() - clock
+    except BaseException:
+        stop.set()
+        for worker in (decoder, writer) if overlap else ():
+            if worker is not None:
+                worker.thread.join()
+        encoder.abort()
+        raise
+    finally:
+        stop.set()
+    result = SegmentResult(frames=written, wall_s=time.perf_counter() - started, **timings)
+    log.info("segment.done", segment=segment.index, **{k: round(v, 3) for k, v in result.to_dict().items()})
+    return result
+
+
+def _skip_context(frames: Iterable[Frame], segment: Segment) -> Iterator[Frame]:
+    """Drop the context frames; the first output frame must be the segment's first frame."""
+    for index, frame in enumerate(frames):
+        if index == segment.context_before and frame.pts != segment.start_pts:
+            raise CorruptInputError(f"segment {segment.index} does not start at pts {segment.start_pts}")
+        if index >= segment.context_before:
+            yield frame
+
+
+def _serial_batches(
+    source: Source, segment: Segment, total: int, batch_frames: int, timings: dict[str, float]
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    frames = decode_window(source, segment.context_start_pts, total)
+    batches = _batches(_skip_context(frames, segment), batch_frames)
+    while True:
+        clock = time.perf_counter()
+        batch = next(batches, None)
+        timings["decode_s"] += time.perf_counter() - clock
+        if batch is None:
+            return
+        yield [f.pts for f in batch], [f.image for f in batch]
