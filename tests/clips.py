@@ -342,3 +342,34 @@ def make_all(directory: Path) -> dict[str, Path]:
 def as_file_object(path: Path) -> io.BytesIO:
     """An in-memory seekable file object (stands in for the worker's ranged S3 reader)."""
     return io.BytesIO(Path(path).read_bytes())
+
+
+def trim(source: str | Path, path: Path, frames: int, *, crf: int = 12) -> Path:
+    """The first `frames` frames of `source`, re-encoded (near-lossless) with their original timestamps."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        video = src.streams.video[0]
+        stream = out.add_stream("libx264", rate=video.average_rate, options={"preset": "veryfast", "crf": str(crf)})
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = video.time_base
+        for index, frame in enumerate(src.decode(video)):
+            if index == frames:
+                break
+            image = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            image.pts, image.time_base = frame.pts, video.time_base
+            out.mux(stream.encode(image))
+        out.mux(stream.encode(None))
+    return path
+
+
+class NearestUpscaler:
+    """Stand-in for vsr.engine.Upscaler (same interface): nearest-neighbour, instant, deterministic."""
+
+    def __init__(self, scale: int = 2) -> None:
+        self.scale = scale
+        self.calls = 0
+
+    def upscale(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.dtype == np.float32 and batch.ndim == 4 and batch.shape[3] == 3
+        assert float(batch.min()) >= 0.0 and float(batch.max()) <= 1.0
+        self.calls += 1
+        return np.repeat(np.repeat(batch, self.scale, axis=1), self.scale, axis=2)

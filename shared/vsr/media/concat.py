@@ -27,7 +27,7 @@ import av.container
 
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
-from vsr.media.encode import SEGMENT_FORMAT
+from vsr.media.encode import FIRST_PTS_KEY, SEGMENT_FORMAT
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
 
@@ -71,8 +71,9 @@ class _SegmentClock:
     """How one segment's packet timestamps map back to source pts.
 
     NUT cannot store a negative dts, so the muxer shifts a segment that starts with B-frame delay by a
-    constant; the shift is recovered from the frame count: the segment's smallest pts is the source pts of
-    its first frame.
+    constant. The encoder records the first frame's source pts in the segment's metadata; the shift is
+    the difference, and every mapped pts must then be the source's pts of the frames at this position
+    (so a missing, duplicated or reordered segment is refused, never joined with wrong timing).
     """
 
     time_base: Fraction
@@ -91,10 +92,13 @@ def _segment_clocks(segments: Sequence[Any], info: VideoInfo) -> tuple[list[_Seg
         with _open_segment(segment) as container:
             stream = container.streams.video[0]
             tb = Fraction(stream.time_base.numerator, stream.time_base.denominator)
+            first_pts = container.metadata.get(FIRST_PTS_KEY)
             raw = [int(p.pts) for p in container.demux(stream) if p.size]
+        if first_pts is None:
+            raise SegmentMismatchError(f"segment {number} was not written by vsr.media.encode (no {FIRST_PTS_KEY})")
         if not raw or offset + len(raw) > info.frame_count:
             raise SegmentMismatchError(f"segment {number} holds {len(raw)} frames beyond the source's frames")
-        clock = _SegmentClock(tb, min(raw) - _exact_pts(info.pts[offset], info.time_base, tb))
+        clock = _SegmentClock(tb, min(raw) - _exact_pts(int(first_pts), info.time_base, tb))
         mapped = [clock.source_pts(p, info) for p in raw]
         if sorted(mapped) != info.pts[offset : offset + len(raw)]:
             raise SegmentMismatchError(

@@ -29,6 +29,8 @@ from vsr.media.probe import VideoInfo
 from vsr.settings import get_settings
 
 SEGMENT_FORMAT = "nut"
+FIRST_PTS_KEY = "vsr_first_pts"  # container metadata: the first frame's pts in the source time base
+TIME_BASE_KEY = "vsr_time_base"
 
 
 def output_pix_fmt(width: int, height: int, bit_depth: int) -> str:
@@ -108,6 +110,13 @@ class SegmentEncoder:
         )
         frame.pts = pts
         frame.time_base = self.info.time_base
+        if self._last_pts is None:
+            # NUT cannot store negative dts and shifts a segment with B-frame delay by a constant; the
+            # assembler recovers that shift from the first frame's source pts (header not written yet).
+            self._container.metadata[FIRST_PTS_KEY] = str(pts)
+            self._container.metadata[TIME_BASE_KEY] = (
+                f"{self.info.time_base.numerator}/{self.info.time_base.denominator}"
+            )
         self._container.mux(self._stream.encode(frame))
         self._last_pts = pts
         self.frames += 1
