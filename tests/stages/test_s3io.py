@@ -106,3 +106,14 @@ def test_pinned_etag_detects_a_replaced_object_and_missing_objects_are_permanent
         reader.read(10)
     with pytest.raises(InputMissingError):
         S3RangeReader(clients.s3(), bucket, "nope.bin")
+
+
+def test_sequential_scans_read_ahead_with_bounded_gets(bucket: str) -> None:
+    data = BIKES.read_bytes()
+    _upload(bucket, "bikes.mp4", data)
+    block = 16 * 1024
+    reader = S3RangeReader(clients.s3(), bucket, "bikes.mp4", block_size=block, readahead_blocks=4)
+    assert reader.readall() == data
+    blocks = -(-len(data) // block)
+    assert reader.requests <= blocks // 4 + 4  # one HEAD, then runs growing 1, 2, 4, 4, ... blocks per GET
+    assert reader.bytes_fetched == len(data)  # nothing fetched twice
