@@ -37,10 +37,16 @@ locals {
     worker   = data.aws_iam_policy_document.worker.json
     assemble = data.aws_iam_policy_document.assemble.json
   }
-  bucket_arns = { for key, bucket in aws_s3_bucket.this : key => bucket.arn }
+  bucket_arns  = { for key, bucket in aws_s3_bucket.this : key => bucket.arn }
+  work_objects = "${local.bucket_arns.work}/${local.work_prefix}*"
 }
 
-# --- ingest: ingest queue -> probe the upload in place -> job item -> segment messages ----------------------
+# s3:ListBucket is granted on each bucket a function reads: without it S3 answers a missing key with 403
+# AccessDenied instead of 404, and the code classifies 404 as a permanent "object missing" error (vsr.aws.s3io,
+# vsr.pipeline.artifacts) where a 403 would be retried into the DLQ. No s3:prefix condition: a GetObject
+# request carries no prefix, so a conditioned grant would not turn its 403 into a 404.
+
+# --- ingest: ingest queue -> probe the upload in place -> probe/plan in the work bucket -> job -> messages ----
 data "aws_iam_policy_document" "ingest" {
   statement {
     sid       = "LogsOwnGroup"
@@ -56,6 +62,21 @@ data "aws_iam_policy_document" "ingest" {
     sid       = "ProbeUploadsInPlace"
     actions   = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = ["${local.bucket_arns.input}/*"]
+  }
+  statement {
+    sid       = "MissingUploadIs404"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.input]
+  }
+  statement {
+    sid       = "WriteProbeAndPlan"
+    actions   = ["s3:PutObject", "s3:GetObject"]
+    resources = [local.work_objects]
+  }
+  statement {
+    sid       = "MissingPlanIs404"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.work]
   }
   statement {
     sid       = "WriteJobs"
@@ -74,7 +95,7 @@ data "aws_iam_policy_document" "ingest" {
   }
 }
 
-# --- worker: segment queue -> ranged reads of the upload + the model -> segment in the work bucket -> count --
+# --- worker: segment queue -> ranged reads of the upload + probe + model -> segment in the work bucket -> count
 data "aws_iam_policy_document" "worker" {
   statement {
     sid       = "LogsOwnGroup"
@@ -83,7 +104,12 @@ data "aws_iam_policy_document" "worker" {
   }
   statement {
     sid       = "ConsumeSegmentQueue"
-    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.segments.arn]
+  }
+  statement {
+    sid       = "ExtendVisibilityOfLongSegments"
+    actions   = ["sqs:ChangeMessageVisibility"]
     resources = [aws_sqs_queue.segments.arn]
   }
   statement {
@@ -92,14 +118,24 @@ data "aws_iam_policy_document" "worker" {
     resources = ["${local.bucket_arns.input}/*"]
   }
   statement {
+    sid       = "MissingUploadIs404"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.input]
+  }
+  statement {
     sid       = "ReadModel"
     actions   = ["s3:GetObject"]
     resources = ["${local.bucket_arns.models}/models/*"]
   }
   statement {
-    sid       = "WriteSegments"
-    actions   = ["s3:PutObject"]
-    resources = ["${local.bucket_arns.work}/${local.work_prefix}*"]
+    sid       = "ReadProbeWriteSegments"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+    resources = [local.work_objects]
+  }
+  statement {
+    sid       = "MissingProbeIs404"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.work]
   }
   statement {
     sid       = "CountSegments"
@@ -141,23 +177,23 @@ data "aws_iam_policy_document" "assemble" {
     resources = ["${local.bucket_arns.input}/*"]
   }
   statement {
+    sid       = "MissingUploadIs404"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arns.input]
+  }
+  statement {
     sid       = "ReadAndDeleteSegments"
     actions   = ["s3:GetObject", "s3:DeleteObject"]
-    resources = ["${local.bucket_arns.work}/${local.work_prefix}*"]
+    resources = [local.work_objects]
   }
   statement {
-    sid       = "ListJobSegments"
+    sid       = "MissingSegmentIs404"
     actions   = ["s3:ListBucket"]
     resources = [local.bucket_arns.work]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${local.work_prefix}*"]
-    }
   }
   statement {
-    sid       = "WriteOutputs"
-    actions   = ["s3:PutObject"]
+    sid       = "WriteOutputAndReport"
+    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${local.bucket_arns.output}/*"]
   }
   statement {

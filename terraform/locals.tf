@@ -49,7 +49,7 @@ locals {
   model_key      = "models/${local.model_name}.onnx"
   model_meta_key = "models/${local.model_name}.json"
   # The converter's sidecar carries scale and macs_per_input_pixel: ingest plans segments from them without
-  # downloading the model, so Terraform hands them to the functions as environment variables too.
+  # reading the model (VSR_MODEL_SCALE / VSR_MODEL_MACS_PER_PIXEL, vsr.pipeline.modelstore.configured_model).
   model_meta = jsondecode(file(local.model_sidecar))
 
   package_dir = coalesce(var.package_dir, "${path.module}/../build/lambda/${var.architecture}")

@@ -165,7 +165,9 @@ resource "aws_s3_object" "model" {
   source_hash = filemd5(local.model_file) # SSE-KMS etags are not MD5s: compare the local file instead
   kms_key_id  = aws_kms_key.main.arn
 
+  # Read by vsr.pipeline.modelstore (HeadObject) when the environment does not carry the model's scale and cost.
   metadata = {
+    name                 = local.model_name
     scale                = tostring(local.model_meta.scale)
     macs-per-input-pixel = tostring(local.model_meta.macs_per_input_pixel)
     sha256               = filesha256(local.model_file)

@@ -3,7 +3,7 @@
 resource "aws_dynamodb_table" "jobs" {
   name         = local.names.table
   billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "job_id"
+  hash_key     = "job_id" # vsr.pipeline.jobs.KEY
 
   attribute {
     name = "job_id"
@@ -14,7 +14,7 @@ resource "aws_dynamodb_table" "jobs" {
   stream_view_type = "NEW_AND_OLD_IMAGES"
 
   ttl {
-    attribute_name = "ttl"
+    attribute_name = "expires_at" # vsr.pipeline.jobs.TTL_ATTRIBUTE
     enabled        = true
   }
 

@@ -1,0 +1,101 @@
+"""The Terraform configuration as python-hcl2 parses it: blocks by type and name, attributes unwrapped."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import hcl2
+
+ROOT = Path(__file__).resolve().parents[2]
+TERRAFORM = ROOT / "terraform"
+
+
+def unwrap(value: Any) -> Any:
+    """python-hcl2 wraps some attribute values in one-element lists; blocks stay lists of dicts."""
+    while isinstance(value, list) and len(value) == 1 and not isinstance(value[0], dict):
+        value = value[0]
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list-valued attribute (e.g. actions = [...]) as a flat list, however python-hcl2 wrapped it."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+        return list(value[0])
+    return list(value) if isinstance(value, list) else [value]
+
+
+def expression(value: Any) -> str:
+    """An attribute's expression text without the outer ${...}."""
+    text = str(unwrap(value))
+    match = re.fullmatch(r"\$\{(.*)\}", text, flags=re.DOTALL)
+    return match.group(1) if match else text
+
+
+def _unwrap_all(value: Any) -> Any:
+    """Locals hold no blocks, so every one-element list around a value is python-hcl2's wrapping."""
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, dict):
+        return {k: _unwrap_all(v) for k, v in value.items() if not k.startswith("__")}
+    return value
+
+
+@dataclass
+class TerraformConfig:
+    files: dict[str, dict[str, Any]]
+
+    def _blocks(self, kind: str) -> list[dict[str, Any]]:
+        return [block for parsed in self.files.values() for block in parsed.get(kind, [])]
+
+    def resources(self, rtype: str) -> dict[str, dict[str, Any]]:
+        return {name: body for block in self._blocks("resource") for name, body in block.get(rtype, {}).items()}
+
+    def resource(self, rtype: str, name: str) -> dict[str, Any]:
+        return self.resources(rtype)[name]
+
+    def data(self, dtype: str) -> dict[str, dict[str, Any]]:
+        return {name: body for block in self._blocks("data") for name, body in block.get(dtype, {}).items()}
+
+    @property
+    def locals(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for block in self._blocks("locals"):
+            merged.update({k: _unwrap_all(v) for k, v in block.items() if not k.startswith("__")})
+        return merged
+
+    @property
+    def variables(self) -> dict[str, dict[str, Any]]:
+        return {name: body for block in self._blocks("variable") for name, body in block.items()}
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        return {name: body for block in self._blocks("output") for name, body in block.items()}
+
+
+@cache
+def load() -> TerraformConfig:
+    files = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        with path.open() as handle:
+            files[path.name] = hcl2.load(handle)
+    return TerraformConfig(files)
+
+
+def statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Statements of an aws_iam_policy_document with actions/resources as flat lists of strings."""
+    result = []
+    for statement in policy_document.get("statement", []):
+        result.append(
+            {
+                "sid": unwrap(statement.get("sid", "")),
+                "effect": unwrap(statement.get("effect", "Allow")),
+                "actions": as_list(statement.get("actions", [])),
+                "resources": as_list(statement.get("resources", [])),
+                "condition": statement.get("condition", []),
+            }
+        )
+    return result

@@ -1,0 +1,387 @@
+"""Build the Lambda layer and the three function zips for one architecture (`make package ARCH=arm64|x86_64`).
+
+The layer holds `python/vsr` (shared/vsr) and vsr's runtime dependencies from pyproject.toml, installed for
+Lambda's Python 3.12 on the target architecture with pip's `--platform`/`--only-binary` (no compiler, no Docker),
+then pruned of what Lambda never imports and stripped. Each function zip holds only its thin `handler.py`.
+Zips are reproducible (sorted entries, fixed timestamps and modes), so an unchanged tree gives the same
+`source_code_hash` and Terraform does not redeploy.
+
+Fails (exit 1) when the unzipped layer plus the largest function exceeds Lambda's 250 MB limit.
+Outputs `<out>/<arch>/{layer,ingest,worker,assemble}.zip` and `manifest.json` (sizes, sha256, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_SRC = ROOT / "shared" / "vsr"
+SERVICES = ROOT / "services"
+FUNCTIONS = ("ingest", "worker", "assemble")
+
+# Lambda: function code + all layers, unzipped, at most 250 MB (AWS counts 262,144,000 bytes).
+LAMBDA_UNZIPPED_LIMIT = 262_144_000
+# Above this a zip cannot be uploaded to Lambda directly; Terraform sends the layer through S3.
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+PYTHON_VERSION = "3.12"  # the Lambda runtime Terraform deploys (python3.12)
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip can store: fixed for reproducible archives
+
+# Runtime dependencies that Lambda's Python runtime already provides.
+PROVIDED_BY_RUNTIME = {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
+
+PLATFORMS = {"arm64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
+ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # e_machine: EM_AARCH64, EM_X86_64
+ARCH_TRIPLES = {"arm64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}
+
+# What Lambda never imports, relative to the layer's python/ folder. Directories match by path glob;
+# licences are always kept (they travel with the binaries we redistribute).
+PRUNE_DIRS = (
+    "bin",  # console scripts (f2py, pyav, onnxruntime_test): no shell in Lambda
+    "**/__pycache__",
+    "**/tests",  # test suites of numpy, onnxruntime, ...
+    "numpy/_pyinstaller",
+    "numpy/f2py",  # Fortran wrapper generator, never imported by numpy itself
+    "numpy/_core/include",  # C headers for building extensions
+    "onnxruntime/transformers",  # model optimisation scripts (need torch/onnx), not inference
+    "onnxruntime/tools",
+    "onnxruntime/quantization",
+    "onnxruntime/datasets",
+    "av/include",
+)
+PRUNE_FILES = (
+    "*.pyc",
+    "*.pyi",  # type stubs
+    "*.pxd",  # Cython declarations
+    "*.pyx",
+    "*.h",
+    "*.dist-info/RECORD",  # only pip's uninstall reads it; METADATA stays (onnxruntime queries versions)
+    "*.dist-info/INSTALLER",
+    "*.dist-info/REQUESTED",
+    "*.dist-info/direct_url.json",
+)
+KEEP_ALWAYS = re.compile(r"(^|/)(LICEN[CS]E|COPYING|NOTICE|ThirdPartyNotices)[^/]*$", re.IGNORECASE)
+
+
+@dataclass
+class StripResult:
+    tool: str | None
+    stripped: int = 0
+    skipped: int = 0
+    bytes_saved: int = 0
+    note: str = ""
+
+
+@dataclass
+class Artefact:
+    name: str
+    path: str
+    unzipped_bytes: int
+    zipped_bytes: int
+    sha256: str
+    files: int
+
+
+@dataclass
+class Manifest:
+    arch: str
+    python_version: str
+    platform: str
+    artefacts: list[Artefact] = field(default_factory=list)
+    dependencies: dict[str, str] = field(default_factory=dict)
+    pruned_bytes: int = 0
+    strip: StripResult | None = None
+    total_unzipped_bytes: int = 0
+    limit_bytes: int = LAMBDA_UNZIPPED_LIMIT
+
+
+class PackageError(Exception):
+    """Packaging cannot produce a deployable result (dependency install failed, over the size limit)."""
+
+
+# --- dependencies -------------------------------------------------------------------------------------------
+def runtime_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """vsr's runtime dependencies from pyproject.toml, minus what the Lambda runtime provides (boto3)."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    requirements = []
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower()
+        if name not in PROVIDED_BY_RUNTIME:
+            requirements.append(requirement)
+    return requirements
+
+
+def pip_install(requirements: Sequence[str], target: Path, arch: str, python_version: str = PYTHON_VERSION) -> None:
+    """Install wheels for the Lambda platform into target (binary wheels only: nothing is compiled here)."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--platform",
+        PLATFORMS[arch],
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "--target",
+        str(target),
+        *requirements,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PackageError(f"pip install for {PLATFORMS[arch]} failed:\n{result.stderr.strip()}")
+
+
+def installed_versions(site: Path) -> dict[str, str]:
+    versions = {}
+    for dist_info in sorted(site.glob("*.dist-info")):
+        name, _, version = dist_info.name.removesuffix(".dist-info").partition("-")
+        versions[name] = version
+    return versions
+
+
+def copy_package(destination: Path, source: Path = PACKAGE_SRC) -> None:
+    """Copy shared/vsr (with its config JSON) into the layer; no bytecode, no editable-install metadata."""
+    shutil.copytree(source, destination / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+# --- pruning ------------------------------------------------------------------------------------------------
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _dir_matches(relative: str, pattern: str) -> bool:
+    if pattern.startswith("**/"):
+        tail = pattern[3:]
+        return (
+            relative == tail or relative.endswith("/" + tail) or fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], tail)
+        )
+    return fnmatch.fnmatchcase(relative, pattern)
+
+
+def tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def prune(root: Path, dir_patterns: Iterable[str] = PRUNE_DIRS, file_patterns: Iterable[str] = PRUNE_FILES) -> int:
+    """Delete what Lambda never needs below root (licences always stay); returns the bytes removed."""
+    dir_patterns, file_patterns = tuple(dir_patterns), tuple(file_patterns)
+    removed = 0
+    # deepest first, so a matched directory is removed whole before its parent is considered
+    for directory in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not directory.exists():
+            continue
+        relative = _relative(directory, root)
+        if any(_dir_matches(relative, pattern) for pattern in dir_patterns):
+            licences = [p for p in directory.rglob("*") if p.is_file() and KEEP_ALWAYS.search(_relative(p, root))]
+            if licences:
+                continue  # never drop a licence silently; such folders are kept whole
+            removed += tree_size(directory)
+            shutil.rmtree(directory)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = _relative(file, root)
+        if KEEP_ALWAYS.search(relative):
+            continue
+        if any(
+            fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(file.name, pattern)
+            for pattern in file_patterns
+        ):
+            removed += file.stat().st_size
+            file.unlink()
+    return removed
+
+
+# --- stripping ----------------------------------------------------------------------------------------------
+def elf_machine(path: Path) -> int | None:
+    """The ELF e_machine of a file, or None when it is not an ELF file."""
+    with path.open("rb") as handle:
+        header = handle.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    byteorder = "little" if header[5] == 1 else "big"
+    return int.from_bytes(header[18:20], byteorder)
+
+
+def find_strip_tool(arch: str) -> str | None:
+    """A strip that understands the target: llvm-strip (every arch), the cross binutils, or the host's own."""
+    for candidate in ("llvm-strip", f"{ARCH_TRIPLES[arch]}-strip"):
+        if shutil.which(candidate):
+            return candidate
+    host = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64", "amd64": "x86_64"}.get(platform.machine().lower())
+    if host == arch and shutil.which("strip"):
+        return "strip"
+    return None
+
+
+def strip_binaries(root: Path, arch: str, tool: str | None = None) -> StripResult:
+    """Strip symbol tables from the target's shared libraries (not code: --strip-unneeded keeps dynamic symbols)."""
+    tool = tool or find_strip_tool(arch)
+    if tool is None:
+        return StripResult(tool=None, note=f"no strip tool for {arch} on this machine (install llvm); not stripped")
+    result = StripResult(tool=tool)
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        if ".so" not in path.name or elf_machine(path) != ELF_MACHINE[arch]:
+            continue
+        before = path.stat().st_size
+        done = subprocess.run([tool, "--strip-unneeded", str(path)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            result.skipped += 1  # leave a library strip cannot rewrite exactly as it was shipped
+            continue
+        result.stripped += 1
+        result.bytes_saved += before - path.stat().st_size
+    return result
+
+
+# --- reproducible zips ----------------------------------------------------------------------------------------
+def _file_mode(path: Path) -> int:
+    executable = path.stat().st_mode & 0o111 or ".so" in path.name
+    return 0o755 if executable else 0o644
+
+
+def write_zip(source: Path, destination: Path, arc_prefix: str = "") -> int:
+    """Zip source's files (sorted, fixed timestamps and modes) under arc_prefix; returns the unzipped bytes."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: _relative(p, source))
+    total = 0
+    tmp = destination.with_suffix(destination.suffix + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for path in files:
+            info = zipfile.ZipInfo(arc_prefix + _relative(path, source), date_time=ZIP_EPOCH)
+            info.external_attr = (0o100000 | _file_mode(path)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            data = path.read_bytes()
+            total += len(data)
+            archive.writestr(info, data, compresslevel=6)
+    tmp.replace(destination)
+    return total
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artefact(name: str, zip_path: Path, unzipped: int) -> Artefact:
+    with zipfile.ZipFile(zip_path) as archive:
+        count = len(archive.infolist())
+    return Artefact(name, str(zip_path), unzipped, zip_path.stat().st_size, sha256_file(zip_path), count)
+
+
+def check_size(layer_unzipped: int, function_unzipped: Iterable[int], limit: int = LAMBDA_UNZIPPED_LIMIT) -> int:
+    """Lambda's limit applies to each function plus its layers: the largest function decides. Returns the total."""
+    total = layer_unzipped + max(function_unzipped, default=0)
+    if total > limit:
+        raise PackageError(
+            f"unzipped layer + largest function is {total / 1e6:.1f} MB, over Lambda's {limit / 1e6:.1f} MB limit"
+        )
+    return total
+
+
+# --- the whole build --------------------------------------------------------------------------------------------
+def build_functions(out: Path, staging: Path) -> list[Artefact]:
+    built = []
+    for name in FUNCTIONS:
+        source = SERVICES / name
+        stage = staging / name
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.copytree(source, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "test_*.py"))
+        if not (stage / "handler.py").is_file():
+            raise PackageError(f"{source}/handler.py is missing")
+        zip_path = out / f"{name}.zip"
+        built.append(artefact(name, zip_path, write_zip(stage, zip_path)))
+    return built
+
+
+def build(arch: str, out_root: Path, *, strip: bool = True, limit: int = LAMBDA_UNZIPPED_LIMIT) -> Manifest:
+    out = out_root / arch
+    staging = out_root / f".staging-{arch}"
+    shutil.rmtree(staging, ignore_errors=True)
+    site = staging / "layer" / "python"
+    site.mkdir(parents=True)
+    manifest = Manifest(arch=arch, python_version=PYTHON_VERSION, platform=PLATFORMS[arch])
+
+    pip_install(runtime_requirements(), site, arch)
+    manifest.dependencies = installed_versions(site)
+    copy_package(site)
+    manifest.pruned_bytes = prune(site)
+    manifest.strip = strip_binaries(site, arch) if strip else StripResult(tool=None, note="disabled (--no-strip)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    layer_zip = out / "layer.zip"
+    layer = artefact("layer", layer_zip, write_zip(site.parent, layer_zip))
+    functions = build_functions(out, staging / "functions")
+    manifest.artefacts = [layer, *functions]
+    manifest.total_unzipped_bytes = layer.unzipped_bytes + max(f.unzipped_bytes for f in functions)
+    (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    shutil.rmtree(staging, ignore_errors=True)
+    check_size(layer.unzipped_bytes, [f.unzipped_bytes for f in functions], limit)
+    return manifest
+
+
+def size_table(manifest: Manifest) -> str:
+    rows = [f"{'artefact':10} {'unzipped MB':>12} {'zipped MB':>10} {'files':>7}  sha256"]
+    for item in manifest.artefacts:
+        rows.append(
+            f"{item.name:10} {item.unzipped_bytes / 1e6:12.1f} {item.zipped_bytes / 1e6:10.1f} {item.files:7d}  {item.sha256[:16]}"
+        )
+    share = manifest.total_unzipped_bytes / manifest.limit_bytes
+    rows.append(
+        f"layer + largest function: {manifest.total_unzipped_bytes / 1e6:.1f} MB of Lambda's "
+        f"{manifest.limit_bytes / 1e6:.1f} MB unzipped limit ({share:.0%})"
+    )
+    strip = manifest.strip
+    if strip is not None:
+        if strip.tool:
+            rows.append(f"stripped {strip.stripped} libraries with {strip.tool} (-{strip.bytes_saved / 1e6:.1f} MB)")
+        else:
+            rows.append(f"not stripped: {strip.note}")
+    rows.append(f"pruned {manifest.pruned_bytes / 1e6:.1f} MB (tests, headers, stubs, unused onnxruntime tools)")
+    layer = manifest.artefacts[0]
+    if layer.zipped_bytes > DIRECT_UPLOAD_LIMIT:
+        rows.append("layer.zip is over Lambda's 50 MB direct upload limit: Terraform uploads it through S3")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "lambda")
+    parser.add_argument("--no-strip", action="store_true", help="keep symbol tables in shared libraries")
+    args = parser.parse_args(argv)
+    try:
+        manifest = build(args.arch, args.out, strip=not args.no_strip)
+    except PackageError as exc:
+        manifest_path = args.out / args.arch / "manifest.json"
+        if manifest_path.is_file():
+            print(f"sizes: {manifest_path}", file=sys.stderr)
+        print(f"package: error: {exc}", file=sys.stderr)
+        return 1
+    print(size_table(manifest))
+    print(f"wrote {args.out / args.arch}/{{layer,{','.join(FUNCTIONS)}}}.zip and manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    sys.exit(main())
