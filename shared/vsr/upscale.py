@@ -1,0 +1,141 @@
+"""`vsr upscale`: one video on this machine, through the same code path as the serverless workers.
+
+probe -> plan segments (the ingest Lambda's planner unless --segment-frames) -> process_segment per
+segment into a temporary folder -> join_segments into the output MP4 (written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vsr.logs import get_logger
+from vsr.media.concat import join_segments
+from vsr.media.encode import SEGMENT_FORMAT
+from vsr.media.probe import VideoInfo, probe
+from vsr.planning import Segment, plan_segments
+from vsr.segment import process_segment
+from vsr.settings import get_settings
+
+log = get_logger(__name__)
+
+
+def plan(info: VideoInfo, model: Any, segment_frames: int | None) -> list[Segment]:
+    """Segments as the ingest Lambda plans them (same function), or of a fixed size when asked."""
+    if segment_frames:
+        return plan_segments(info.pts, segment_frames, int(get_settings().segments["context_frames"]))
+    from vsr.pipeline.ingest import plan as ingest_plan  # the one planner shared with the Lambda
+
+    return ingest_plan(info.width, info.height, info.pts, model)
+
+
+def upscale_file(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    scale: int | None = None,
+    segment_frames: int | None = None,
+    tile: int | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Upscale `input` into the MP4 `output`; returns a report (frames, segments, per-stage seconds)."""
+    from vsr.engine import get_upscaler  # ONNX Runtime: loaded only when a video is upscaled
+    from vsr.models.registry import resolve_model
+
+    started = time.perf_counter()
+    source, target = Path(input), Path(output)
+    info = probe(source)
+    probe_s = time.perf_counter() - started
+
+    clock = time.perf_counter()
+    model_info = resolve_model(model, scale)
+    upscaler = get_upscaler(model_info, tile=tile, threads=threads)
+    load_s = time.perf_counter() - clock
+
+    segments = plan(info, model_info, segment_frames)
+    log.info(
+        "upscale.planned",
+        model=model_info.name,
+        scale=model_info.scale,
+        frames=info.frame_count,
+        segments=len(segments),
+    )
+    totals = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0}
+    bar = _progress_bar(info.frame_count, progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vsr-upscale-", dir=target.parent))
+    try:
+        parts = []
+        for segment in segments:
+            part = work / f"{segment.index:05d}.{SEGMENT_FORMAT}"
+            result = process_segment(source, segment, upscaler, info, part, on_frames=bar.update if bar else None)
+            for key in totals:
+                totals[key] += getattr(result, key)
+            parts.append(part)
+        clock = time.perf_counter()
+        partial = work / "output.mp4"
+        join_segments(parts, source, info, partial)
+        os.replace(partial, target)  # never leave a half-written output under the final name
+        join_s = time.perf_counter() - clock
+    finally:
+        if bar is not None:
+            bar.close()
+        shutil.rmtree(work, ignore_errors=True)
+    wall_s = time.perf_counter() - started
+    report = {
+        "input": str(source),
+        "output": str(target),
+        "model": model_info.name,
+        "scale": model_info.scale,
+        "frames": info.frame_count,
+        "segments": len(segments),
+        "size_in": f"{info.width}x{info.height}",
+        "size_out": f"{info.width * model_info.scale}x{info.height * model_info.scale}",
+        "timings": {
+            "probe_s": probe_s,
+            "load_model_s": load_s,
+            **totals,
+            "join_s": join_s,
+            "wall_s": wall_s,
+        },
+        "fps": info.frame_count / wall_s if wall_s else 0.0,
+    }
+    log.info("upscale.done", **{k: v for k, v in report.items() if k != "timings"}, **report["timings"])
+    return report
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a tools extra; the CLI works without a bar
+        return None
+    return tqdm(total=total, unit="frame", desc="upscaling", dynamic_ncols=True)
+
+
+def command(args: argparse.Namespace) -> int:
+    report = upscale_file(
+        args.input,
+        args.output,
+        model=args.model,
+        scale=args.scale,
+        segment_frames=args.segment_frames,
+        tile=args.tile,
+        progress=not args.no_progress,
+    )
+    t = report["timings"]
+    print(
+        f"{report['output']}: {report['frames']} frames {report['size_in']} -> {report['size_out']} "
+        f"({report['model']}, {report['segments']} segments) in {t['wall_s']:.1f} s "
+        f"[probe {t['probe_s']:.2f}, model {t['load_model_s']:.2f}, decode {t['decode_s']:.2f}, "
+        f"infer {t['infer_s']:.2f}, encode {t['encode_s']:.2f}, join {t['join_s']:.2f}]"
+    )
+    return 0

