@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from vsr.aws import clients
 from vsr.logs import get_logger
-from vsr.pipeline import jobs
+from vsr.pipeline import jobs, modelstore
 from vsr.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -188,9 +188,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload_model(s3: Any, bucket: str, key: str, model_path: Path) -> None:
-    """Upload the converted ONNX model the workers fetch (skipped when the same bytes are already there)."""
-    sha = _sha256(model_path)
+def upload_if_changed(s3: Any, bucket: str, key: str, path: Path, metadata: dict[str, str], content_type: str) -> None:
+    """Upload unless the object already holds these bytes (compared by the sha256 kept in its metadata)."""
+    sha = metadata["sha256"]
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
         if head.get("Metadata", {}).get("sha256") == sha:
@@ -198,8 +198,27 @@ def upload_model(s3: Any, bucket: str, key: str, model_path: Path) -> None:
     except ClientError as exc:
         if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
             raise
-    s3.upload_file(str(model_path), bucket, key, ExtraArgs={"Metadata": {"sha256": sha}})
-    log.info("model_uploaded", bucket=bucket, key=key, bytes=model_path.stat().st_size)
+    s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": metadata, "ContentType": content_type})
+    log.info("model_uploaded", bucket=bucket, key=key, bytes=path.stat().st_size)
+
+
+def upload_model(s3: Any, names: ResourceNames, model_path: Path, model_name: str) -> dict[str, Any]:
+    """The ONNX model with the metadata Terraform's `aws_s3_object.model` writes, and the converter's sidecar
+    beside it; returns the sidecar's content (scale, cost) for the functions' environment."""
+    sidecar = model_path.with_suffix(".json")
+    meta: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    metadata = {"name": model_name, "sha256": _sha256(model_path)}
+    if "scale" in meta and "macs_per_input_pixel" in meta:
+        metadata = modelstore.object_metadata(
+            model_name, int(meta["scale"]), int(meta["macs_per_input_pixel"]), metadata["sha256"]
+        )
+    upload_if_changed(s3, names.models_bucket, names.model_key, model_path, metadata, "application/octet-stream")
+    if sidecar.is_file():
+        sidecar_key = str(Path(names.model_key).with_suffix(".json"))
+        upload_if_changed(
+            s3, names.models_bucket, sidecar_key, sidecar, {"sha256": _sha256(sidecar)}, "application/json"
+        )
+    return meta
 
 
 def provision(settings: Settings | None = None, model_path: Path | None = None) -> Provisioned:
@@ -238,12 +257,7 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
         from vsr.models.registry import resolve_model
 
         model_path = Path(resolve_model(s.model_name, None).path)
-    upload_model(s3, names.models_bucket, names.model_key, model_path)
-    sidecar = model_path.with_suffix(".json")  # the converter's metadata (scale, cost) travels with the model
-    meta: dict[str, Any] = {}
-    if sidecar.is_file():
-        upload_model(s3, names.models_bucket, str(Path(names.model_key).with_suffix(".json")), sidecar)
-        meta = json.loads(sidecar.read_text())
+    meta = upload_model(s3, names, model_path, s.model_name)
 
     return Provisioned(
         names=names,

@@ -1,0 +1,58 @@
+"""`vsr run` as a user runs it: a subprocess with the embedded moto server, one JSON line last on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline.conftest import SHORT_FRAMES, overrides
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _vsr_run(source: Path, out: Path, *extra: str) -> tuple[int, dict, str]:
+    env = {k: v for k, v in os.environ.items() if k != "VSR_ENDPOINT_URL"}
+    env["VSR_SETTINGS_OVERRIDES"] = json.dumps(overrides())
+    process = subprocess.run(
+        [sys.executable, "-m", "vsr.cli", "run", str(source), "-o", str(out), "--json", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    lines = process.stdout.strip().splitlines()
+    assert lines, process.stderr[-3000:]
+    return process.returncode, json.loads(lines[-1]), process.stderr
+
+
+def test_vsr_run_completes_and_prints_one_json_line(clips: dict[str, Path], tmp_path: Path) -> None:
+    code, summary, stderr = _vsr_run(clips["short_audio"], tmp_path / "out", "--workers", "2")
+    assert code == 0, stderr[-3000:]
+    assert summary["status"] == "COMPLETE" and summary["error"] is None
+    assert summary["segments"] == SHORT_FRAMES // 6 and summary["frames"] == SHORT_FRAMES
+    output = Path(summary["output"])
+    assert output.is_file() and output.parent == (tmp_path / "out").resolve()
+    assert Path(summary["report"]).is_file()
+    timings = summary["timings"]
+    assert timings["wall_s"] > 0 and timings["infer_s"] > 0 and timings["decode_s"] > 0 and timings["encode_s"] > 0
+    assert timings["overhead_s"] == pytest.approx(
+        timings["wall_s"] - (timings["decode_s"] + timings["infer_s"] + timings["encode_s"]) / timings["parallelism"],
+        abs=0.01,
+    )
+    assert "segments" in stderr  # the progress display
+
+
+def test_vsr_run_bad_input_fails_fast_with_reason(clips: dict[str, Path], tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, summary, stderr = _vsr_run(clips["not_a_video"], tmp_path / "out")
+    assert code == 1, stderr[-3000:]
+    assert summary["status"] == "FAILED" and summary["output"] is None
+    assert "video" in summary["error"].lower()
+    assert summary["timings"]["wall_s"] < 15  # from upload to FAILED
+    assert time.monotonic() - started < 60  # including interpreter, moto and container start-up

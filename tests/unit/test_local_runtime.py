@@ -1,0 +1,129 @@
+"""Pure parts of the local runtime: concurrency plan, SQS event shape, fault plans, overhead arithmetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import pytest
+
+from vsr.local import faults
+from vsr.local.dispatch import _jsonable, sqs_record
+from vsr.local.runtime import Outcome, Progress, cpu_sets, plan_concurrency, timings_summary
+from vsr.pipeline import jobs
+from vsr.settings import get_settings
+
+
+def test_concurrency_defaults_to_one_worker_per_cpu_capped_by_reserved_concurrency() -> None:
+    settings = get_settings()
+    reserved = settings.worker_reserved_concurrency
+    assert plan_concurrency(None, settings, cpus=2) == (min(2, reserved), 2 // min(2, reserved))
+    assert plan_concurrency(1, settings, cpus=2) == (1, 2)  # one worker gets both cores
+    assert plan_concurrency(reserved + 50, settings, cpus=2)[0] == reserved  # never above reserved concurrency
+    assert plan_concurrency(None, settings, cpus=reserved * 4) == (reserved, 4)
+
+
+def test_cpu_sets_are_disjoint_when_they_fit_and_wrap_when_oversubscribed() -> None:
+    assert cpu_sets(2, 1, [0, 1]) == [(0,), (1,)]
+    assert cpu_sets(2, 2, [0, 1, 2, 3]) == [(0, 1), (2, 3)]
+    assert cpu_sets(3, 1, [0, 1]) == [(0,), (1,), (0,)]
+
+
+def test_sqs_record_has_the_lambda_shape() -> None:
+    message = {
+        "MessageId": "m-1",
+        "ReceiptHandle": "rh",
+        "Body": '{"v": 1}',
+        "MD5OfBody": "x",
+        "Attributes": {"ApproximateReceiveCount": "3", "SentTimestamp": "1"},
+        "MessageAttributes": {"kind": {"DataType": "String", "StringValue": "seg"}},
+    }
+    record = sqs_record(message, "arn:aws:sqs:us-east-1:123456789012:q")
+    assert record["messageId"] == "m-1" and record["receiptHandle"] == "rh" and record["body"] == '{"v": 1}'
+    assert record["attributes"]["ApproximateReceiveCount"] == "3"
+    assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"].endswith(":q")
+    assert record["messageAttributes"]["kind"]["stringValue"] == "seg"
+    json.dumps(record)  # serialisable as Lambda would send it
+
+
+def test_stream_records_become_json_like_lambda_sends_them() -> None:
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    value = _jsonable({"ApproximateCreationDateTime": when, "B": b"\x00\x01", "L": ({"N": "1"},)})
+    assert value == {"ApproximateCreationDateTime": when.timestamp(), "B": "AAE=", "L": [{"N": "1"}]}
+
+
+def test_fault_plan_round_trip_and_matching() -> None:
+    plan = faults.FaultPlan.from_dict(
+        {
+            "rules": [
+                {"segment": 2, "action": "raise", "reason": "boom"},
+                {"segment": 0, "action": "block", "attempts": [1]},
+            ]
+        }
+    )
+    assert faults.FaultPlan.from_dict(json.loads(plan.to_json())) == plan
+    event = lambda index, attempt: {  # noqa: E731
+        "Records": [
+            {"body": json.dumps({"segment": {"index": index}}), "attributes": {"ApproximateReceiveCount": str(attempt)}}
+        ]
+    }
+    assert faults._rule_for(plan, event(2, 7)).reason == "boom"  # every attempt
+    assert faults._rule_for(plan, event(0, 1)).action == "block"
+    assert faults._rule_for(plan, event(0, 2)) is None  # only the first delivery
+    assert faults._rule_for(plan, event(1, 1)) is None
+    with pytest.raises(ValueError):
+        faults.FaultPlan.from_dict({"rules": [{"segment": 0, "action": "explode"}]})
+
+
+def test_fault_install_patches_only_while_armed() -> None:
+    class Engine:
+        def upscale(self, x: int) -> int:
+            return x * 2
+
+    import sys
+    import types
+
+    module = types.ModuleType("fake_engine_for_faults")
+    module.Engine = Engine
+    sys.modules[module.__name__] = module
+    try:
+        plan = faults.FaultPlan.from_dict(
+            {"target": "fake_engine_for_faults:Engine.upscale", "rules": [{"segment": 1, "action": "raise"}]}
+        )
+        faults.install(plan)
+        handler = faults.wrap_handler(lambda event, context: Engine().upscale(3), plan)
+        ok = {"Records": [{"body": json.dumps({"segment": {"index": 0}}), "attributes": {}}]}
+        bad = {"Records": [{"body": json.dumps({"segment": {"index": 1}}), "attributes": {}}]}
+        assert handler(ok, None) == 6
+        with pytest.raises(faults.TransientError):
+            handler(bad, None)
+        assert Engine().upscale(3) == 6  # disarmed again after the invocation
+    finally:
+        del sys.modules[module.__name__]
+
+
+def _job(**kw: object) -> jobs.Job:
+    base = {"job_id": "j" * 32, "status": jobs.COMPLETE, "input": {}, "segment_count": 4}
+    return jobs.Job(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_overhead_is_wall_minus_compute_shared_by_parallel_workers() -> None:
+    job = _job(segment_totals={"decode_s": 2.0, "infer_s": 14.0, "encode_s": 4.0, "wall_s": 21.0, "frames": 24})
+    summary = timings_summary(Outcome(job.job_id, job.status, job, None, wall_s=11.0), workers=2)
+    assert summary["overhead_s"] == pytest.approx(11.0 - 20.0 / 2)
+    assert summary["overhead_pct"] == pytest.approx(100 * 1.0 / 11.0, abs=0.01)
+    one = timings_summary(Outcome(job.job_id, job.status, job, None, wall_s=21.0), workers=1)
+    assert one["overhead_s"] == pytest.approx(1.0)
+
+
+def test_progress_writes_one_line_per_change_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream)
+    progress(None)
+    progress(_job(status=jobs.PROCESSING, done={0}))
+    progress(_job(status=jobs.PROCESSING, done={0}))  # unchanged: no new line
+    progress(_job(status=jobs.PROCESSING, done={0, 1}, segment_errors={3: {"attempts": 1}}))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "1/4 segments" in lines[1] and "2/4 segments, 1 retrying" in lines[2]
