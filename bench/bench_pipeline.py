@@ -1,0 +1,127 @@
+"""Whole `vsr upscale` vs bare ncnn inference on the same real frames: what does the orchestration cost?
+
+(a) ncnn (PyPI, CPU) on the first N frames of bikes.mp4 (640x272), frame by frame, model already loaded.
+(b) `vsr.upscale.upscale_file` on a clip of exactly those frames (lossless H.264 copy of the decoded
+    frames): probe + plan + decode + ONNX Runtime inference + x264 encode + join, ONNX session already
+    created (a warm worker). ncnn runs before and after (b) and is averaged, so load drift on a shared
+    machine hits both sides alike.
+
+Prints one table: wall seconds, per-stage seconds, ms/frame and the ratio (b)/(a) (target <= 1.0).
+
+    python bench/bench_pipeline.py [--frames 16] [--model realesr-animevideov3-x2] [--threads N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from vsr.engine import available_cpus, get_upscaler
+from vsr.media.decode import decode_window
+from vsr.media.probe import probe
+from vsr.models import registry, samples
+from vsr.models.ncnn_reference import load_net, run_ncnn
+from vsr.upscale import upscale_file
+
+
+def lossless_clip(source: Path, path: Path, frames: int) -> Path:
+    """The first `frames` decoded frames of `source`, re-encoded losslessly (x264 qp 0) with their timestamps."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        video = src.streams.video[0]
+        stream = out.add_stream("libx264", rate=video.average_rate, options={"qp": "0", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, video.codec_context.pix_fmt
+        stream.time_base = stream.codec_context.time_base = video.time_base
+        for index, frame in enumerate(src.decode(video)):
+            if index == frames:
+                break
+            frame.time_base = video.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def bench_ncnn(model: str, frames: np.ndarray, threads: int, net: Any) -> float:
+    _, seconds = run_ncnn(model, frames, threads, precise=False, net=net)
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--model", default="realesr-animevideov3-x2")
+    parser.add_argument("--threads", type=int, default=None, help="threads for both (default: available CPUs)")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    args = parser.parse_args()
+    threads = args.threads or available_cpus()
+    if args.model not in registry.BUNDLED:
+        sys.exit(f"--model must be a bundled model with an ncnn original: {', '.join(registry.BUNDLED)}")
+
+    with tempfile.TemporaryDirectory(prefix="vsr-bench-") as tmp:
+        clip = lossless_clip(samples.bikes_path(), Path(tmp) / "bikes_first.mp4", args.frames)
+        info = probe(clip)
+        # exactly the frames the pipeline will see, as the model's float input
+        images = [f.image for f in decode_window(clip, info.pts[0], info.frame_count)]
+        frames = np.stack(images).astype(np.float32) / 255.0
+
+        model = registry.resolve_model(args.model)
+        net = load_net(args.model, threads, precise=False)
+        upscaler = get_upscaler(model, tile=None, threads=threads)  # session created outside the timings
+        upscaler.upscale(frames[:1])  # warm-up both engines on one frame
+        run_ncnn(args.model, frames[:1], threads, precise=False, net=net)
+
+        ncnn_before = bench_ncnn(args.model, frames, threads, net)
+        report = upscale_file(clip, Path(tmp) / "out.mp4", model=args.model, progress=False, threads=threads)
+        ncnn_after = bench_ncnn(args.model, frames, threads, net)
+
+    n = info.frame_count
+    t = report["timings"]
+    ncnn_s = (ncnn_before + ncnn_after) / 2
+    pipeline_s = t["wall_s"] - t["load_model_s"]
+    rows = [
+        ("(a) ncnn bare inference", ncnn_s, f"before {ncnn_before:.2f} s, after {ncnn_after:.2f} s"),
+        ("(b) vsr upscale, whole", pipeline_s, f"{report['segments']} segment(s), warm ONNX session"),
+        ("    probe", t["probe_s"], ""),
+        ("    decode (background thread)", t["decode_s"], "overlaps inference"),
+        ("    infer (ONNX Runtime)", t["infer_s"], ""),
+        ("    encode (background thread)", t["encode_s"], "overlaps inference"),
+        ("    join (remux)", t["join_s"], ""),
+        ("    model lookup + session", t["load_model_s"], "excluded from (b)"),
+    ]
+    print(f"{args.model}, {n} frames of bikes.mp4 at {info.width}x{info.height}, {threads} threads")
+    print(f"{'stage':34} {'seconds':>9} {'ms/frame':>9}  note")
+    for label, seconds, note in rows:
+        print(f"{label:34} {seconds:9.2f} {1000 * seconds / n:9.1f}  {note}")
+    ratio = pipeline_s / ncnn_s
+    print(f"ratio (b)/(a) = {ratio:.2f}  (target <= 1.0)")
+    print(f"orchestration overhead over ONNX Runtime inference = {pipeline_s / t['infer_s'] - 1:.1%}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "frames": n,
+                    "size": f"{info.width}x{info.height}",
+                    "threads": threads,
+                    "ncnn_s": ncnn_s,
+                    "pipeline_s": pipeline_s,
+                    "ratio": ratio,
+                    "timings": t,
+                    "fps_time_base": str(Fraction(info.time_base)),
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
