@@ -164,13 +164,15 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON written beside the output: what was done, and where the time went.
 
-    Overhead is everything billed that is not decode, inference or encode: ingest, worker setup (model,
-    session, probe), uploads, assembly. `overhead_fraction` = overhead / billed compute-seconds.
+    Compute is the decode -> upscale -> encode wall time of every segment (`process_s`; the three overlap in
+    threads, so their sum over-counts). Overhead is everything else that was billed: ingest, worker setup
+    (model, session, probe), uploads, bookkeeping, assembly. `overhead_fraction` = overhead / billed seconds.
+    `job_wall_s` (upload event to COMPLETE) also includes queueing and waiting for free workers.
     """
     sums = {name: sum(float(s.get(name, 0.0)) for s in per_segment) for name in ("decode_s", "infer_s", "encode_s")}
     worker_wall = float(job.segment_totals.get("wall_s", 0.0))
     ingest_s = float(job.timings.get("ingest_s", 0.0))
-    compute = sum(sums.values())
+    compute = float(job.segment_totals.get("process_s", 0.0))
     billed = ingest_s + worker_wall + assembly["assembly_s"]
     overhead = max(0.0, billed - compute)
     frames = sum(int(s.get("frames", 0)) for s in per_segment) or info.frame_count
@@ -195,6 +197,7 @@ def build_report(
             "segments_decode_s": sums["decode_s"],
             "segments_infer_s": sums["infer_s"],
             "segments_encode_s": sums["encode_s"],
+            "segments_process_s": compute,
             "segments_wall_s": worker_wall,
             "job_wall_s": time.time() - job.created_at,
         },

@@ -49,6 +49,7 @@ PROBE_CACHE_SIZE = 4  # probes of recent jobs kept per container (a pts table ca
 
 _probe_cache: OrderedDict[str, Any] = OrderedDict()
 _probe_lock = threading.Lock()
+_models: dict[tuple[str, int, int], Any] = {}
 
 
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
     model_path = ensure_local_model(
         resources.models_bucket, resources.model_key, Path(os.environ.get("VSR_MODEL_DIR") or DEFAULT_MODEL_DIR)
     )
-    model = resolve_model(str(model_path))
+    model = _resolve_cached(model_path, resolve_model)
     expected_scale = message.model.get("scale")
     if expected_scale is not None and int(expected_scale) != model.scale:
         raise PermanentError(
@@ -128,22 +129,34 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "decode_s": float(result.decode_s),
             "infer_s": float(result.infer_s),
             "encode_s": float(result.encode_s),
+            "process_s": float(result.wall_s),
         }
-        upload_started = time.monotonic()
         key = artifacts.segment_key(message.job_id, message.segment.index)
         artifacts.upload_file(
             output,
             resources.work_bucket,
             key,
-            metadata=artifacts.segment_metadata(
-                {**timings, "setup_s": setup_s, "upload_s": time.monotonic() - upload_started}, result.frames
-            ),
+            metadata=artifacts.segment_metadata({**timings, "setup_s": setup_s}, result.frames),
         )
         timings["wall_s"] = time.monotonic() - started
         log.info("worker.segment_done", frames=result.frames, bytes_read=reader.bytes_fetched, **timings)
         return timings, int(result.frames)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _resolve_cached(path: Path, resolve: Any) -> Any:
+    """ModelInfo per model file version: resolving a user .onnx opens a session to read its metadata, which
+    must not happen on every warm invocation."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _probe_lock:
+        found = _models.get(key)
+    if found is None:
+        found = resolve(str(path))
+        with _probe_lock:
+            _models[key] = found
+    return found
 
 
 def load_probe(message: SegmentMessage) -> Any:
