@@ -45,7 +45,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, aws_retry, is_conditional_check_failed
 from vsr.aws.resources import Resources
-from vsr.errors import TransientError, VsrError
+from vsr.errors import VsrError
 from vsr.logs import get_logger
 from vsr.settings import get_settings
 
@@ -228,8 +228,9 @@ class Update:
             "TableName": table,
             "Key": serialize({KEY: job_id}),
             "UpdateExpression": self.update,
-            "ExpressionAttributeNames": self.names,
         }
+        if self.names:  # DynamoDB rejects an empty map
+            args["ExpressionAttributeNames"] = self.names
         if self.values:
             args["ExpressionAttributeValues"] = serialize(self.values)
         if self.condition:
@@ -580,7 +581,6 @@ __all__ = [
     "STATUSES",
     "TTL_ATTRIBUTE",
     "Job",
-    "TransientError",
     "acquire_assembly_lease",
     "complete_job",
     "create_job",
