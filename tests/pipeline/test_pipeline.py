@@ -112,7 +112,7 @@ def test_every_segment_delivered_twice_gives_one_output_and_exact_counter(
         sqs.send_message_batch(
             QueueUrl=segment_url, Entries=[{"Id": f"{copy}-{i}", "MessageBody": b} for i, b in enumerate(bodies)]
         )
-    with LocalRuntime(endpoint, functions=("worker", "assemble"), log_dir=tmp_path / "logs") as runtime:
+    with LocalRuntime(endpoint, workers=2, functions=("worker", "assemble"), log_dir=tmp_path / "logs") as runtime:
         outcome = runtime.wait(job_id, started=started, timeout_s=240)
         assert outcome.status == jobs.COMPLETE, outcome.error
         wait_for(lambda: _queue_empty(segment_url), 120, "the duplicate deliveries to be consumed")

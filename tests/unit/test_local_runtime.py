@@ -15,13 +15,17 @@ from vsr.pipeline import jobs
 from vsr.settings import get_settings
 
 
-def test_concurrency_defaults_to_one_worker_per_cpu_capped_by_reserved_concurrency() -> None:
+def test_concurrency_gives_each_container_a_lambda_workers_vcpus_capped_by_reserved_concurrency() -> None:
     settings = get_settings()
     reserved = settings.worker_reserved_concurrency
-    assert plan_concurrency(None, settings, cpus=2) == (min(2, reserved), 2 // min(2, reserved))
-    assert plan_concurrency(1, settings, cpus=2) == (1, 2)  # one worker gets both cores
+    vcpus = settings.worker_vcpus()
+    assert plan_concurrency(None, settings, cpus=2) == (1, 2)  # a 2-core laptop: one worker with both cores
+    assert plan_concurrency(2, settings, cpus=2) == (2, 1)  # asked for two: one core each, no oversubscription
+    assert plan_concurrency(4, settings, cpus=2) == (4, 1)  # more than the cores: shared round-robin
+    big = round(vcpus * 3)
+    assert plan_concurrency(None, settings, cpus=big) == (3, big // 3)
     assert plan_concurrency(reserved + 50, settings, cpus=2)[0] == reserved  # never above reserved concurrency
-    assert plan_concurrency(None, settings, cpus=reserved * 4) == (reserved, 4)
+    assert plan_concurrency(None, settings, cpus=round(vcpus * (reserved + 5)))[0] == reserved
 
 
 def test_cpu_sets_are_disjoint_when_they_fit_and_wrap_when_oversubscribed() -> None:

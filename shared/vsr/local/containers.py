@@ -40,6 +40,7 @@ class Invocation:
     error: str | None = None  # "Type: message" when the handler raised
     died: bool = False  # the container exited (killed) before answering
     timed_out: bool = False  # ran past the function timeout; the container was killed
+    init_failed: bool = False  # the container never got ready (handler import failed): a broken install
     duration_s: float = 0.0
 
     @property
@@ -97,6 +98,7 @@ class Container:
         if cpus:
             command += ["--cpus", ",".join(str(c) for c in cpus)]
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
         self._log = log_path.open("ab")
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env, start_new_session=True
@@ -105,6 +107,7 @@ class Container:
         self._stdin: BinaryIO = self._process.stdin
         self._stdout: BinaryIO = self._process.stdout
         self._buffer = b""
+        self._eof = False
         self._ready = False
 
     @property
@@ -115,7 +118,7 @@ class Container:
         return self._process.poll() is None
 
     def _read_line(self, deadline: float) -> bytes | None:
-        """One protocol line, or None when the child died or the deadline passed (check alive())."""
+        """One protocol line; None when the deadline passed or the child closed its end (then `self._eof`)."""
         fd = self._stdout.fileno()
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
@@ -125,6 +128,7 @@ class Container:
                     return None
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
+                    self._eof = True
                     return None
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
@@ -138,7 +142,7 @@ class Container:
             line = self._read_line(started + 10.0 + self.timeout_s)
             if line is None or not json.loads(line).get("ready"):
                 self.kill()
-                return Invocation(died=True, duration_s=time.monotonic() - started)
+                return Invocation(died=True, init_failed=True, duration_s=time.monotonic() - started)
             self._ready = True
             started = time.monotonic()
         deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
@@ -151,10 +155,11 @@ class Container:
         line = self._read_line(started + self.timeout_s)
         duration = time.monotonic() - started
         if line is None:
-            if self.alive():  # still running past the timeout: Lambda kills the execution environment
+            if self._eof:  # the process died (its end of the pipe closed) before answering
                 self.kill()
-                return Invocation(timed_out=True, duration_s=duration)
-            return Invocation(died=True, duration_s=duration)
+                return Invocation(died=True, duration_s=duration)
+            self.kill()  # still running past the timeout: Lambda kills the execution environment
+            return Invocation(timed_out=True, duration_s=duration)
         reply = json.loads(line)
         if reply.get("ok"):
             return Invocation(result=reply.get("result"), duration_s=duration)

@@ -89,6 +89,7 @@ class _Loop(threading.Thread):
         self.container: Container = make_container()
         self.invocations = 0
         self.replaced = 0
+        self.init_failure: str | None = None  # log file of a container whose handler could not even load
 
     def invoke(self, event: dict[str, Any], label: str) -> Invocation:
         if not self.container.alive():
@@ -99,6 +100,8 @@ class _Loop(threading.Thread):
         self.invocations += 1
         if self.stop_event.is_set():
             return outcome  # killed by shutdown: its message reappears after the visibility timeout
+        if outcome.init_failed:
+            self.init_failure = str(self.container.log_path)
         if outcome.died or outcome.timed_out:
             log.warning(
                 "container_lost", loop=self.name, pid=self.container.pid, timed_out=outcome.timed_out, what=label

@@ -6,12 +6,15 @@ What runs where:
 - Lambda stand-ins (vsr.local.dispatch): one ingest poller, N worker pollers and one stream poller, each owning
   a container process (vsr.local.containers) that loads `services/<fn>/handler.py` by path, like Lambda.
 
-Worker concurrency: Lambda runs up to the reserved concurrency, each execution with its own vCPUs. Here N =
-min(reserved concurrency, --workers or this machine's CPU count), and each worker container is pinned to
-cpu_count // N CPUs (at least one), so N containers never fight over the same cores and the engine, which
-sizes its ONNX Runtime pool from the process's CPU affinity, uses exactly its share. On a 2-core machine
-that is 2 containers with 1 thread each: inference on one segment overlaps decode/encode/upload of another,
-and the single-threaded parts (decode, colour conversion, encode) no longer idle a second core.
+Worker concurrency: Lambda runs up to the reserved concurrency, each execution with its own vCPUs
+(settings: min(max_vcpus, memory / mb_per_vcpu), about 5.8 for the worker), and the ingest planner sizes
+segments for one such execution. Locally each worker container gets about that many CPUs too, pinned by
+CPU affinity (the engine sizes its ONNX Runtime pool from the process's affinity), and there are
+round(cpus / vcpus) containers, at least one and never more than the reserved concurrency. So containers
+never share cores and nothing is oversubscribed: on a 2-core machine that is ONE worker with both cores,
+which is also the fastest choice there, because a short clip is a single Lambda-sized segment (bikes.mp4:
+250 frames, one segment) that a second, 1-core worker could not share. `--workers N` asks for N containers
+with cpu_count // N CPUs each (at least one; CPUs are shared round-robin if N exceeds the CPU count).
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ FUNCTIONS = ("ingest", "worker", "assemble")
 
 
 def plan_concurrency(requested: int | None, settings: Settings, cpus: int | None = None) -> tuple[int, int]:
-    """(worker containers, CPUs per container): never above the reserved concurrency; by default one per CPU."""
+    """(worker containers, CPUs per container): by default one container per Lambda worker's worth of vCPUs;
+    never above the reserved concurrency."""
     cpus = max(1, cpus or len(os.sched_getaffinity(0)))
-    workers = max(1, min(settings.worker_reserved_concurrency, requested or cpus))
+    wanted = requested or round(cpus / settings.worker_vcpus())
+    workers = max(1, min(settings.worker_reserved_concurrency, wanted))
     return workers, max(1, cpus // workers)
 
 
@@ -302,6 +307,10 @@ class LocalRuntime:
                 end = job.completed_at or time.time()
                 error = (job.error or {}).get("reason") if job.status == jobs.FAILED else None
                 return Outcome(job_id, job.status, job, error, end - started)
+            broken = next((loop for loop in self.loops if loop.init_failure), None)
+            if broken is not None:
+                reason = f"the {broken.name} container failed to start (a broken install?); see {broken.init_failure}"
+                return Outcome(job_id, jobs.FAILED, job, reason, elapsed)
             if stop_on_dead_letters and self.dlq_depth() > baseline:
                 return Outcome(job_id, jobs.FAILED, job, _dead_letter_reason(job), elapsed)
             limit = timeout_s if timeout_s is not None else self.deadline_s(job.segment_count if job else 0)
