@@ -61,6 +61,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Idle ORT workers otherwise spin after each run, stealing the CPU from PyAV's decode/encode threads (and
+    # from any other session); waking them costs microseconds per op against ~50 ms per convolution.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -56,4 +56,5 @@ def test_optimised_graphs_use_the_rewrites(model_dir: Path) -> None:
         # no tensor at x4 resolution is left in the x2/x3 graphs: no Resize at all
         ops = {node.op_type for node in onnx.load(str(model_dir / f"{name}.onnx")).graph.node}
         assert "Resize" not in ops
-        assert {"Conv", "PRelu", "DepthToSpace"} <= ops
+        assert {"Conv", "Relu", "DepthToSpace"} <= ops
+        assert "PRelu" not in ops  # rewritten to Relu + per-channel affine (see rewrite.prelu_to_relu)

@@ -29,7 +29,7 @@ from vsr.models import ncnn
 log = get_logger(__name__)
 
 OPSET = 17
-CONVERTER_VERSION = "1"  # bump when the produced graph changes, so cached files are re-converted
+CONVERTER_VERSION = "2"  # bump when the produced graph changes, so cached files are re-converted
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 ATTRIBUTION = (
