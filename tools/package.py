@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tomllib
@@ -220,19 +221,40 @@ def elf_machine(path: Path) -> int | None:
     return int.from_bytes(header[18:20], byteorder)
 
 
+def load_segments_aligned(path: Path) -> bool:
+    """True when every PT_LOAD segment of a 64-bit ELF file keeps offset == address modulo its alignment.
+
+    strip rewrites the file layout; on libraries that auditwheel already rewrote with patchelf (most of
+    numpy.libs, av.libs) llvm-strip in particular can break this rule, and the dynamic loader then refuses
+    the library ("ELF load command address/offset not page-aligned"). Measured on the x86_64 wheels:
+    llvm-strip broke 71 of 103 libraries, GNU strip 2.
+    """
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:  # only ELFCLASS64 is shipped for Lambda's arches
+        return False
+    order = "<" if data[5] == 1 else ">"
+    (phoff,) = struct.unpack_from(order + "Q", data, 32)
+    entry_size, count = struct.unpack_from(order + "HH", data, 54)
+    for index in range(count):
+        p_type, _flags, offset, vaddr, _paddr, _filesz, _memsz, align = struct.unpack_from(
+            order + "IIQQQQQQ", data, phoff + index * entry_size
+        )
+        if p_type == 1 and align > 1 and (vaddr - offset) % align:
+            return False
+    return True
+
+
 def find_strip_tool(arch: str) -> str | None:
-    """A strip that understands the target: llvm-strip (every arch), the cross binutils, or the host's own."""
-    for candidate in ("llvm-strip", f"{ARCH_TRIPLES[arch]}-strip"):
-        if shutil.which(candidate):
-            return candidate
-    host = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64", "amd64": "x86_64"}.get(platform.machine().lower())
-    if host == arch and shutil.which("strip"):
-        return "strip"
-    return None
+    """A strip that understands the target: the cross binutils, the host's own, else llvm-strip (every arch)."""
+    candidates = [f"{ARCH_TRIPLES[arch]}-strip", *(["strip"] if host_arch() == arch else []), "llvm-strip"]
+    return next((c for c in candidates if shutil.which(c)), None)
 
 
 def strip_binaries(root: Path, arch: str, tool: str | None = None) -> StripResult:
-    """Strip symbol tables from the target's shared libraries (not code: --strip-unneeded keeps dynamic symbols)."""
+    """Strip symbol tables from the target's shared libraries (not code: --strip-unneeded keeps dynamic symbols).
+
+    Every stripped library is checked (`load_segments_aligned`) and restored byte for byte when strip broke it.
+    """
     tool = tool or find_strip_tool(arch)
     if tool is None:
         return StripResult(tool=None, note=f"no strip tool for {arch} on this machine (install llvm); not stripped")
@@ -240,10 +262,12 @@ def strip_binaries(root: Path, arch: str, tool: str | None = None) -> StripResul
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         if ".so" not in path.name or elf_machine(path) != ELF_MACHINE[arch]:
             continue
-        before = path.stat().st_size
+        original = path.read_bytes()
+        before = len(original)
         done = subprocess.run([tool, "--strip-unneeded", str(path)], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            result.skipped += 1  # leave a library strip cannot rewrite exactly as it was shipped
+        if done.returncode != 0 or not load_segments_aligned(path):
+            path.write_bytes(original)  # leave a library strip cannot rewrite safely exactly as it was shipped
+            result.skipped += 1
             continue
         result.stripped += 1
         result.bytes_saved += before - path.stat().st_size
@@ -313,7 +337,23 @@ def build_functions(out: Path, staging: Path) -> list[Artefact]:
     return built
 
 
-def build(arch: str, out_root: Path, *, strip: bool = True, limit: int = LAMBDA_UNZIPPED_LIMIT) -> Manifest:
+def host_arch() -> str | None:
+    return {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64", "amd64": "x86_64"}.get(platform.machine().lower())
+
+
+def should_strip(mode: str, arch: str, unstripped_total: int, limit: int = LAMBDA_UNZIPPED_LIMIT) -> tuple[bool, str]:
+    """auto: strip when building for this machine's arch (tests/deploy runs the stripped libraries, so the exact
+    procedure is proven) or when the layer would not fit otherwise; leave a cross build that fits as shipped."""
+    if mode == "never":
+        return False, "disabled (--strip never)"
+    if mode == "always" or arch == host_arch():
+        return True, ""
+    if unstripped_total > limit:
+        return True, ""
+    return False, f"cross build for {arch} fits unstripped; left as shipped (--strip always to force)"
+
+
+def build(arch: str, out_root: Path, *, strip: str = "auto", limit: int = LAMBDA_UNZIPPED_LIMIT) -> Manifest:
     out = out_root / arch
     staging = out_root / f".staging-{arch}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -325,7 +365,9 @@ def build(arch: str, out_root: Path, *, strip: bool = True, limit: int = LAMBDA_
     manifest.dependencies = installed_versions(site)
     copy_package(site)
     manifest.pruned_bytes = prune(site)
-    manifest.strip = strip_binaries(site, arch) if strip else StripResult(tool=None, note="disabled (--no-strip)")
+    largest_function = max(tree_size(SERVICES / name) for name in FUNCTIONS)
+    do_strip, why_not = should_strip(strip, arch, tree_size(site) + largest_function, limit)
+    manifest.strip = strip_binaries(site, arch) if do_strip else StripResult(tool=None, note=why_not)
 
     out.mkdir(parents=True, exist_ok=True)
     layer_zip = out / "layer.zip"
@@ -353,7 +395,10 @@ def size_table(manifest: Manifest) -> str:
     strip = manifest.strip
     if strip is not None:
         if strip.tool:
-            rows.append(f"stripped {strip.stripped} libraries with {strip.tool} (-{strip.bytes_saved / 1e6:.1f} MB)")
+            rows.append(
+                f"stripped {strip.stripped} libraries with {strip.tool} (-{strip.bytes_saved / 1e6:.1f} MB); "
+                f"{strip.skipped} left as shipped (strip would have broken their load segments)"
+            )
         else:
             rows.append(f"not stripped: {strip.note}")
     rows.append(f"pruned {manifest.pruned_bytes / 1e6:.1f} MB (tests, headers, stubs, unused onnxruntime tools)")
@@ -367,10 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "lambda")
-    parser.add_argument("--no-strip", action="store_true", help="keep symbol tables in shared libraries")
+    parser.add_argument(
+        "--strip",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="strip shared libraries: auto = for this machine's arch, or when the layer would not fit otherwise",
+    )
     args = parser.parse_args(argv)
     try:
-        manifest = build(args.arch, args.out, strip=not args.no_strip)
+        manifest = build(args.arch, args.out, strip=args.strip)
     except PackageError as exc:
         manifest_path = args.out / args.arch / "manifest.json"
         if manifest_path.is_file():
