@@ -58,11 +58,12 @@ bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare in
 
 bench: bench-model bench-pipeline ## all benchmarks
 
-package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64)
-	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda
+package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
+	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)
 
-deploy: package ## package + terraform apply (needs AWS credentials and terraform)
-	cd terraform && terraform init && terraform apply -var "architecture=$(ARCH)"
+deploy: package ## package + terraform apply (needs AWS credentials and terraform; TF_ARGS=-auto-approve etc.)
+	terraform -chdir=terraform init -input=false
+	terraform -chdir=terraform apply -var "architecture=$(ARCH)" -var "model_dir=$(VSR_MODEL_DIR)" $(TF_ARGS)
 
 redrive: $(VENV)/.installed ## return dead-letter messages to their source queues
 	$(BIN)/vsr redrive
