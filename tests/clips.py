@@ -134,7 +134,7 @@ def make_webm_vp9_opus(directory: Path) -> Path:
         pix_fmt="yuv420p",
         width=128,
         height=72,
-        pts=list(range(0, 12 * 40, 40)),
+        pts=list(range(21, 21 + 12 * 40, 40)),  # video starts 21 ms after the audio, as in real webm files
         time_base=Fraction(1, 1000),
         options={"deadline": "realtime", "cpu-used": "8", "g": "6"},
         audio="libopus",
@@ -229,6 +229,22 @@ def make_10bit_mp4(directory: Path) -> Path:
     )
 
 
+def make_ts_mp2(directory: Path) -> Path:
+    """MPEG-TS with MP2 audio (broadcast style): MP4 cannot carry MP2, so the join re-encodes it to AAC."""
+    return _write_video(
+        directory / "broadcast.ts",
+        codec="libx264",
+        pix_fmt="yuv420p",
+        width=96,
+        height=64,
+        pts=[126000 + 3600 * i for i in range(10)],
+        time_base=Fraction(1, 90000),
+        options={"preset": "ultrafast", "bf": "2", "g": "5"},
+        fmt="mpegts",
+        audio="mp2",
+    )
+
+
 GOOD_CLIPS: dict[str, Callable[[Path], Path]] = {
     "webm_vp9_opus": make_webm_vp9_opus,
     "mkv_hevc": make_mkv_hevc,
@@ -237,6 +253,7 @@ GOOD_CLIPS: dict[str, Callable[[Path], Path]] = {
     "rotated_mp4": make_rotated_mp4,
     "odd_mkv": make_odd_mkv,
     "10bit_mp4": make_10bit_mp4,
+    "ts_mp2": make_ts_mp2,
 }
 
 

@@ -72,7 +72,7 @@ def test_video_info_json_round_trip(infos: dict[str, VideoInfo]) -> None:
 
 def _windows(count: int) -> list[tuple[int, int]]:
     """(start index, length): from the start, across GOP boundaries, non-keyframe starts, past the end."""
-    return [(0, 3), (1, 4), (count // 2, 5), (count - 3, 3), (count - 2, 10), (count - 1, 1)]
+    return [(0, 3), (0, 1), (1, 4), (2, 1), (count // 2, 5), (count - 3, 3), (count - 2, 10), (count - 1, 1)]
 
 
 @pytest.mark.parametrize("name", [*sorted(clips.GOOD_CLIPS), "carphone", "bikes", "bigbuckbunny"])

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ log = get_logger(__name__)
 
 OUTPUT_FORMAT = "mp4"
 _TEXT_SUBTITLES = {"subrip", "srt", "webvtt", "text"}
+# Audio codecs the MP4 muxer writes without `-strict experimental` and common players decode. Everything
+# else (MP2, Vorbis, PCM, ...) is re-encoded to AAC rather than dropped.
+_MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}
 _METADATA_DROP = {"encoder", "major_brand", "minor_version", "compatible_brands"}
 
 
@@ -142,12 +146,27 @@ def _mov_text(payload: bytes) -> bytes:
     return len(text).to_bytes(2, "big") + text
 
 
+def _movie_timescale(info: VideoInfo) -> int:
+    """mvhd timescale in which edit lists are written. MP4's default (1000) rounds a stream's start offset
+    (MPEG-TS video typically starts 1.4 s in) to whole milliseconds, shifting every frame; a timescale in
+    which all source start times are exact keeps them."""
+    timescale = info.time_base.denominator
+    for audio in info.audio:
+        candidate = math.lcm(timescale, audio.time_base.denominator)
+        if candidate < 2**31:
+            timescale = candidate
+    return timescale
+
+
 class _Joiner:
     def __init__(self, source: Source, info: VideoInfo, output: Any) -> None:
         self.info = info
         self.source = open_input(source)
         self.out: av.container.OutputContainer = av.open(
-            output, mode="w", format=OUTPUT_FORMAT, options={"movflags": "+faststart"}
+            output,
+            mode="w",
+            format=OUTPUT_FORMAT,
+            options={"movflags": "+faststart", "movie_timescale": str(_movie_timescale(info))},
         )
         self.copy: dict[int, Any] = {}  # source stream index -> output stream (packets copied)
         self.text_to_mov: dict[int, Any] = {}  # source subtitle index -> mov_text output stream
@@ -176,10 +195,9 @@ class _Joiner:
         return stream
 
     def add_audio_and_subtitles(self) -> None:
-        supported = self.out.supported_codecs
         for stream in self.source.streams.audio:
             name = stream.codec_context.name if stream.codec_context else None
-            if name in supported:
+            if name in _MP4_AUDIO:
                 self.copy[stream.index] = self.out.add_stream_from_template(stream)
             elif name:
                 ctx = stream.codec_context

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -28,30 +29,49 @@ class Frame:
     image: np.ndarray  # H x W x 3, uint8 or uint16
 
 
+# Seek targets tried before the wanted frame, in seconds. Formats without an index (MPEG-TS, MPEG-PS) seek
+# by bisecting on timestamps and can land after the keyframe the wanted frame needs; then retry further
+# back, and finally decode from the start (always exact, only slow).
+_SEEK_BACKOFF_S: tuple[float | None, ...] = (0.0, 1.0, 4.0, 16.0, 64.0, None)
+
+
 def decode_window(source: Source, start_pts: int, count: int) -> Iterator[Frame]:
     """Yield exactly `count` frames starting at the frame whose pts is `start_pts` (fewer only at end of stream)."""
     if count <= 0:
         return
-    with open_input(source) as container:
-        video = container.streams.video[0]
-        video.thread_type = "AUTO"  # frame + slice threads: ~1.45x faster than the SLICE default for h264
-        for stream in container.streams:
-            if stream.index != video.index:
-                stream.discard = av.stream.Discard.all
-        produced = 0
-        with corrupt_on_media_error("decoding the video"):
-            container.seek(start_pts, backward=True, any_frame=False, stream=video)
-            rgb_format: str | None = None
-            for frame in container.decode(video):
-                if frame.pts is None:
-                    raise CorruptInputError("the video has a frame without a timestamp")
-                if frame.pts < start_pts:
-                    continue
-                if produced == 0 and frame.pts != start_pts:
-                    # the seek landed after the wanted frame (broken index): never return a shifted window
-                    raise CorruptInputError(f"frame at pts {start_pts} could not be found in the video")
-                rgb_format = rgb_format or rgb_format_for(frame.format.name)
-                yield Frame(pts=int(frame.pts), image=to_rgb_array(frame, rgb_format))
-                produced += 1
-                if produced == count:
+    for back_s in _SEEK_BACKOFF_S:
+        with open_input(source) as container:
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"  # frame + slice threads: ~1.45x faster than the SLICE default for h264
+            for stream in container.streams:
+                if stream.index != video.index:
+                    stream.discard = av.stream.Discard.all
+            with corrupt_on_media_error("decoding the video"):
+                frames = _frames_from(container, video, start_pts, back_s)
+                first = next(frames, None)
+                if first is None and back_s is None:
+                    return  # decoded from the start: nothing at or after start_pts
+                if first is None or first.pts != start_pts:
+                    continue  # the seek landed after the keyframe we need: go further back
+                rgb_format = rgb_format_for(first.format.name)
+                yield Frame(pts=int(first.pts), image=to_rgb_array(first, rgb_format))
+                if count == 1:
                     return
+                for produced, frame in enumerate(frames, start=2):
+                    yield Frame(pts=int(frame.pts), image=to_rgb_array(frame, rgb_format))
+                    if produced == count:
+                        return
+                return
+    raise CorruptInputError(f"the frame at pts {start_pts} could not be found in the video")
+
+
+def _frames_from(container: Any, video: Any, start_pts: int, back_s: float | None) -> Iterator[av.VideoFrame]:
+    """Decoded frames with pts >= start_pts after seeking `back_s` seconds before it (None: from the start)."""
+    if back_s is not None:
+        target = start_pts - int(back_s / video.time_base)
+        container.seek(target, backward=True, any_frame=False, stream=video)
+    for frame in container.decode(video):
+        if frame.pts is None:
+            raise CorruptInputError("the video has a frame without a timestamp")
+        if frame.pts >= start_pts:
+            yield frame
