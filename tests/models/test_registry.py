@@ -91,3 +91,16 @@ def test_user_onnx_scale_from_metadata_and_from_a_probe(model_dir: Path, tmp_pat
         registry.resolve_model(str(bare), 4)
     with pytest.raises(UnsupportedModelError):
         registry.resolve_model(str(tmp_path / "missing.onnx"))
+
+
+def test_metadata_is_read_without_onnx_or_a_session(model_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    for name in ("realesr-animevideov3-x2", "realesrgan-x4plus"):
+        path = model_dir / f"{name}.onnx"
+        expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert registry.read_onnx_metadata(path) == expected.custom_metadata_map
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(UnsupportedModelError):
+        registry.read_onnx_metadata(garbage)

@@ -24,12 +24,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vsr.errors import UnsupportedModelError
 from vsr.logs import get_logger
-from vsr.models import ncnn
+from vsr.models import CONVERTER_VERSION, ncnn
 
 log = get_logger(__name__)
 
 OPSET = 17
-CONVERTER_VERSION = "2"  # bump when the produced graph changes, so cached files are re-converted
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 ATTRIBUTION = (
