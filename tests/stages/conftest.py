@@ -1,23 +1,56 @@
-"""One real moto server process for the stage tests; state reset and resources re-created per test."""
+"""One real moto server process for the stage tests; state reset and resources re-created per test.
+
+The server is `python -m moto.server` with moto's DynamoDB item operations serialised
+(`vsr.aws.moto_compat`): real DynamoDB applies a conditional update atomically, threaded moto does not,
+and the concurrent-duplicate tests check our conditions, not moto's missing lock. Set
+VSR_TEST_PLAIN_MOTO=1 to run against unpatched moto (the concurrency test then fails about 1 run in 6).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.moto_server import fake_credentials, moto_server, reset
+from tests.support.moto_server import _free_port, _wait_until_up, fake_credentials, moto_server, reset
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.pipeline import jobs
 
 
+@contextlib.contextmanager
+def _linearizable_moto_server() -> Iterator[str]:
+    """Like tests.support.moto_server.moto_server, with DynamoDB writes serialised as on AWS."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vsr.aws.moto_compat", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **fake_credentials()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    with moto_server() as url:
+    server = moto_server if os.environ.get("VSR_TEST_PLAIN_MOTO") else _linearizable_moto_server
+    with server() as url:
         yield url
 
 

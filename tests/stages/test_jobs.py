@@ -87,24 +87,27 @@ def test_duplicate_segment_is_counted_once(resources: Resources) -> None:
 
 
 def test_concurrent_duplicates_are_counted_once(resources: Resources) -> None:
-    _create("j1", segments=4)
+    """16 threads deliver 4 segments 4 times each, all at once: each segment counted exactly once."""
+    _create("j1", segments=6)
     results: list[bool] = []
     lock = threading.Lock()
+    start = threading.Barrier(16)
 
     def deliver(index: int) -> None:
+        start.wait()
         ok = jobs.mark_segment_done("j1", index, {"wall_s": 1.0}, 1)
         with lock:
             results.append(ok)
 
-    threads = [threading.Thread(target=deliver, args=(i % 2,)) for i in range(8)]
+    threads = [threading.Thread(target=deliver, args=(i % 4,)) for i in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [False] * 6 + [True] * 2
+    assert sorted(results) == [False] * 12 + [True] * 4
     job = jobs.get_job("j1")
-    assert job is not None and job.done == {0, 1} and job.remaining == 2
-    assert job.segment_totals["wall_s"] == 2.0
+    assert job is not None and job.done == {0, 1, 2, 3} and job.remaining == 2
+    assert job.segment_totals["wall_s"] == 4.0 and job.segment_totals["frames"] == 4
 
 
 def test_failed_is_terminal_and_stops_counting(resources: Resources) -> None:

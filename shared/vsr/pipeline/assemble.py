@@ -75,6 +75,10 @@ def assemble_job(job_id: str, owner: str, resources: Resources | None = None) ->
         if job is None or job.terminal or job.remaining != 0:
             log.info("assemble.skip", status=job.status if job else None, remaining=job.remaining if job else None)
             return SKIPPED
+        missing = set(range(job.segment_count)) - job.done
+        if missing:  # the counter and the set disagree: never join with holes (only a non-atomic store could)
+            log.error("assemble.counter_mismatch", missing=sorted(missing)[:20])
+            return SKIPPED
         if not jobs.acquire_assembly_lease(job_id, owner, table=res.table):
             log.info("assemble.lease_held_elsewhere")
             return SKIPPED
