@@ -162,3 +162,12 @@ def test_real_stream_record_of_the_last_segment_parses(resources: Resources) -> 
     last = [r for r in parsed if r.event_name == "MODIFY" and r.new_image and r.new_image["remaining"] == 0]
     assert len(last) == 1 and last[0].keys == {"job_id": "j1"} and last[0].old_image["remaining"] == 1
     assert last[0].event_id
+
+
+def test_output_keys_follow_the_input_name() -> None:
+    from vsr.pipeline.artifacts import output_keys, segment_key
+
+    assert output_keys("videos/clip.mov", 2) == ("videos/clip.upscaled-x2.mp4", "videos/clip.upscaled-x2.json")
+    assert output_keys("a.b/noext", 4) == ("a.b/noext.upscaled-x4.mp4", "a.b/noext.upscaled-x4.json")
+    assert output_keys("x.tar.mp4", 3)[0] == "x.tar.upscaled-x3.mp4"
+    assert segment_key("j", 7) == "jobs/j/segments/00007.nut"

@@ -28,6 +28,8 @@ from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
+from vsr.media.concat import join_segments
+from vsr.media.probe import VideoInfo
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
 
@@ -45,6 +47,7 @@ def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     resources = Resources.from_env().require(*REQUIRED)
     outcomes: dict[str, str] = {}
     first_error: BaseException | None = None
+    request_id = getattr(context, "aws_request_id", None)
     for record in stream_records(event):
         job_id = record.keys.get(jobs.KEY)
         new = record.new_image or {}
@@ -52,7 +55,7 @@ def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
             continue
         try:
             outcomes[str(job_id)] = assemble_job(
-                str(job_id), owner=record.event_id or uuid.uuid4().hex, resources=resources
+                str(job_id), owner=record.event_id or uuid.uuid4().hex, resources=resources, request_id=request_id
             )
         except Exception as exc:  # transient: finish the other records, then raise so the stream retries
             log.exception("assemble.retry", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
@@ -62,14 +65,14 @@ def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"jobs": outcomes}
 
 
-def assemble_job(job_id: str, owner: str, resources: Resources | None = None) -> str:
+def assemble_job(job_id: str, owner: str, resources: Resources | None = None, request_id: str | None = None) -> str:
     """Assemble one job if it is ready and nobody else is; returns ASSEMBLED, SKIPPED or FAILED.
 
     Also the entry point for an operator re-running a job whose stream record was lost (`owner` any id).
     """
     res = resources or Resources.from_env().require(*REQUIRED)
     logs.clear()
-    logs.bind(stage="assemble", job_id=job_id)
+    logs.bind(stage="assemble", request_id=request_id, job_id=job_id)
     try:
         job = jobs.get_job(job_id, res.table)
         if job is None or job.terminal or job.remaining != 0:
@@ -97,9 +100,6 @@ def assemble_job(job_id: str, owner: str, resources: Resources | None = None) ->
 
 
 def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
-    from vsr.media.concat import join_segments  # PyAV: imported where used
-    from vsr.media.probe import VideoInfo
-
     started = time.monotonic()
     work_bucket = job.artifacts.get("bucket") or res.work_bucket
     info = VideoInfo.from_dict(
@@ -158,7 +158,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
 
 def build_report(
     job: jobs.Job,
-    info: Any,
+    info: VideoInfo,
     scale: int,
     per_segment: list[dict[str, Any]],
     assembly: dict[str, float],

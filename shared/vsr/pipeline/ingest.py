@@ -27,6 +27,7 @@ from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
 from vsr.errors import EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
+from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
@@ -42,9 +43,10 @@ REQUIRED = ("work_bucket", "segment_queue_url", "table", "model_key")
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     resources = Resources.from_env().require(*REQUIRED)
     failed: list[str] = []
+    request_id = getattr(context, "aws_request_id", None)
     for record in sqs_records(event):
         logs.clear()
-        logs.bind(stage="ingest", message_id=record.message_id)
+        logs.bind(stage="ingest", request_id=request_id, message_id=record.message_id)
         try:
             for obj in s3_objects(record.body):
                 ingest_object(obj, resources, message_id=record.message_id)
@@ -155,9 +157,7 @@ def _enqueue(
     log.info("ingest.enqueued", segments=len(segments))
 
 
-def _probe(obj: S3Object) -> Any:
-    from vsr.media.probe import probe  # PyAV: imported where used so the job-record code stays light
-
+def _probe(obj: S3Object) -> VideoInfo:
     limits = get_settings().limits
     if obj.size == 0:
         raise EmptyInputError("the uploaded file is empty (0 bytes)")
@@ -172,7 +172,7 @@ def _probe(obj: S3Object) -> Any:
         log.info("ingest.probe_read", **reader.stats())
 
 
-def validate(info: Any, scale: int, limits: dict[str, Any]) -> None:
+def validate(info: VideoInfo, scale: int, limits: dict[str, Any]) -> None:
     """Raise LimitExceededError (a user-facing reason) if the video is outside the service's limits."""
     if info.size_bytes > int(limits["max_input_bytes"]):
         raise LimitExceededError(
@@ -200,7 +200,7 @@ def validate(info: Any, scale: int, limits: dict[str, Any]) -> None:
         )
 
 
-def duration_s(info: Any) -> float:
+def duration_s(info: VideoInfo) -> float:
     """The video's duration: container duration, or the pts span when the container does not say."""
     if info.duration_s:
         return float(info.duration_s)
@@ -234,7 +234,7 @@ def plan(width: int, height: int, pts: list[int], model: ModelRef) -> list[Segme
     return segments
 
 
-def probe_summary(info: Any) -> dict[str, Any]:
+def probe_summary(info: VideoInfo) -> dict[str, Any]:
     """What people and the report need; the full probe (pts table) stays in S3."""
     rate = info.average_rate or info.base_rate
     return {

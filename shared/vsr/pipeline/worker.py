@@ -33,12 +33,16 @@ from vsr import logs
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
+from vsr.engine import get_upscaler
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
+from vsr.media.probe import VideoInfo
+from vsr.models.registry import ModelInfo, resolve_model
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
+from vsr.segment import process_segment
 from vsr.settings import get_settings
 
 log = get_logger(__name__)
@@ -47,21 +51,22 @@ REQUIRED = ("work_bucket", "segment_queue_url", "table", "models_bucket", "model
 DEFAULT_MODEL_DIR = "/tmp/vsr-models"
 PROBE_CACHE_SIZE = 4  # probes of recent jobs kept per container (a pts table can be ~1 MB)
 
-_probe_cache: OrderedDict[str, Any] = OrderedDict()
+_probe_cache: OrderedDict[str, VideoInfo] = OrderedDict()
 _probe_lock = threading.Lock()
-_models: dict[tuple[str, int, int], Any] = {}
+_models: dict[tuple[str, int, int], ModelInfo] = {}
 
 
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     resources = Resources.from_env().require(*REQUIRED)
-    failed = [record.message_id for record in sqs_records(event) if not process_record(record, resources)]
+    request_id = getattr(context, "aws_request_id", None)
+    failed = [record.message_id for record in sqs_records(event) if not process_record(record, resources, request_id)]
     return batch_response(failed)
 
 
-def process_record(record: SqsRecord, resources: Resources) -> bool:
+def process_record(record: SqsRecord, resources: Resources, request_id: str | None = None) -> bool:
     """Handle one message; True means ack it (done, duplicate or permanently failed), False means retry."""
     logs.clear()
-    logs.bind(stage="worker", message_id=record.message_id, receive_count=record.receive_count)
+    logs.bind(stage="worker", request_id=request_id, message_id=record.message_id, receive_count=record.receive_count)
     try:
         try:
             message = parse_segment_message(record.body)
@@ -97,16 +102,12 @@ def process_record(record: SqsRecord, resources: Resources) -> bool:
 
 def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str, float], int]:
     """Decode, upscale and encode the segment's window to a local file, upload it; returns (timings, frames)."""
-    from vsr.engine import get_upscaler  # ONNX Runtime and PyAV: loaded by the worker only
-    from vsr.models.registry import resolve_model
-    from vsr.segment import process_segment
-
     settings = get_settings()
     started = time.monotonic()
     model_path = ensure_local_model(
         resources.models_bucket, resources.model_key, Path(os.environ.get("VSR_MODEL_DIR") or DEFAULT_MODEL_DIR)
     )
-    model = _resolve_cached(model_path, resolve_model)
+    model = _resolve_cached(model_path)
     expected_scale = message.model.get("scale")
     if expected_scale is not None and int(expected_scale) != model.scale:
         raise PermanentError(
@@ -145,7 +146,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _resolve_cached(path: Path, resolve: Any) -> Any:
+def _resolve_cached(path: Path) -> ModelInfo:
     """ModelInfo per model file version: resolving a user .onnx opens a session to read its metadata, which
     must not happen on every warm invocation."""
     stat = path.stat()
@@ -153,16 +154,14 @@ def _resolve_cached(path: Path, resolve: Any) -> Any:
     with _probe_lock:
         found = _models.get(key)
     if found is None:
-        found = resolve(str(path))
+        found = resolve_model(str(path))
         with _probe_lock:
             _models[key] = found
     return found
 
 
-def load_probe(message: SegmentMessage) -> Any:
+def load_probe(message: SegmentMessage) -> VideoInfo:
     """The job's full VideoInfo from the work bucket, cached per container for the job's next segments."""
-    from vsr.media.probe import VideoInfo
-
     with _probe_lock:
         cached = _probe_cache.get(message.job_id)
         if cached is not None:
