@@ -245,6 +245,30 @@ def make_ts_mp2(directory: Path) -> Path:
     )
 
 
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    codec = av.CodecContext.create("mjpeg", "w")
+    codec.width, codec.height, codec.pix_fmt = rgb.shape[1], rgb.shape[0], "yuvj420p"
+    codec.time_base = Fraction(1, 25)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuvj420p")
+    return b"".join(bytes(packet) for packet in [*codec.encode(frame), *codec.encode(None)])
+
+
+def make_mkv_cover_art(directory: Path) -> Path:
+    """Matroska with a JPEG cover attachment, which FFmpeg exposes as a second (attached picture) video stream."""
+    path = directory / "cover_art.mkv"
+    frames = footage(8, 96, 64)
+    with av.open(str(path), "w") as out:
+        out.add_attachment("cover.jpg", "image/jpeg", jpeg_bytes(footage(1, 64, 64)[0]))
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "4"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for index, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 GOOD_CLIPS: dict[str, Callable[[Path], Path]] = {
     "webm_vp9_opus": make_webm_vp9_opus,
     "mkv_hevc": make_mkv_hevc,
@@ -254,6 +278,7 @@ GOOD_CLIPS: dict[str, Callable[[Path], Path]] = {
     "odd_mkv": make_odd_mkv,
     "10bit_mp4": make_10bit_mp4,
     "ts_mp2": make_ts_mp2,
+    "mkv_cover_art": make_mkv_cover_art,
 }
 
 

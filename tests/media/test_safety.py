@@ -76,3 +76,23 @@ def test_file_object_is_reusable(media_clips: dict[str, Path]) -> None:
     first = probe(handle)
     handle.seek(1234)
     assert probe(handle) == first
+
+
+class _FakeStream:
+    def __init__(self, index: int, disposition: av.stream.Disposition) -> None:
+        self.index, self.disposition, self.type = index, disposition, "video"
+
+
+class _FakeContainer:
+    def __init__(self, *streams: _FakeStream) -> None:
+        self.streams = type("Streams", (), {"video": list(streams)})()
+
+
+def test_cover_art_is_never_the_video() -> None:
+    from vsr.media.safety import video_stream
+
+    cover = _FakeStream(0, av.stream.Disposition.attached_pic)
+    movie = _FakeStream(1, av.stream.Disposition.default)
+    assert video_stream(_FakeContainer(cover, movie)) is movie  # type: ignore[arg-type]
+    with pytest.raises(errors.NoVideoStreamError, match="cover image"):
+        video_stream(_FakeContainer(cover))  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.media.colour import rgb_format_for, to_rgb_array
-from vsr.media.safety import Source, corrupt_on_media_error, open_input
+from vsr.media.safety import Source, corrupt_on_media_error, open_input, video_stream
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def decode_window(source: Source, start_pts: int, count: int) -> Iterator[Frame]
         return
     for back_s in _SEEK_BACKOFF_S:
         with open_input(source) as container:
-            video = container.streams.video[0]
+            video = video_stream(container)
             video.thread_type = "AUTO"  # frame + slice threads: ~1.45x faster than the SLICE default for h264
             for stream in container.streams:
                 if stream.index != video.index:

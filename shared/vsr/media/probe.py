@@ -19,7 +19,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
-from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input
+from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input, video_stream
 
 log = get_logger(__name__)
 
@@ -193,7 +193,7 @@ def _subtitle_info(container: av.container.InputContainer) -> list[SubtitleStrea
 def _demux_pass(container: av.container.InputContainer) -> tuple[list[int], av.VideoFrame | None, bool, int]:
     """Presentation timestamps of every video packet, the first decoded frame (for size and rotation),
     whether some packet had no pts, and how many packets were read (discarded ones included)."""
-    video = container.streams.video[0]
+    video = video_stream(container)
     video.thread_type = "AUTO"
     for stream in container.streams:
         if stream.index != video.index:
@@ -223,7 +223,7 @@ def _demux_pass(container: av.container.InputContainer) -> tuple[list[int], av.V
 def _decoded_pts(source: Source) -> list[int]:
     """Fallback when packets carry no pts (raw-ish streams in AVI/MPEG): decode and use frame timestamps."""
     with open_input(source) as container, corrupt_on_media_error("decoding the video"):
-        video = container.streams.video[0]
+        video = video_stream(container)
         video.thread_type = "AUTO"
         pts = [frame.pts for frame in container.decode(video)]
     if any(p is None for p in pts):
@@ -235,7 +235,7 @@ def probe(source: Source) -> VideoInfo:
     """Everything the planner, the workers and the assembler need to know about an upload."""
     size = input_size(source)
     with open_input(source) as container:
-        video = container.streams.video[0]
+        video = video_stream(container)
         expected_frames = int(video.frames or 0)
         with corrupt_on_media_error("reading the video stream"):
             pts, first, missing_pts, packets = _demux_pass(container)

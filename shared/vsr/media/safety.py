@@ -158,12 +158,21 @@ def _classify_open_failure(source: Source, error: BaseException) -> InputError:
     return NotAVideoError("the upload is not a video file (FFmpeg could not recognise its format)")
 
 
-def _check_video_stream(container: av.container.InputContainer) -> None:
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream to upscale: the first one that is not cover art / a still image."""
     if not container.streams.video:
         kinds = sorted({stream.type for stream in container.streams})
         found = f" (it contains only {', '.join(kinds)} streams)" if kinds else ""
         raise NoVideoStreamError(f"the file has no video stream{found}")
-    stream = container.streams.video[0]
+    still = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
+    for stream in container.streams.video:
+        if not stream.disposition & still:
+            return stream
+    raise NoVideoStreamError("the file has no video stream, only a cover image")
+
+
+def _check_video_stream(container: av.container.InputContainer) -> None:
+    stream = video_stream(container)
     codec = stream.codec_context.codec if stream.codec_context is not None else None
     if codec is None or codec.name in ("", "none"):
         raise UnsupportedCodecError("the video codec of this file is unknown to FFmpeg and cannot be decoded")
@@ -178,7 +187,7 @@ def _check_video_stream(container: av.container.InputContainer) -> None:
 def open_input(source: Source) -> av.container.InputContainer:
     """Open an upload for reading with allow-listed demuxers only; raise an `InputError` if it is unusable.
 
-    The caller closes the returned container (a context manager). Its first video stream is decodable.
+    The caller closes the returned container (a context manager). Its `video_stream()` is decodable.
     """
     try:
         size = input_size(source)
