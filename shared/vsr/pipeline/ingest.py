@@ -25,7 +25,7 @@ from vsr import logs
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
-from vsr.errors import EmptyInputError, LimitExceededError, PermanentError
+from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs
@@ -82,6 +82,9 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
         validate(info, model.scale, settings.limits)
+        segments = plan(info.width, info.height, info.pts, model)
+        if not segments:  # a job with nothing to count would never reach remaining == 0
+            raise CorruptInputError("the video stream contains no frames")
     except PermanentError as exc:
         item = jobs.new_job_item(
             job_id=job_id,
@@ -98,7 +101,6 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         log.warning("ingest.rejected", code=exc.code, reason=exc.reason)
         return job_id
 
-    segments = plan(info.width, info.height, info.pts, model)
     artifacts.put_json(resources.work_bucket, artifacts.probe_key(job_id), info.to_dict())
     artifacts.save_plan(resources.work_bucket, job_id, segments)
     item = jobs.new_job_item(
