@@ -31,10 +31,10 @@ import structlog
 
 from vsr import logs
 from vsr.aws import clients
-from vsr.aws.resources import Resources
+from vsr.aws.resources import ConfigurationError, Resources
 from vsr.aws.s3io import S3RangeReader
 from vsr.engine import get_upscaler
-from vsr.errors import PermanentError
+from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
 from vsr.models.registry import ModelInfo, resolve_model
@@ -107,13 +107,16 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
     model_path = ensure_local_model(
         resources.models_bucket, resources.model_key, Path(os.environ.get("VSR_MODEL_DIR") or DEFAULT_MODEL_DIR)
     )
-    model = _resolve_cached(model_path)
+    try:
+        model = _resolve_cached(model_path)
+        upscaler = get_upscaler(model, tile=settings.tile, tile_overlap=settings.tile_overlap)
+    except ModelError as exc:  # a broken deployment, not the user's video: retry, then DLQ and redrive after a fix
+        raise ConfigurationError(f"the deployed model cannot be used: {exc.reason}") from exc
     expected_scale = message.model.get("scale")
     if expected_scale is not None and int(expected_scale) != model.scale:
         raise PermanentError(
             f"the deployed model now upscales x{model.scale}, but this job was planned for x{expected_scale}"
         )
-    upscaler = get_upscaler(model, tile=settings.tile, tile_overlap=settings.tile_overlap)
     info = load_probe(message)
     setup_s = time.monotonic() - started
     ref = message.input
@@ -126,6 +129,11 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
         result = process_segment(reader, message.segment, upscaler, info, output)
+        if result.frames != message.segment.frame_count:
+            raise CorruptInputError(
+                f"frames {message.segment.start_frame}-{message.segment.start_frame + message.segment.frame_count - 1}"
+                f" could not all be decoded ({result.frames} of {message.segment.frame_count})"
+            )
         timings = {
             "decode_s": float(result.decode_s),
             "infer_s": float(result.infer_s),
