@@ -118,8 +118,10 @@ def test_worker_counts_each_segment_once_and_assembly_completes_once(
 
 
 def test_assembly_after_a_crashed_assembler_finishes_the_job(
-    resources: Resources, job_with_messages: tuple[str, list[dict]]
+    resources: Resources, job_with_messages: tuple[str, list[dict]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Also covers the low-disk path: segments read in place through ranged GETs instead of downloaded."""
+    monkeypatch.setattr(assemble, "DISK_HEADROOM", 0.0)
     job_id, messages = job_with_messages
     for message in messages:
         assert worker.handle_event(lambda_sqs_event([message]), None) == {"batchItemFailures": []}
@@ -131,7 +133,16 @@ def test_assembly_after_a_crashed_assembler_finishes_the_job(
         "jobs": {job_id: assemble.ASSEMBLED}
     }
     job = jobs.get_job(job_id)
-    assert job is not None and job.status == jobs.COMPLETE
+    assert job is not None and job.status == jobs.COMPLETE and job.output is not None
+    assert job.timings["assembly_segments"] == "streamed"
+    out = tmp_path / "out.mp4"
+    clients.s3().download_file(resources.output_bucket, job.output["key"], str(out))
+    with av.open(str(out)) as container:
+        assert sum(1 for p in container.demux(video=0) if p.size) == FRAMES
+    report = json.loads(
+        clients.s3().get_object(Bucket=resources.output_bucket, Key=job.output["report_key"])["Body"].read()
+    )
+    assert [s["frames"] for s in report["segments"]["items"]] == [FRAMES // 2, FRAMES // 2]
 
 
 def test_worker_permanent_error_fails_the_job_once_and_acks(

@@ -82,6 +82,7 @@ class S3RangeReader(io.RawIOBase):
         self._lock = threading.Lock()  # PyAV may read from its own threads; keep block cache coherent
         self.bytes_fetched = 0
         self.requests = 0
+        self.metadata: dict[str, str] = {}  # user metadata, known when the size came from a HEAD
         self.size = size if size is not None else self._head_size()
         self.name = f"s3://{bucket}/{key}"
 
@@ -101,9 +102,11 @@ class S3RangeReader(io.RawIOBase):
             return self._client.head_object(Bucket=self.bucket, Key=self.key, **self._pin())
 
         try:
-            return int(head()["ContentLength"])
+            response = head()
         except botocore.exceptions.ClientError as exc:
             raise _classify(exc, self.bucket, self.key) from exc
+        self.metadata = dict(response.get("Metadata") or {})
+        return int(response["ContentLength"])
 
     def _fetch(self, index: int, count: int) -> bytes:
         """Blocks [index, index + count) in one ranged GET (the last block may be short)."""

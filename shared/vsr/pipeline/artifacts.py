@@ -165,6 +165,27 @@ def parse_segment_metadata(metadata: Mapping[str, str]) -> dict[str, float]:
     return values
 
 
+def segment_sizes(bucket: str, job_id: str) -> dict[int, int]:
+    """{index: bytes} of the segments present in the work bucket (ListObjectsV2, 1000 keys per call)."""
+    prefix = f"{job_prefix(job_id)}segments/"
+
+    @aws_retry()
+    def listing() -> list[dict[str, Any]]:
+        paginator = clients.s3().get_paginator("list_objects_v2")
+        return [obj for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+
+    try:
+        objects = listing()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
+    sizes: dict[int, int] = {}
+    for obj in objects:
+        name = obj["Key"][len(prefix) :]
+        if name.endswith(SEGMENT_SUFFIX) and name[: -len(SEGMENT_SUFFIX)].isdigit():
+            sizes[int(name[: -len(SEGMENT_SUFFIX)])] = int(obj["Size"])
+    return sizes
+
+
 def delete_keys(bucket: str, keys: Sequence[str]) -> int:
     """Delete objects (DeleteObjects, 1000 per call); missing keys are fine."""
     deleted = 0

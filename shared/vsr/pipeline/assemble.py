@@ -37,6 +37,8 @@ log = get_logger(__name__)
 
 REQUIRED = ("work_bucket", "output_bucket", "table")
 
+DISK_HEADROOM = 0.9  # fraction of free /tmp the assembler plans to use
+
 # outcomes of assemble_job
 ASSEMBLED = "assembled"
 SKIPPED = "skipped"  # missing job, not ready, already terminal, or another live lease
@@ -111,13 +113,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
     try:
         download_started = time.monotonic()
-        paths: list[Path] = []
-        per_segment: list[dict[str, Any]] = []
-        for index in range(job.segment_count):
-            path = tmp / f"{index:05d}{artifacts.SEGMENT_SUFFIX}"
-            meta = artifacts.download_file(work_bucket, artifacts.segment_key(job.job_id, index), path)
-            paths.append(path)
-            per_segment.append({"index": index, **artifacts.parse_segment_metadata(meta)})
+        segments, per_segment, mode = _fetch_segments(job, work_bucket, tmp)
         download_s = time.monotonic() - download_started
 
         join_started = time.monotonic()
@@ -126,14 +122,15 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         source = S3RangeReader(
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
-        join_segments(paths, source, info, output)
+        join_segments(segments, source, info, output)
         join_s = time.monotonic() - join_started
 
         upload_started = time.monotonic()
         video_key, report_key = artifacts.output_keys(ref["key"], scale)
         artifacts.upload_file(output, res.output_bucket, video_key, content_type="video/mp4")
         upload_s = time.monotonic() - upload_started
-        timings = {
+        timings: dict[str, Any] = {
+            "assembly_segments": mode,
             "assembly_download_s": download_s,
             "assembly_join_s": join_s,
             "assembly_upload_s": upload_s,
@@ -154,6 +151,41 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         artifacts.delete_keys(work_bucket, keys)
     except Exception as exc:  # the job is complete; leftovers expire with the bucket's lifecycle rule
         log.warning("assemble.cleanup_failed", error=str(exc))
+
+
+def _fetch_segments(job: jobs.Job, bucket: str, tmp: Path) -> tuple[list[Any], list[dict[str, Any]], str]:
+    """The segments to join, their timing metadata, and how they are read ("downloaded" or "streamed").
+
+    Joining needs the output on local disk (faststart rewrites it). When the segments and an output of
+    about their size fit in /tmp, they are downloaded (each is read twice by the join); otherwise they are
+    read in place through ranged GETs, so /tmp holds the output only.
+    """
+    sizes = artifacts.segment_sizes(bucket, job.job_id)
+    missing = [i for i in range(job.segment_count) if i not in sizes]
+    if missing:
+        raise artifacts.ArtifactMissingError(
+            f"upscaled segments {missing[:10]} are missing from the work bucket; the job must be resubmitted"
+        )
+    total = sum(sizes[i] for i in range(job.segment_count))
+    free = shutil.disk_usage(tmp).free
+    keys = [artifacts.segment_key(job.job_id, i) for i in range(job.segment_count)]
+    per_segment: list[dict[str, Any]] = []
+    if 2 * total < DISK_HEADROOM * free:
+        paths: list[Any] = []
+        for index, key in enumerate(keys):
+            path = tmp / f"{index:05d}{artifacts.SEGMENT_SUFFIX}"
+            per_segment.append(
+                {"index": index, **artifacts.parse_segment_metadata(artifacts.download_file(bucket, key, path))}
+            )
+            paths.append(path)
+        return paths, per_segment, "downloaded"
+    log.info("assemble.streaming_segments", segment_bytes=total, free_bytes=free)
+    readers: list[Any] = []
+    for index, key in enumerate(keys):
+        reader = S3RangeReader(clients.s3(), bucket, key)  # its HEAD brings the timing metadata
+        per_segment.append({"index": index, **artifacts.parse_segment_metadata(reader.metadata)})
+        readers.append(reader)
+    return readers, per_segment, "streamed"
 
 
 def build_report(
