@@ -8,7 +8,7 @@
 
 Prints one table: wall seconds, per-stage seconds, ms/frame and the ratio (b)/(a) (target <= 1.0).
 
-    python bench/bench_pipeline.py [--frames 16] [--model realesr-animevideov3-x2] [--threads N] [--json]
+    python bench/bench_pipeline.py [--frames 16] [--model realesr-animevideov3-x2] [--threads N] [--tile N] [--json]
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--model", default="realesr-animevideov3-x2")
     parser.add_argument("--threads", type=int, default=None, help="threads for both (default: available CPUs)")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="engine tile size for (b); 0: no tiling (default: settings)"
+    )
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args()
     threads = args.threads or available_cpus()
@@ -74,12 +77,14 @@ def main() -> int:
 
         model = registry.resolve_model(args.model)
         net = load_net(args.model, threads, precise=False)
-        upscaler = get_upscaler(model, tile=None, threads=threads)  # session created outside the timings
+        upscaler = get_upscaler(model, tile=args.tile, threads=threads)  # session created outside the timings
         upscaler.upscale(frames[:1])  # warm-up both engines on one frame
         run_ncnn(args.model, frames[:1], threads, precise=False, net=net)
 
         ncnn_before = bench_ncnn(args.model, frames, threads, net)
-        report = upscale_file(clip, Path(tmp) / "out.mp4", model=args.model, progress=False, threads=threads)
+        report = upscale_file(
+            clip, Path(tmp) / "out.mp4", model=args.model, tile=args.tile, progress=False, threads=threads
+        )
         ncnn_after = bench_ncnn(args.model, frames, threads, net)
 
     n = info.frame_count
@@ -96,7 +101,8 @@ def main() -> int:
         ("    join (remux)", t["join_s"], ""),
         ("    model lookup + session", t["load_model_s"], "excluded from (b)"),
     ]
-    print(f"{args.model}, {n} frames of bikes.mp4 at {info.width}x{info.height}, {threads} threads")
+    tile = "settings" if args.tile is None else args.tile
+    print(f"{args.model}, {n} frames of bikes.mp4 at {info.width}x{info.height}, {threads} threads, tile {tile}")
     print(f"{'stage':34} {'seconds':>9} {'ms/frame':>9}  note")
     for label, seconds, note in rows:
         print(f"{label:34} {seconds:9.2f} {1000 * seconds / n:9.1f}  {note}")

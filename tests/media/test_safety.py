@@ -96,3 +96,29 @@ def test_cover_art_is_never_the_video() -> None:
     assert video_stream(_FakeContainer(cover, movie)) is movie  # type: ignore[arg-type]
     with pytest.raises(errors.NoVideoStreamError, match="cover image"):
         video_stream(_FakeContainer(cover))  # type: ignore[arg-type]
+
+
+def test_fuzzed_uploads_raise_only_input_errors(media_clips: dict[str, Path]) -> None:
+    """Randomly damaged real files: every failure is a classified InputError (never a raw FFmpeg error)."""
+    import io
+    import random
+
+    from vsr.media.decode import decode_window
+
+    rng = random.Random(7)
+    original = media_clips["vfr_mp4"].read_bytes()
+    outcomes: dict[str, int] = {}
+    for _ in range(40):
+        data = bytearray(original)
+        for _ in range(rng.choice((1, 10, 50))):
+            data[rng.randrange(len(data))] = rng.getrandbits(8)
+        try:
+            info = probe(io.BytesIO(bytes(data)))
+            frames = list(decode_window(io.BytesIO(bytes(data)), info.pts[0], info.frame_count))
+            assert len(frames) <= info.frame_count
+            outcome = "ok"
+        except errors.InputError as exc:
+            assert exc.reason and "Errno" not in exc.reason
+            outcome = type(exc).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert sum(outcomes.values()) == 40 and len(outcomes) >= 2, outcomes
