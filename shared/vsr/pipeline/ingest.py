@@ -121,8 +121,12 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         ingest_message_id=message_id,
     )
     if not jobs.create_job(item, resources.table):
-        log.info("ingest.lost_race")  # a concurrent duplicate created it; its message owns the enqueuing
-        return job_id
+        # Either a concurrent duplicate created it (its message owns the enqueuing), or our own put succeeded
+        # and its retry after a lost response found the item: then it is ours to finish.
+        current = jobs.get_job(job_id, resources.table)
+        if current is None or not message_id or current.ingest_message_id != message_id:
+            log.info("ingest.lost_race")
+            return job_id
     _enqueue(job_id, segments, input_ref, model.to_message(), resources, started)
     return job_id
 
