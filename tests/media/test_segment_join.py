@@ -87,6 +87,7 @@ def test_output_matches_source(name: str, scale: int, good_clips: dict[str, Path
     assert frame_times(output) == frame_times(source)  # every frame keeps its source timestamp (VFR too)
     assert (out.width, out.height) == (info.width * scale, info.height * scale)
     assert out.rotation == info.rotation
+    assert (out.sample_aspect_ratio or 1) == (info.sample_aspect_ratio or 1)  # anamorphic carphone: 128/117
     assert out.display_matrix == info.display_matrix
     assert (out.color_primaries, out.color_trc, out.colorspace) == (
         info.color_primaries,
