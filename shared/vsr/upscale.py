@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vsr.errors import PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT
@@ -51,6 +52,8 @@ def upscale_file(
 
     started = time.perf_counter()
     source, target = Path(input), Path(output)
+    if target.exists() and target.resolve() == source.resolve():
+        raise PermanentError("the output file would overwrite the input; choose another output name")
     info = probe(source)
     probe_s = time.perf_counter() - started
 

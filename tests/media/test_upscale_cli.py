@@ -70,3 +70,11 @@ def test_cli_reports_bad_input_clearly(
     assert code == 2
     assert "not a video file" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_cli_refuses_to_overwrite_the_input(media_clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    source = media_clips["vfr_mp4"]
+    before = source.read_bytes()
+    assert cli.main(["upscale", str(source), "-o", str(source), "--no-progress"]) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert source.read_bytes() == before
