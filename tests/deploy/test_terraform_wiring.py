@@ -157,6 +157,19 @@ def test_assembly_mapping(tf: tfconfig.TerraformConfig) -> None:
     assert expression(destination) == "aws_sqs_queue.assembly_failures.arn"
 
 
+def test_event_sources_match_the_local_dispatchers(tf: tfconfig.TerraformConfig) -> None:
+    """Until these numbers move into settings.json, the local runtime's copy and Terraform's must agree."""
+    from vsr.local.dispatch import EVENT_SOURCES
+
+    assemble = EVENT_SOURCES["assemble"]
+    assert unwrap(tf.variables["assembly_max_retry_attempts"]["default"]) == assemble["maximum_retry_attempts"]
+    assert unwrap(tf.resource("aws_lambda_event_source_mapping", "assemble")["batch_size"]) == assemble["batch_size"]
+    for name in ("ingest", "worker"):
+        if "batch_size" in EVENT_SOURCES.get(name, {}):
+            mapping = tf.resource("aws_lambda_event_source_mapping", name)
+            assert unwrap(mapping["batch_size"]) == EVENT_SOURCES[name]["batch_size"]
+
+
 def test_table_matches_the_job_store(tf: tfconfig.TerraformConfig) -> None:
     table = tf.resource("aws_dynamodb_table", "jobs")
     spec = jobs.table_spec()
