@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+from vsr import logs
 from vsr.errors import VsrError
 
 # command name -> "module:function"; functions take the parsed namespace and return an exit code.
@@ -88,6 +90,8 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A person is watching a progress display: only warnings unless asked. Lambda keeps INFO (logs.configure).
+    logs.configure(level=os.environ.get("VSR_LOG_LEVEL", "WARNING"))
     try:
         return int(_resolve(COMMANDS[args.command_key])(args) or 0)
     except VsrError as exc:
