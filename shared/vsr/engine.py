@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import onnxruntime as ort
 from vsr.logs import get_logger
 from vsr.models.registry import ModelInfo
 from vsr.settings import get_settings
-from vsr.tiling import plan_tiles
+from vsr.tiling import Tile, plan_tiles
 
 log = get_logger(__name__)
 
@@ -68,7 +69,7 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 _sessions: dict[tuple[str, int], ort.InferenceSession] = {}
-_upscalers: dict[tuple[str, str, int, int, int], Upscaler] = {}
+_upscalers: dict[tuple[str, str, int, int, int, bool | None], Upscaler] = {}
 _lock = threading.Lock()
 
 
@@ -91,6 +92,10 @@ class Upscaler:
 
     `tile`: window side in input pixels; None -> settings `model.tile`, 0 -> never tile.
     `tile_overlap`: context pixels on each side of a tile; None -> settings `model.tile_overlap`.
+    `threads`: CPUs to use; None -> `available_cpus()`.
+    `parallel`: run independent frames/tiles concurrently, one ORT thread each, instead of one at a time on
+    all threads (no thread barriers per op, so it holds up better when decode/encode compete for the CPUs);
+    None -> True (see bench/bench_model.py for the measurement).
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class Upscaler:
         tile: int | None = None,
         tile_overlap: int | None = None,
         threads: int | None = None,
+        parallel: bool | None = None,
     ) -> None:
         settings = get_settings()
         self.model = model
@@ -106,12 +112,13 @@ class Upscaler:
         self.tile = settings.tile if tile is None else int(tile)
         self.tile_overlap = settings.tile_overlap if tile_overlap is None else int(tile_overlap)
         self.threads = threads or available_cpus()
+        self.parallel = True if parallel is None else parallel
         self.session = _session(Path(model.path), self.threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
-    def _run(self, nchw: np.ndarray) -> np.ndarray:
-        out = self.session.run([self.output_name], {self.input_name: nchw})[0]
+    def _run(self, session: ort.InferenceSession, nchw: np.ndarray) -> np.ndarray:
+        out = session.run([self.output_name], {self.input_name: nchw})[0]
         expected = (nchw.shape[0], 3, nchw.shape[2] * self.scale, nchw.shape[3] * self.scale)
         if out.shape != expected:
             raise ValueError(f"model {self.model.name} returned {out.shape}, expected {expected}")
@@ -124,16 +131,36 @@ class Upscaler:
         n, height, width, _ = batch.shape
         s = self.scale
         out = np.empty((n, height * s, width * s, 3), dtype=np.float32)
-        tiles = plan_tiles(height, width, self.tile, self.tile_overlap)
-        for i in range(n):  # frame by frame: batching does not pay on CPU (bench/bench_model.py) and bounds memory
-            frame = batch[i].astype(np.float32, copy=False)
-            for t in tiles:
-                window = np.ascontiguousarray(frame[t.y0 : t.y1, t.x0 : t.x1].transpose(2, 0, 1))[None]
-                result = self._run(window)[0]
-                rows, cols = t.core_in_window(s)
-                out[i, t.cy0 * s : t.cy1 * s, t.cx0 * s : t.cx1 * s] = result[:, rows, cols].transpose(1, 2, 0)
+        items = [(i, t) for i in range(n) for t in plan_tiles(height, width, self.tile, self.tile_overlap)]
+        workers = min(len(items), self.threads) if self.parallel else 1
+        # one frame (or tile) per ORT call: batching several in one call does not pay on CPU (bench_model.py)
+        session = self.session if workers == 1 else _session(Path(self.model.path), max(1, self.threads // workers))
+
+        def work(item: tuple[int, Tile]) -> None:
+            i, t = item
+            window = np.ascontiguousarray(batch[i, t.y0 : t.y1, t.x0 : t.x1].transpose(2, 0, 1), np.float32)[None]
+            result = self._run(session, window)[0]
+            rows, cols = t.core_in_window(s)
+            out[i, t.cy0 * s : t.cy1 * s, t.cx0 * s : t.cx1 * s] = result[:, rows, cols].transpose(1, 2, 0)
+
+        if workers == 1:
+            for item in items:
+                work(item)
+        else:
+            list(_pool(workers).map(work, items))  # ORT and NumPy copies release the GIL
         np.clip(out, 0.0, 1.0, out=out)
         return out
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="vsr-infer")
+    return pool
 
 
 def get_upscaler(
@@ -141,17 +168,18 @@ def get_upscaler(
     tile: int | None = None,
     tile_overlap: int | None = None,
     threads: int | None = None,
+    parallel: bool | None = None,
 ) -> Upscaler:
-    """A process-wide Upscaler per (model, tile, overlap, threads); the ORT session is shared per model."""
+    """A process-wide Upscaler per (model, tile, overlap, threads, parallel); ORT sessions are shared per model."""
     settings = get_settings()
     resolved_tile = settings.tile if tile is None else int(tile)
     resolved_overlap = settings.tile_overlap if tile_overlap is None else int(tile_overlap)
     resolved_threads = threads or available_cpus()
-    key = (str(model.path), model.sha256, resolved_tile, resolved_overlap, resolved_threads)
+    key = (str(model.path), model.sha256, resolved_tile, resolved_overlap, resolved_threads, parallel)
     with _lock:
         upscaler = _upscalers.get(key)
     if upscaler is None:
-        upscaler = Upscaler(model, resolved_tile, resolved_overlap, resolved_threads)
+        upscaler = Upscaler(model, resolved_tile, resolved_overlap, resolved_threads, parallel)
         with _lock:
             upscaler = _upscalers.setdefault(key, upscaler)
     return upscaler

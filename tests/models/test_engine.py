@@ -80,3 +80,11 @@ def test_runtime_modules_do_not_need_onnx(model_dir: Path, tmp_path: Path) -> No
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert "(1, 32, 32, 3)" in result.stdout
+
+
+def test_parallel_and_sequential_agree(x2: registry.ModelInfo, bikes_frames: np.ndarray) -> None:
+    batch = bikes_frames[:3, 100:180, 200:320]  # 3 frames x 4 tiles: more work items than threads
+    parallel = engine.Upscaler(x2, tile=64, tile_overlap=12, threads=2, parallel=True).upscale(batch)
+    sequential = engine.Upscaler(x2, tile=64, tile_overlap=12, threads=2, parallel=False).upscale(batch)
+    assert len(engine.plan_tiles(80, 120, 64, 12)) > 1
+    np.testing.assert_allclose(parallel, sequential, atol=1e-5)
