@@ -12,8 +12,9 @@ not ship it). Each ncnn layer maps to plain ONNX operators:
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vsr.errors import UnsupportedModelError
 from vsr.logs import get_logger
-from vsr.models import CONVERTER_VERSION, ncnn
+from vsr.models import CONVERTER_VERSION, ncnn, registry
 
 log = get_logger(__name__)
 
@@ -38,12 +39,15 @@ ATTRIBUTION = (
 LICENCE = "BSD-3-Clause"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def unique_temp(path: Path) -> Path:
+    """A temporary name beside `path`, unique per process and thread (concurrent converters never clash)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def write_json_atomic(path: Path, data: dict[str, str]) -> None:
+    tmp = unique_temp(path)
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 @dataclass
@@ -265,8 +269,8 @@ def convert(
         "name": name,
         "scale": str(scale),
         "source": source,
-        "source_param_sha256": sha256_file(param_path),
-        "source_bin_sha256": sha256_file(bin_path),
+        "source_param_sha256": registry.sha256_of(param_path),
+        "source_bin_sha256": registry.sha256_of(bin_path),
         "macs_per_input_pixel": str(ncnn.macs_per_input_pixel(model)),
         "rewrites": ",".join(applied),
         "optimised": "1" if optimise else "0",
@@ -277,12 +281,9 @@ def convert(
     onnx.helper.set_model_props(proto, metadata)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".onnx.tmp")
+    tmp = unique_temp(out_path)
     onnx.save_model(proto, str(tmp))
     tmp.replace(out_path)  # atomic: a concurrent reader never sees half a file
-    sidecar = out_path.with_suffix(".json")
-    sidecar_tmp = sidecar.with_suffix(".json.tmp")
-    sidecar_tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-    sidecar_tmp.replace(sidecar)
+    write_json_atomic(out_path.with_suffix(".json"), metadata)
     log.info("model_converted", name=name, path=str(out_path), rewrites=applied, optimised=optimise)
     return metadata

@@ -150,10 +150,7 @@ def convert_bundled(name: str, force: bool = False) -> tuple[Path, bool]:
             source=f"{SOURCE_PACKAGE}/models/{BUNDLED[name][0]}",
         )
         metadata["onnx_sha256"] = sha256_of(path)
-        sidecar = path.with_suffix(".json")
-        tmp = sidecar.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-        tmp.replace(sidecar)
+        convert.write_json_atomic(path.with_suffix(".json"), metadata)
     return path, True
 
 
