@@ -5,7 +5,8 @@ Semantics mirrored from AWS (and from the Terraform event source mappings, see E
   message not listed in `batchItemFailures`; if the invocation raised, timed out or its container died,
   delete nothing, so the messages reappear after the visibility timeout and the redrive policy moves them
   to the DLQ after maxReceiveCount receives. A dead container is replaced by a fresh one (a cold start).
-- DynamoDB stream: read every shard from TRIM_HORIZON, apply the assembly filter (the same file Terraform
+- DynamoDB stream: read every shard from TRIM_HORIZON (moto emits two INSERT records for an update that
+  creates an item; the filter only passes MODIFY records, so they never reach assembly), apply the assembly filter (the same file Terraform
   uses as FilterCriteria), invoke with `{"Records": [record]}`, and retry a failing record in order
   (blocking its shard, like Lambda) up to `maximum_retry_attempts`, then send Lambda's on-failure record
   (stream batch info, not the data) to the assembly failure queue, as the Terraform destination does, and

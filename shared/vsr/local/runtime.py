@@ -353,24 +353,26 @@ def _dead_letter_reason(job: jobs.Job | None) -> str:
 
 # --- reporting ----------------------------------------------------------------------------------------
 def timings_summary(outcome: Outcome, workers: int) -> dict[str, Any]:
-    """Job timings with the orchestration overhead: wall minus decode+infer+encode per worker in parallel.
+    """Job timings with the orchestration overhead: wall minus the workers' decode -> infer -> encode time.
 
-    With W workers and S segments the compute time divides over min(W, S) workers at best, so
-    overhead = wall - (decode + infer + encode) / min(W, S): queueing, polling, S3 and DynamoDB calls, model
-    download, probe, assembly and load imbalance between workers. With one worker it is exactly
-    wall - decode - infer - encode.
+    Compute is each segment's `process_s`, the wall time of its decode -> upscale -> encode pipeline (the three
+    overlap in threads, so decode_s + infer_s + encode_s over-counts it). With W workers and S segments that
+    compute divides over min(W, S) workers at best, so overhead = wall - process / min(W, S): events and
+    queues, probe and planning, container start, model download, session, uploads, counting, the stream,
+    assembly, and any imbalance between workers. With one worker it is wall - process exactly.
     """
     job = outcome.job
     totals = job.segment_totals if job else {}
     decode, infer, encode = (float(totals.get(name, 0.0)) for name in ("decode_s", "infer_s", "encode_s"))
+    compute = float(totals.get("process_s") or min(decode + infer + encode, float(totals.get("wall_s", 0.0))))
     parallel = max(1, min(workers, job.segment_count if job and job.segment_count else 1))
-    compute = decode + infer + encode
     overhead = outcome.wall_s - compute / parallel
     summary: dict[str, Any] = {
         "wall_s": round(outcome.wall_s, 3),
         "decode_s": round(decode, 3),
         "infer_s": round(infer, 3),
         "encode_s": round(encode, 3),
+        "process_s": round(compute, 3),
         "worker_wall_s": round(float(totals.get("wall_s", 0.0)), 3),
         "workers": workers,
         "parallelism": parallel,
