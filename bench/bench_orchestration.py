@@ -52,7 +52,8 @@ def main() -> int:
     source = args.input or default_input()
     print(f"input: {source}")
     print(
-        f"{'workers':>7} {'segments':>8} {'wall s':>8} {'decode':>7} {'infer':>8} {'encode':>7} {'overhead s':>10} {'%':>6}"
+        f"{'workers':>7} {'segments':>8} {'wall s':>8} {'process':>8} {'decode':>7} {'infer':>8} {'encode':>7} "
+        f"{'overhead s':>10} {'%':>6}"
     )
     for workers in args.workers:
         for _ in range(args.repeat):
@@ -63,8 +64,8 @@ def main() -> int:
             t = summary["timings"]
             print(
                 f"{t['workers']:>7} {summary['segments']:>8} {t['wall_s']:>8.1f} {t['process_s']:>8.1f} "
-                f"{t['decode_s']:>7.1f} {t['infer_s']:>8.1f} "
-                f"{t['encode_s']:>7.1f} {t['overhead_s']:>10.2f} {t['overhead_pct']:>5.1f}%"
+                f"{t['decode_s']:>7.1f} {t['infer_s']:>8.1f} {t['encode_s']:>7.1f} "
+                f"{t['overhead_s']:>10.2f} {t['overhead_pct']:>5.1f}%"
             )
             print(f"        stages: {json.dumps(t.get('stages', {}))}")
             if args.json:
