@@ -184,6 +184,34 @@ def _print_job(data: dict[str, Any]) -> None:
             print(f"{row['index']:>5}  {row['state']:<14}{row['attempts']:>8}  {row['error'] or ''}")
 
 
+def _reachable(command: Any) -> Any:
+    """Turn "no credentials" / "cannot connect" / "no such table" into one clear line instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(command(args))
+        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.EndpointConnectionError) as exc:
+            where = args.endpoint or clients.endpoint_url() or "AWS"
+            print(f"vsr {args.command}: cannot reach {where}: {exc}", file=sys.stderr)
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in (
+                "ResourceNotFoundException",
+                "AWS.SimpleQueueService.NonExistentQueue",
+                "QueueDoesNotExist",
+            ):
+                raise
+            print(
+                f"vsr {args.command}: {exc.response['Error'].get('Message', code)}; set VSR_TABLE / VSR_*_QUEUE_URL "
+                "(`terraform output env_exports`) or --endpoint of a running local runtime",
+                file=sys.stderr,
+            )
+        return 2
+
+    return run
+
+
+@_reachable
 def status_command(args: argparse.Namespace) -> int:
     """`vsr status [JOB] [--json]`: recent jobs, or one job with its segments and the user-facing error."""
     _connect(args.endpoint)
@@ -316,6 +344,7 @@ def redrive(queue: str) -> dict[str, Any]:
     }
 
 
+@_reachable
 def redrive_command(args: argparse.Namespace) -> int:
     """`vsr redrive [--queue ingest|segments|all]`: print how many messages went back to each source queue."""
     _connect(args.endpoint)
