@@ -39,6 +39,7 @@ EVENT_SOURCES: dict[str, dict[str, int]] = {
 # Poll cadence: SQS long polls are short so stop() is prompt; Lambda polls streams about 4 times a second.
 SQS_WAIT_S = 1
 STREAM_IDLE_S = 0.25
+SHARD_REFRESH_S = 5.0  # new shards appear rarely (stream shards roll over every few hours on AWS)
 RETRY_BACKOFF_S = 1.0
 
 
@@ -200,6 +201,7 @@ class StreamPoller(_Loop):
         self._pattern = pattern
         self._max_retries = maximum_retry_attempts
         self._iterators: dict[str, str | None] = {}
+        self._shards_checked = float("-inf")
         self.matched = 0
 
     def run(self) -> None:
@@ -212,6 +214,9 @@ class StreamPoller(_Loop):
                 self.stop_event.wait(RETRY_BACKOFF_S)
 
     def _refresh_shards(self) -> None:
+        if time.monotonic() - self._shards_checked < SHARD_REFRESH_S:
+            return
+        self._shards_checked = time.monotonic()
         description = self._streams.describe_stream(StreamArn=self._stream_arn)["StreamDescription"]
         for shard in description.get("Shards", []):
             shard_id = shard["ShardId"]
