@@ -24,8 +24,10 @@ DEFAULT_PLUGIN_DIR = "/opt/tf-plugins"
 
 def terraform_env(data_dir: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", "TF_INPUT": "0"}
-    # no ~/.terraformrc here: an explicit empty CLI config silences the warning without touching the user's
-    env.setdefault("TF_CLI_CONFIG_FILE", os.devnull)
+    # a CLI config that does not exist (here TF_CLI_CONFIG_FILE names a missing ~/.terraformrc) only warns;
+    # an empty one silences that without touching a real user config
+    if not Path(env.get("TF_CLI_CONFIG_FILE") or Path.home() / ".terraformrc").is_file():
+        env["TF_CLI_CONFIG_FILE"] = os.devnull
     if data_dir is not None:
         env["TF_DATA_DIR"] = str(data_dir)
     return env
