@@ -4,6 +4,7 @@
 - a worker SIGKILLed mid-segment: the message reappears after its visibility timeout and the job completes;
 - a segment that always fails: dead-lettered after maxReceiveCount, the job shows which segment and why,
   and `vsr redrive` (fault removed) completes the job;
+- an assembler killed mid-join: the stream record is retried, the same lease owner finishes, one output;
 - an upload that is not a video: FAILED with a clear reason at once, no retry, no DLQ, source untouched.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.pipeline.conftest import SHORT_FRAMES, wait_for
-from tests.pipeline.media_checks import video_size
+from tests.pipeline.media_checks import audio_packets, video_size, video_times
 from vsr.aws import clients
 from vsr.cli import main
 from vsr.local.faults import FaultPlan
@@ -61,7 +62,9 @@ def test_worker_killed_mid_segment_message_reappears_and_job_completes(
     with LocalRuntime(endpoint, workers=2, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
         started = time.time()
         job_id = runtime.submit(clips["short_audio"])
-        marker = wait_for(lambda: next(markers.glob("blocked-seg1-pid*"), None), 120, "segment 1 to be mid-upscale")
+        marker = wait_for(
+            lambda: next(markers.glob("blocked-worker-seg1-pid*"), None), 120, "segment 1 to be mid-upscale"
+        )
         pid = int(marker.read_text())
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -116,6 +119,40 @@ def test_always_failing_segment_dead_letters_then_redrive_completes(
         assert outcome.status == jobs.COMPLETE, outcome.error
         assert outcome.job.done == set(range(outcome.job.segment_count))
         assert outcome.job.segment_totals["frames"] == SHORT_FRAMES
+
+
+def test_assembler_killed_mid_join_is_retried_and_assembles_once(
+    aws: Any, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    endpoint = aws()
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # The first assembly attempt hangs inside the join (after taking the lease); its replacement passes.
+    rule = {"function": "assemble", "target": "vsr.pipeline.assemble:join_segments", "action": "block", "once": True}
+    plan = FaultPlan.from_dict({"marker_dir": str(markers), "rules": [{**rule, "block_s": 120}]})
+    source = clips["short_audio"]
+    with LocalRuntime(endpoint, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
+        r = runtime.resources
+        started = time.time()
+        job_id = runtime.submit(source)
+        marker = wait_for(lambda: next(markers.glob("blocked-assemble-*"), None), 120, "assembly to be mid-join")
+        assert runtime.job(job_id).status == jobs.ASSEMBLING
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        outcome = runtime.wait(job_id, started=started, timeout_s=120)
+        assert outcome.status == jobs.COMPLETE, outcome.error
+        stream = next(loop for loop in runtime.loops if loop.name == "assemble")
+        assert stream.replaced == 1 and stream.matched == 1  # one stream record, retried after the crash
+        item = jobs.deserialize(
+            clients.dynamodb().get_item(TableName=r.names.table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)[
+                "Item"
+            ]
+        )
+        assert item["assembly_attempts"] == 2  # the crashed attempt and the one that finished
+        outputs = [o["Key"] for o in clients.s3().list_objects_v2(Bucket=r.names.output_bucket).get("Contents", [])]
+        assert len([k for k in outputs if k.endswith(".mp4")]) == 1
+        runtime.download(outcome, tmp_path / "out")
+    assert video_times(outcome.output) == video_times(source)
+    assert audio_packets(outcome.output) == audio_packets(source)
 
 
 def test_not_a_video_fails_once_with_reason_no_retry_no_dlq(aws: Any, clips: dict[str, Path], tmp_path: Path) -> None:

@@ -80,6 +80,24 @@ def test_fault_plan_round_trip_and_matching() -> None:
         faults.FaultPlan.from_dict({"rules": [{"segment": 0, "action": "explode"}]})
 
 
+def test_fault_rules_go_to_their_function_and_may_match_any_invocation() -> None:
+    plan = faults.FaultPlan.from_dict(
+        {
+            "marker_dir": "/tmp/m",
+            "rules": [
+                {"segment": 1, "action": "raise"},
+                {"function": "assemble", "target": "m:f", "action": "block", "once": True},
+            ],
+        }
+    )
+    worker, assemble = plan.for_function("worker"), plan.for_function("assemble")
+    assert [r.segment for r in worker.rules] == [1] and plan.for_function("ingest") is None
+    stream_event = {"Records": [{"eventName": "MODIFY", "dynamodb": {}}]}
+    rule = faults._rule_for(assemble, stream_event)
+    assert rule is not None and rule.once and rule.target == "m:f" and assemble.marker_dir == "/tmp/m"
+    assert faults._rule_for(worker, stream_event) is None
+
+
 def test_fault_install_patches_only_while_armed() -> None:
     class Engine:
         def upscale(self, x: int) -> int:

@@ -1,18 +1,23 @@
 """Fault injection for the local runtime's tests, applied from outside the production code paths.
 
-A fault plan is handed to a worker *container* (the child process that hosts the real handler), never to the
-handler: the container patches one dependency of the handler (by default the engine's `Upscaler.upscale`,
-so the failure happens mid-segment, after the decode, inside the handler's own error handling) and arms it
-only for the segments and delivery attempts the plan names. Production code has no test hooks.
+A fault plan is handed to function *containers* (the child processes that host the real handlers), never to
+a handler: the container patches one dependency of the handler (by default the engine's `Upscaler.upscale`,
+so a worker fails mid-segment, after the decode, inside the handler's own error handling) and arms it only
+for the invocations a rule names. Production code has no test hooks, and `vsr run` never passes a plan.
 
 Plan (JSON):
-    {"target": "vsr.engine:Upscaler.upscale",            # optional, "module:attr.attr"
-     "marker_dir": "/tmp/x",                             # where "block" writes its marker file
+    {"marker_dir": "/tmp/x",                              # where "block" writes its marker files
+     "target": "vsr.engine:Upscaler.upscale",             # default target of the rules, "module:attr.attr"
      "rules": [{"segment": 1, "action": "raise", "attempts": null, "reason": "..."},
-               {"segment": 0, "action": "block", "attempts": [1], "block_s": 120}]}
-"raise" raises TransientError(reason) (what a flaky dependency does); "block" writes
-`<marker_dir>/blocked-seg<i>-pid<pid>` and hangs, so a test can SIGKILL that container mid-segment.
-`attempts` are SQS ApproximateReceiveCount values (1 = first delivery); null means every delivery.
+               {"segment": 0, "action": "block", "attempts": [1], "block_s": 120},
+               {"function": "assemble", "target": "vsr.pipeline.assemble:join_segments",
+                "action": "block", "once": true}]}
+- `function`: which function's containers get the rule (default "worker");
+- `segment`: the segment index of the SQS message (null: any invocation, e.g. a stream record);
+- `attempts`: SQS ApproximateReceiveCount values (1 = first delivery); null means every delivery;
+- `raise` raises TransientError(reason), what a flaky dependency does; `block` writes
+  `<marker_dir>/blocked-<function>-seg<i>-pid<pid>` and hangs, so a test can SIGKILL that container;
+  with `once`, only while no such marker exists yet (the replacement container then passes).
 """
 
 from __future__ import annotations
@@ -22,68 +27,73 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from vsr.errors import TransientError
 
 DEFAULT_TARGET = "vsr.engine:Upscaler.upscale"
+ACTIONS = ("raise", "block")
 
 
 @dataclass(frozen=True)
 class FaultRule:
-    segment: int
     action: str  # "raise" | "block"
+    segment: int | None = None
     attempts: tuple[int, ...] | None = None
+    function: str = "worker"
+    target: str = DEFAULT_TARGET
     reason: str = "injected fault"
     block_s: float = 300.0
+    once: bool = False
 
     def applies(self, segment: int | None, attempt: int) -> bool:
-        return segment == self.segment and (self.attempts is None or attempt in self.attempts)
+        return (self.segment is None or segment == self.segment) and (self.attempts is None or attempt in self.attempts)
+
+    def marker_prefix(self) -> str:
+        return f"blocked-{self.function}-seg{'any' if self.segment is None else self.segment}-"
 
 
 @dataclass(frozen=True)
 class FaultPlan:
     rules: tuple[FaultRule, ...]
-    target: str = DEFAULT_TARGET
     marker_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
+        default_target = str(data.get("target", DEFAULT_TARGET))
         rules = []
         for rule in data.get("rules", []):
-            if rule["action"] not in ("raise", "block"):
+            if rule["action"] not in ACTIONS:
                 raise ValueError(f"unknown fault action {rule['action']!r}")
             attempts = rule.get("attempts")
+            segment = rule.get("segment")
             rules.append(
                 FaultRule(
-                    segment=int(rule["segment"]),
                     action=str(rule["action"]),
+                    segment=None if segment is None else int(segment),
                     attempts=None if attempts is None else tuple(int(a) for a in attempts),
+                    function=str(rule.get("function", "worker")),
+                    target=str(rule.get("target", default_target)),
                     reason=str(rule.get("reason", "injected fault")),
                     block_s=float(rule.get("block_s", 300.0)),
+                    once=bool(rule.get("once", False)),
                 )
             )
-        return cls(
-            rules=tuple(rules), target=str(data.get("target", DEFAULT_TARGET)), marker_dir=data.get("marker_dir")
-        )
+        return cls(rules=tuple(rules), marker_dir=data.get("marker_dir"))
+
+    def for_function(self, function: str) -> FaultPlan | None:
+        """The rules one function's containers get; None when there are none."""
+        rules = tuple(rule for rule in self.rules if rule.function == function)
+        return FaultPlan(rules=rules, marker_dir=self.marker_dir) if rules else None
 
     def to_json(self) -> str:
         return json.dumps(
             {
-                "target": self.target,
                 "marker_dir": self.marker_dir,
                 "rules": [
-                    {
-                        "segment": r.segment,
-                        "action": r.action,
-                        "attempts": None if r.attempts is None else list(r.attempts),
-                        "reason": r.reason,
-                        "block_s": r.block_s,
-                    }
-                    for r in self.rules
+                    {**asdict(r), "attempts": None if r.attempts is None else list(r.attempts)} for r in self.rules
                 ],
             }
         )
@@ -109,11 +119,12 @@ def segment_index(body: dict[str, Any]) -> int | None:
 
 def _rule_for(plan: FaultPlan, event: dict[str, Any]) -> FaultRule | None:
     for record in event.get("Records", []):
+        index = None
         try:
-            body = json.loads(record.get("body", ""))
+            body = json.loads(record.get("body", "null"))
+            index = segment_index(body) if isinstance(body, dict) else None
         except (TypeError, ValueError):
-            continue
-        index = segment_index(body) if isinstance(body, dict) else None
+            pass
         attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
         for rule in plan.rules:
             if rule.applies(index, attempt):
@@ -130,23 +141,30 @@ def _resolve_target(target: str) -> tuple[Any, str]:
     return owner, name
 
 
+def _block(plan: FaultPlan, rule: FaultRule) -> None:
+    folder = Path(plan.marker_dir) if plan.marker_dir else None
+    if folder is not None and rule.once and any(folder.glob(rule.marker_prefix() + "*")):
+        return
+    if folder is not None:
+        (folder / f"{rule.marker_prefix()}pid{os.getpid()}").write_text(str(os.getpid()))
+    time.sleep(rule.block_s)  # the injected fault is a hang; the test kills this process meanwhile
+
+
 def install(plan: FaultPlan) -> None:
-    """Patch the plan's target so it misbehaves while a matching invocation is running."""
-    owner, name = _resolve_target(plan.target)
-    original = getattr(owner, name)
+    """Patch every target of the plan so it misbehaves while a matching invocation is running."""
+    for target in sorted({rule.target for rule in plan.rules}):
+        owner, name = _resolve_target(target)
+        original = getattr(owner, name)
 
-    def faulty(*args: Any, **kwargs: Any) -> Any:
-        rule = _Armed.rule
-        if rule is not None and rule.action == "raise":
-            raise TransientError(rule.reason)
-        if rule is not None and rule.action == "block":
-            if plan.marker_dir:
-                marker = Path(plan.marker_dir) / f"blocked-seg{rule.segment}-pid{os.getpid()}"
-                marker.write_text(str(os.getpid()))
-            time.sleep(rule.block_s)  # the injected fault is a hang; the test kills this process meanwhile
-        return original(*args, **kwargs)
+        def faulty(*args: Any, _original: Any = original, _target: str = target, **kwargs: Any) -> Any:
+            rule = _Armed.rule
+            if rule is not None and rule.target == _target:
+                if rule.action == "raise":
+                    raise TransientError(rule.reason)
+                _block(plan, rule)
+            return _original(*args, **kwargs)
 
-    setattr(owner, name, faulty)
+        setattr(owner, name, faulty)
 
 
 def wrap_handler(

@@ -233,7 +233,8 @@ class LocalRuntime:
                 serial = self._serial
             tmp = self._work_dir / f"{function}-{serial}"
             tmp.mkdir(parents=True, exist_ok=True)
-            plan = self.fault_plan.to_json() if (self.fault_plan and function == "worker") else None
+            rules = self.fault_plan.for_function(function) if self.fault_plan else None
+            plan = rules.to_json() if rules else None
             return Container(
                 function,
                 SERVICES_DIR / function / "handler.py",
