@@ -201,8 +201,8 @@ def _child_main(argv: list[str]) -> int:
     parser.add_argument("--fault-plan")
     parser.add_argument("--cpus", help="CPU affinity, like the vCPUs Lambda gives an execution environment")
     args = parser.parse_args(argv)
-    if args.cpus:  # before ONNX Runtime starts: the engine sizes its thread pool from this process's affinity
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if args.cpus and hasattr(os, "sched_setaffinity"):  # before ONNX Runtime starts: the engine sizes its
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # thread pool from this affinity
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything printed goes to the log, never into the protocol stream

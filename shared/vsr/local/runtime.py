@@ -58,10 +58,17 @@ DLQ_CHECK_S = 2.0  # how often the dead-letter queues are checked while a job ha
 FUNCTIONS = ("ingest", "worker", "assemble")
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where affinity is not available, e.g. macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def plan_concurrency(requested: int | None, settings: Settings, cpus: int | None = None) -> tuple[int, int]:
     """(worker containers, CPUs per container): by default one container per Lambda worker's worth of vCPUs;
     never above the reserved concurrency."""
-    cpus = max(1, cpus or len(os.sched_getaffinity(0)))
+    cpus = max(1, cpus or len(usable_cpus()))
     wanted = requested or round(cpus / settings.worker_vcpus())
     workers = max(1, min(settings.worker_reserved_concurrency, wanted))
     return workers, max(1, cpus // workers)
@@ -166,7 +173,7 @@ class LocalRuntime:
                     EVENT_SOURCES["ingest"]["batch_size"],
                 )
             )
-        cpus = sorted(os.sched_getaffinity(0))
+        cpus = usable_cpus()
         for index, cpu_set in enumerate(cpu_sets(self.workers, self.cpus_per_worker, cpus)):
             if "worker" not in self.functions:
                 break
