@@ -100,6 +100,6 @@ def test_resources_are_the_exact_ones_each_function_touches(tf: tfconfig.Terrafo
 
     for function in FUNCTIONS:
         grants = _grants(tf, function)
-        assert grants["logs:PutLogEvents"] == {f'${{"${{aws_cloudwatch_log_group.function["{function}"].arn}}:*"}}'}
+        assert grants["logs:PutLogEvents"] == {f'${{aws_cloudwatch_log_group.function["{function}"].arn}}:*'}
         assert grants["kms:Decrypt"] == {"${aws_kms_key.main.arn}"}
         assert not any(r.endswith("/*") and "output" in r for r in grants.get("s3:GetObject", ()))

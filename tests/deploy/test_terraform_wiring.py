@@ -45,7 +45,8 @@ def test_every_file_parses_and_is_split_by_concern(tf: tfconfig.TerraformConfig)
 
 def test_provider_is_pinned(tf: tfconfig.TerraformConfig) -> None:
     terraform_block = tf.files["versions.tf"]["terraform"][0]
-    aws = terraform_block["required_providers"][0]["aws"][0]
+    aws = terraform_block["required_providers"][0]["aws"]
+    aws = aws[0] if isinstance(aws, list) else aws
     assert aws["source"] == "hashicorp/aws"
     assert re.fullmatch(r"~> [56]\.\d+", aws["version"]), aws["version"]
     assert unwrap(terraform_block["required_version"]).startswith(">= 1.")
@@ -93,11 +94,11 @@ def test_function_sizes_come_from_settings(tf: tfconfig.TerraformConfig) -> None
     assert expression(function["memory_size"]) == "local.functions[each.key].memory_mb"
     assert expression(function["ephemeral_storage"][0]["size"]) == "local.functions[each.key].ephemeral_storage_mb"
     assert "local.worker_reserved_concurrency" in expression(function["reserved_concurrent_executions"])
-    functions_local = str(tf.locals["functions"])
+    functions_local = tfconfig.compact(tf.locals["functions"])
     for field in ("timeout_s", "memory_mb", "ephemeral_storage_mb"):
         # variable override first, the settings value otherwise
         assert (
-            f"coalesce(try(var.functions[name].{field},None),local.settings.functions[name].{field})" in functions_local
+            f"coalesce(try(var.functions[name].{field},null),local.settings.functions[name].{field})" in functions_local
         )
     for variable in ("worker_reserved_concurrency", "worker_max_concurrency", "model_name", "log_retention_days"):
         assert unwrap(tf.variables[variable]["default"]) is None, f"{variable} must default to the settings value"

@@ -76,13 +76,52 @@ class TerraformConfig:
         return {name: body for block in self._blocks("output") for name, body in block.items()}
 
 
+def _strip_quotes(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def normalise(value: Any) -> Any:
+    """One shape across python-hcl2 versions: no quotes around labels or strings, no comment/meta keys.
+
+    Older releases return `"${...}"`-free plain strings and wrap attributes in one-element lists; 8.x returns
+    quoted strings and labels with `__is_block__` / `__comments__` markers unless told otherwise.
+    """
+    if isinstance(value, dict):
+        return {_strip_quotes(k): normalise(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    if isinstance(value, str):
+        text = _strip_quotes(value)
+        match = re.fullmatch(r'\$\{"(.*)"\}', text, flags=re.DOTALL)  # old style: ${"${x}:*"} for "${x}:*"
+        return match.group(1) if match else text
+    return value
+
+
+def _parse(handle: Any) -> dict[str, Any]:
+    options_type = getattr(hcl2, "SerializationOptions", None)
+    if options_type is None:
+        try:
+            from hcl2.utils import SerializationOptions as options_type  # type: ignore[no-redef]
+        except ImportError:
+            options_type = None
+    if options_type is not None:
+        options = options_type(with_comments=False, with_meta=False, explicit_blocks=False, strip_string_quotes=True)
+        return hcl2.load(handle, serialization_options=options)
+    return hcl2.load(handle)
+
+
 @cache
 def load() -> TerraformConfig:
     files = {}
     for path in sorted(TERRAFORM.glob("*.tf")):
         with path.open() as handle:
-            files[path.name] = hcl2.load(handle)
+            files[path.name] = normalise(_parse(handle))
     return TerraformConfig(files)
+
+
+def compact(text: Any) -> str:
+    """An expression without whitespace, `null` spelled one way (for comparisons across parser versions)."""
+    return re.sub(r"\s+", "", str(text)).replace("None", "null")
 
 
 def statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
