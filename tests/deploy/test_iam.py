@@ -103,3 +103,37 @@ def test_resources_are_the_exact_ones_each_function_touches(tf: tfconfig.Terrafo
         assert grants["logs:PutLogEvents"] == {f'${{aws_cloudwatch_log_group.function["{function}"].arn}}:*'}
         assert grants["kms:Decrypt"] == {"${aws_kms_key.main.arn}"}
         assert not any(r.endswith("/*") and "output" in r for r in grants.get("s3:GetObject", ()))
+
+
+# Calls reachable from a handler's imports that the function never makes (module-level reachability
+# over-approximates): each with the reason. Anything else the code can call must be granted.
+NOT_ON_THE_PATH: dict[str, dict[str, str]] = {
+    "ingest": {
+        "dynamodb:Scan": "vsr.pipeline.jobs.list_jobs: `vsr status` only",
+        "s3:DeleteObject": "vsr.pipeline.artifacts.delete_keys: assembly only",
+        "s3:AbortMultipartUpload": "vsr.pipeline.artifacts.upload_file (multipart): workers and assembly; ingest writes small JSON with PutObject",
+    },
+    "worker": {
+        "dynamodb:Scan": "vsr.pipeline.jobs.list_jobs: `vsr status` only",
+        "dynamodb:PutItem": "vsr.pipeline.jobs.create_job: ingest only",
+        "s3:DeleteObject": "vsr.pipeline.artifacts.delete_keys: assembly only",
+        "sqs:SendMessage": "vsr.pipeline.messages (segment messages): ingest only",
+    },
+    "assemble": {
+        "dynamodb:Scan": "vsr.pipeline.jobs.list_jobs: `vsr status` only",
+        "dynamodb:PutItem": "vsr.pipeline.jobs.create_job: ingest only",
+    },
+}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_call_the_function_can_make_is_granted(tf: tfconfig.TerraformConfig, function: str) -> None:
+    """The other direction: a new AWS call in code a handler reaches fails here until it is granted (or shown
+    to be off this function's path), instead of failing with AccessDenied in AWS."""
+    granted = {action for statement in role_statements(tf, function) for action in statement["actions"]}
+    reachable = codescan.code_actions(function)
+    excluded = NOT_ON_THE_PATH[function]
+    missing = sorted(reachable - granted - set(excluded))
+    assert not missing, f"{function} code can call {missing} but its role does not grant them"
+    stale = sorted(set(excluded) - reachable)
+    assert not stale, f"{function}: {stale} no longer reachable; drop them from NOT_ON_THE_PATH"
