@@ -1,56 +1,30 @@
 """One real moto server process for the stage tests; state reset and resources re-created per test.
 
 The server is `python -m moto.server` with moto's DynamoDB item operations serialised
-(`vsr.aws.moto_compat`): real DynamoDB applies a conditional update atomically, threaded moto does not,
+(`vsr.local.moto_compat`, via tests.support.moto_server): real DynamoDB applies a conditional update atomically, threaded moto does not,
 and the concurrent-duplicate tests check our conditions, not moto's missing lock. Set
 VSR_TEST_PLAIN_MOTO=1 to run against unpatched moto (the concurrency test then fails about 1 run in 6).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.moto_server import _free_port, _wait_until_up, fake_credentials, moto_server, reset
+from tests.support.moto_server import fake_credentials, moto_server, reset
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.pipeline import jobs
-
-
-@contextlib.contextmanager
-def _linearizable_moto_server() -> Iterator[str]:
-    """Like tests.support.moto_server.moto_server, with DynamoDB writes serialised as on AWS."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vsr.aws.moto_compat", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **fake_credentials()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+from vsr.settings import get_settings
 
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    server = moto_server if os.environ.get("VSR_TEST_PLAIN_MOTO") else _linearizable_moto_server
-    with server() as url:
+    with moto_server() as url:
         yield url
 
 
@@ -74,13 +48,17 @@ def resources(aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Reso
     buckets = {name: f"vsr-{name}-{suffix}" for name in ("input", "output", "work", "models")}
     for bucket in buckets.values():
         s3.create_bucket(Bucket=bucket)
+    settings = get_settings()
+    max_receive = {"ingest": settings.ingest_max_receive_count, "segments": settings.segment_max_receive_count}
     queues = {}
     for name in ("ingest", "segments"):
         dlq = sqs.create_queue(QueueName=f"vsr-{name}-dlq-{suffix}")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         queues[name] = sqs.create_queue(
             QueueName=f"vsr-{name}-{suffix}",
-            Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+            Attributes={
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive[name])})
+            },
         )["QueueUrl"]
     table = f"vsr-jobs-{suffix}"
     clients.dynamodb().create_table(TableName=table, **jobs.table_spec())

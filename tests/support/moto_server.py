@@ -41,11 +41,16 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], deadline_s: float
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
-    """Start `python -m moto.server` on a free loopback port; yield its endpoint URL."""
+    """Start a moto server process on a free loopback port; yield its endpoint URL.
+
+    It runs `vsr.local.moto_compat` (moto with DynamoDB item operations serialised, as real DynamoDB applies a
+    conditional update atomically); VSR_TEST_PLAIN_MOTO=1 runs unpatched `moto.server` instead.
+    """
     port = _free_port()
     env = {**os.environ, **_FAKE_CREDENTIALS}
+    module = "moto.server" if os.environ.get("VSR_TEST_PLAIN_MOTO") else "vsr.local.moto_compat"
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -84,6 +84,9 @@ def embedded_moto() -> Iterator[str]:
     """moto server in this process on a free loopback port; yields its URL."""
     from moto.server import ThreadedMotoServer
 
+    from vsr.local.moto_compat import serialize_dynamodb_writes
+
+    serialize_dynamodb_writes()  # moto applies concurrent conditional updates non-atomically; DynamoDB does not
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines on the user's terminal
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -5,7 +5,7 @@ conditional updates can both pass `NOT contains(done, :idx)` and both decrement 
 counting the same two segments: a double count in about 1 run in 6). Real DynamoDB evaluates a condition
 and applies the update atomically. `serialize_dynamodb_writes()` wraps the backend's item operations in one
 lock so moto gives the same guarantee; call it in the process that runs moto (in-process
-`ThreadedMotoServer`), or start a server process with `python -m vsr.aws.moto_compat -H 127.0.0.1 -p PORT`
+`ThreadedMotoServer`), or start a server process with `python -m vsr.local.moto_compat -H 127.0.0.1 -p PORT`
 (the same arguments as `python -m moto.server`).
 """
 
