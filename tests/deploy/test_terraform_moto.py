@@ -145,7 +145,8 @@ def _stage_inputs(directory: Path) -> tuple[Path, Path]:
     models.mkdir()
     name = get_settings().model_name
     (models / f"{name}.onnx").write_bytes(b"not a real model: never executed against moto")
-    (models / f"{name}.json").write_text(json.dumps({"name": name, "scale": 2, "macs_per_input_pixel": 619200}))
+    # the converter's sidecar format (vsr.models.convert): string values
+    (models / f"{name}.json").write_text(json.dumps({"name": name, "scale": "2", "macs_per_input_pixel": "619200"}))
     package = directory / "package"
     package.mkdir()
     for function in codescan.FUNCTIONS:
