@@ -34,12 +34,12 @@ models: $(VENV)/.installed ## convert the bundled Real-ESRGAN ncnn models to ONN
 	$(BIN)/vsr models convert --all
 
 lint: $(VENV)/.installed ## ruff
-	$(BIN)/ruff check shared services tests bench
-	$(BIN)/ruff format --check shared services tests bench
+	$(BIN)/ruff check shared services tests bench tools
+	$(BIN)/ruff format --check shared services tests bench tools
 
 fmt: $(VENV)/.installed
-	$(BIN)/ruff check --fix shared services tests bench
-	$(BIN)/ruff format shared services tests bench
+	$(BIN)/ruff check --fix shared services tests bench tools
+	$(BIN)/ruff format shared services tests bench tools
 
 test: install models lint ## the whole suite: unit, moto-server integration, end-to-end, Terraform checks
 	$(BIN)/pytest -q tests

@@ -76,7 +76,7 @@ resource "aws_lambda_function" "this" {
 resource "aws_lambda_event_source_mapping" "ingest" {
   event_source_arn        = aws_sqs_queue.ingest.arn
   function_name           = aws_lambda_function.this["ingest"].arn
-  batch_size              = 1
+  batch_size              = local.event_sources.ingest.batch_size
   function_response_types = ["ReportBatchItemFailures"]
 }
 
@@ -84,7 +84,7 @@ resource "aws_lambda_event_source_mapping" "ingest" {
 resource "aws_lambda_event_source_mapping" "worker" {
   event_source_arn        = aws_sqs_queue.segments.arn
   function_name           = aws_lambda_function.this["worker"].arn
-  batch_size              = 1
+  batch_size              = local.event_sources.worker.batch_size
   function_response_types = ["ReportBatchItemFailures"]
 
   scaling_config {
@@ -104,9 +104,9 @@ resource "aws_lambda_event_source_mapping" "assemble" {
   event_source_arn               = aws_dynamodb_table.jobs.stream_arn
   function_name                  = aws_lambda_function.this["assemble"].arn
   starting_position              = "LATEST"
-  batch_size                     = 1
+  batch_size                     = local.event_sources.assemble.batch_size
   bisect_batch_on_function_error = true
-  maximum_retry_attempts         = var.assembly_max_retry_attempts
+  maximum_retry_attempts         = local.assembly_max_retry_attempts
   function_response_types        = ["ReportBatchItemFailures"]
 
   filter_criteria {

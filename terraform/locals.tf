@@ -28,6 +28,9 @@ locals {
       ephemeral_storage_mb = coalesce(try(var.functions[name].ephemeral_storage_mb, null), local.settings.functions[name].ephemeral_storage_mb)
     }
   }
+  # Event source mappings (batch sizes, stream retries): the local dispatchers read the same settings.
+  event_sources               = local.settings.event_sources
+  assembly_max_retry_attempts = coalesce(var.assembly_max_retry_attempts, local.settings.event_sources.assemble.maximum_retry_attempts)
   worker_reserved_concurrency = coalesce(var.worker_reserved_concurrency, local.settings.functions.worker.reserved_concurrency)
   worker_max_concurrency      = coalesce(var.worker_max_concurrency, local.settings.queues.worker_max_concurrency)
 

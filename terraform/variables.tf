@@ -130,12 +130,12 @@ variable "work_expiry_days" {
 }
 
 variable "assembly_max_retry_attempts" {
-  description = "How often the stream event source retries a failed assembly batch (bisecting it) before sending the record to the assembly failure queue."
+  description = "How often the stream event source retries a failed assembly batch (bisecting it) before sending the record to the assembly failure queue; null = settings.json event_sources.assemble."
   type        = number
-  default     = 3
+  default     = null
 
   validation {
-    condition     = var.assembly_max_retry_attempts >= 0 && var.assembly_max_retry_attempts <= 10000
+    condition     = var.assembly_max_retry_attempts == null || try(var.assembly_max_retry_attempts >= 0 && var.assembly_max_retry_attempts <= 10000, false)
     error_message = "assembly_max_retry_attempts must be between 0 and 10000."
   }
 }

@@ -84,6 +84,10 @@ class Settings:
     def worker_max_concurrency(self) -> int:
         return int(self.raw["queues"]["worker_max_concurrency"])
 
+    def event_source(self, function: str) -> dict[str, int]:
+        """Event source mapping knobs (batch size, stream retries) for `function`; Terraform reads the same."""
+        return {key: int(value) for key, value in self.raw["event_sources"][function].items()}
+
     @property
     def visibility_extension_s(self) -> int:
         return int(self.raw["queues"]["visibility_extension_s"])

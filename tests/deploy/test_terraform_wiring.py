@@ -135,7 +135,8 @@ def test_settings_satisfy_aws_rules() -> None:
 def test_worker_mapping(tf: tfconfig.TerraformConfig) -> None:
     mapping = tf.resource("aws_lambda_event_source_mapping", "worker")
     assert expression(mapping["event_source_arn"]) == "aws_sqs_queue.segments.arn"
-    assert unwrap(mapping["batch_size"]) == 1
+    # One segment per invocation: a segment is minutes of work and its failure must not redeliver others.
+    assert get_settings().event_source("worker")["batch_size"] == 1
     assert as_list(mapping["function_response_types"]) == ["ReportBatchItemFailures"]
     assert expression(mapping["scaling_config"][0]["maximum_concurrency"]) == "local.worker_max_concurrency"
     precondition = mapping["lifecycle"][0]["precondition"][0]
@@ -153,22 +154,18 @@ def test_assembly_mapping(tf: tfconfig.TerraformConfig) -> None:
     assert expression(mapping["event_source_arn"]) == "aws_dynamodb_table.jobs.stream_arn"
     assert expression(mapping["filter_criteria"][0]["filter"][0]["pattern"]) == "local.assembly_filter_pattern"
     assert unwrap(mapping["bisect_batch_on_function_error"]) is True
-    assert expression(mapping["maximum_retry_attempts"]) == "var.assembly_max_retry_attempts"
+    assert expression(mapping["maximum_retry_attempts"]) == "local.assembly_max_retry_attempts"
     destination = mapping["destination_config"][0]["on_failure"][0]["destination_arn"]
     assert expression(destination) == "aws_sqs_queue.assembly_failures.arn"
 
 
-def test_event_sources_match_the_local_dispatchers(tf: tfconfig.TerraformConfig) -> None:
-    """Until these numbers move into settings.json, the local runtime's copy and Terraform's must agree."""
-    from vsr.local.dispatch import EVENT_SOURCES
-
-    assemble = EVENT_SOURCES["assemble"]
-    assert unwrap(tf.variables["assembly_max_retry_attempts"]["default"]) == assemble["maximum_retry_attempts"]
-    assert unwrap(tf.resource("aws_lambda_event_source_mapping", "assemble")["batch_size"]) == assemble["batch_size"]
-    for name in ("ingest", "worker"):
-        if "batch_size" in EVENT_SOURCES.get(name, {}):
-            mapping = tf.resource("aws_lambda_event_source_mapping", name)
-            assert unwrap(mapping["batch_size"]) == EVENT_SOURCES[name]["batch_size"]
+def test_event_sources_come_from_settings(tf: tfconfig.TerraformConfig) -> None:
+    """Batch sizes and stream retries are read from settings.json by Terraform and the local dispatchers alike."""
+    assert expression(tf.locals["event_sources"]) == "local.settings.event_sources"
+    assert unwrap(tf.variables["assembly_max_retry_attempts"]["default"]) is None
+    for name in ("ingest", "worker", "assemble"):
+        mapping = tf.resource("aws_lambda_event_source_mapping", name)
+        assert expression(mapping["batch_size"]) == f"local.event_sources.{name}.batch_size"
 
 
 def test_table_matches_the_job_store(tf: tfconfig.TerraformConfig) -> None:

@@ -1,6 +1,6 @@
 """Local stand-ins for Lambda's event source mappings: poll SQS and the DynamoDB stream, invoke containers.
 
-Semantics mirrored from AWS (and from the Terraform event source mappings, see EVENT_SOURCES):
+Semantics mirrored from AWS (and from the Terraform event source mappings; both read settings.json event_sources):
 - SQS: receive with the queue's own visibility timeout; build the Lambda SQS event; on success delete every
   message not listed in `batchItemFailures`; if the invocation raised, timed out or its container died,
   delete nothing, so the messages reappear after the visibility timeout and the redrive policy moves them
@@ -29,13 +29,6 @@ from vsr.logs import get_logger
 
 log = get_logger(__name__)
 
-# Event source mapping settings (terraform/ mirrors these): ingest and worker take one message per invocation
-# (a segment is minutes of work; an upload's ingest is independent of others), assembly one stream record.
-EVENT_SOURCES: dict[str, dict[str, int]] = {
-    "ingest": {"batch_size": 1},
-    "worker": {"batch_size": 1},
-    "assemble": {"batch_size": 1, "maximum_retry_attempts": 3},
-}
 # Poll cadence: SQS long polls are short so stop() is prompt; Lambda polls streams about 4 times a second.
 SQS_WAIT_S = 1
 STREAM_IDLE_S = 0.25

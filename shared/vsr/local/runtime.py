@@ -36,7 +36,7 @@ from typing import Any
 
 from vsr.aws import clients
 from vsr.local.containers import REGION, Container
-from vsr.local.dispatch import EVENT_SOURCES, SqsPoller, StreamPoller
+from vsr.local.dispatch import SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
@@ -173,7 +173,7 @@ class LocalRuntime:
                     sqs,
                     r.ingest_queue_url,
                     ingest_arn,
-                    EVENT_SOURCES["ingest"]["batch_size"],
+                    self.settings.event_source("ingest")["batch_size"],
                 )
             )
         cpus = usable_cpus()
@@ -188,7 +188,7 @@ class LocalRuntime:
                     sqs,
                     r.segment_queue_url,
                     segment_arn,
-                    EVENT_SOURCES["worker"]["batch_size"],
+                    self.settings.event_source("worker")["batch_size"],
                 )
             )
         if "assemble" in self.functions:
@@ -200,7 +200,7 @@ class LocalRuntime:
                     clients.dynamodbstreams(),
                     r.table_stream_arn,
                     load_assembly_filter(),
-                    EVENT_SOURCES["assemble"]["maximum_retry_attempts"],
+                    self.settings.event_source("assemble")["maximum_retry_attempts"],
                     sqs,
                     r.assembly_failures_url,
                 )
@@ -294,7 +294,7 @@ class LocalRuntime:
         worker = (
             rounds * s.function("worker").timeout_s + s.visibility_timeout_s("worker") * s.segment_max_receive_count
         )
-        assemble = s.function("assemble").timeout_s * (EVENT_SOURCES["assemble"]["maximum_retry_attempts"] + 1)
+        assemble = s.function("assemble").timeout_s * (s.event_source("assemble")["maximum_retry_attempts"] + 1)
         return float(ingest + worker + assemble)
 
     def wait(
