@@ -112,7 +112,7 @@ def peek_dead_letters(dlq_url: str) -> list[dict[str, Any]]:
 
 # --- status -----------------------------------------------------------------------------------------------
 def segment_rows(job: Job, dead_lettered: set[int]) -> list[dict[str, Any]]:
-    """Per-segment state: done, dead-lettered, failing (retrying), or pending."""
+    """Per-segment state: done, dead-lettered, failing (retrying), running (progress reported) or pending."""
     rows = []
     for index in range(job.segment_count):
         error = job.segment_errors.get(index, {})
@@ -124,10 +124,13 @@ def segment_rows(job: Job, dead_lettered: set[int]) -> list[dict[str, Any]]:
             state = "retrying"
         else:
             state = "pending"
+        if state in ("pending", "retrying") and job.segment_progress.get(index):
+            state = "running" if state == "pending" else state
         rows.append(
             {
                 "index": index,
                 "state": state,
+                "frames_written": job.segment_progress.get(index, 0),
                 "attempts": error.get("attempts", 0),
                 "error": error.get("error"),
                 "code": error.get("code"),
@@ -171,6 +174,8 @@ def _print_job(data: dict[str, Any]) -> None:
         p = data["probe"]
         print(f"probe    {json.dumps(p, default=str)}")
     print(f"segments {data['done_count']}/{data['segment_count']} done, remaining {data['remaining']}")
+    if data.get("frames_total"):
+        print(f"frames   {data['frames_done']}/{data['frames_total']} upscaled")
     if data.get("error"):
         print(f"error    {data['error'].get('reason')}")
     if data.get("output"):
@@ -179,9 +184,10 @@ def _print_job(data: dict[str, Any]) -> None:
     if data.get("timings"):
         print(f"timings  {json.dumps(data['timings'], default=str)}")
     if data["segments"]:
-        print(f"{'seg':>5}  {'state':<14}{'attempts':>8}  last error")
+        print(f"{'seg':>5}  {'state':<14}{'frames':>7}{'attempts':>9}  last error")
         for row in data["segments"]:
-            print(f"{row['index']:>5}  {row['state']:<14}{row['attempts']:>8}  {row['error'] or ''}")
+            frames = row["frames_written"] or ""
+            print(f"{row['index']:>5}  {row['state']:<14}{frames:>7}{row['attempts']:>9}  {row['error'] or ''}")
 
 
 def _reachable(command: Any) -> Any:

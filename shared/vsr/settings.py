@@ -115,6 +115,11 @@ class Settings:
         return int(self.raw["jobs"]["ttl_days"]) * 86400
 
     @property
+    def progress_interval_s(self) -> float:
+        """How often a worker writes its segment's frame count to the job (people follow jobs by it)."""
+        return float(self.raw["jobs"]["progress_interval_s"])
+
+    @property
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
 

@@ -106,7 +106,9 @@ def test_always_failing_segment_dead_letters_then_redrive_completes(
     assert code == 0
     status = json.loads(text)
     failing = [row for row in status["segments"] if row["state"] != "done"]
-    assert failing == [{"index": 2, "state": "dead-lettered", "attempts": 2, "error": reason, "code": "transient"}]
+    assert failing == [
+        {"index": 2, "state": "dead-lettered", "frames_written": 0, "attempts": 2, "error": reason, "code": "transient"}
+    ]
     code, text = _cli("status", "--endpoint", endpoint)
     assert code == 0 and job_id in text and "PROCESSING" in text
 

@@ -47,6 +47,13 @@ def test_lease_and_fail_conditions() -> None:
     assert "REMOVE lease_owner, lease_until" in fail.update
 
 
+def test_segment_progress_update_is_guarded() -> None:
+    update = jobs.segment_progress_update(5, 42, now=1.0)
+    assert update.update.startswith("SET seg_progress.#idx = :frames")
+    assert update.names["#idx"] == "5" and update.values[":frames"] == 42
+    assert "NOT contains(done, :idx)" in (update.condition or "") and "#status IN" in (update.condition or "")
+
+
 def test_segment_error_text_is_bounded() -> None:
     update = jobs.segment_error_update(3, 2, RuntimeError("x" * 5000), now=1.0)
     assert update.names == {"#idx": "3"}
@@ -84,6 +91,20 @@ def test_duplicate_segment_is_counted_once(resources: Resources) -> None:
     assert job.segment_totals["wall_s"] == 4.0 and job.segment_totals["frames"] == 10
     assert not jobs.mark_segment_done("nope", 0, {}, 1)  # unknown job: no item created
     assert jobs.get_job("nope") is None
+
+
+def test_progress_of_running_segments_counts_until_they_finish(resources: Resources) -> None:
+    _create("jp", segments=2)
+    assert jobs.record_segment_progress("jp", 0, 4)
+    assert jobs.record_segment_progress("jp", 1, 3)
+    job = jobs.get_job("jp")
+    assert job is not None and job.segment_progress == {0: 4, 1: 3} and job.frames_done == 7
+    assert jobs.mark_segment_done("jp", 0, {"wall_s": 1.0}, 10)
+    assert not jobs.record_segment_progress("jp", 0, 6)  # a counted segment's progress is frozen
+    job = jobs.get_job("jp")
+    assert job is not None and job.frames_done == 10 + 3
+    assert jobs.fail_job("jp", CorruptInputError("bad"))
+    assert not jobs.record_segment_progress("jp", 1, 5)  # a stopped job takes no more progress
 
 
 def test_concurrent_duplicates_are_counted_once(resources: Resources) -> None:

@@ -45,7 +45,9 @@ def job_with_messages(
     resources: Resources, monkeypatch: pytest.MonkeyPatch, model_path: Path, clip: Path
 ) -> tuple[str, list[dict]]:
     """An ingested job of two 8-frame segments and its two segment messages (received from the queue)."""
-    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps({"segments": {"max_frames": FRAMES // 2}}))
+    # progress_interval_s 0: the worker reports every batch, so its last report is the segment's frame count
+    overrides = {"segments": {"max_frames": FRAMES // 2}, "jobs": {"progress_interval_s": 0}}
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps(overrides))
     monkeypatch.setenv("VSR_MODEL_SCALE", "2")
     monkeypatch.setenv("VSR_MODEL_MACS_PER_PIXEL", str(ANIMEVIDEO_MACS))
     modelstore.reset_cache()
@@ -70,6 +72,8 @@ def test_worker_counts_each_segment_once_and_assembly_completes_once(
     assert worker.handle_event(lambda_sqs_event([messages[0]]), None) == {"batchItemFailures": []}
     job = jobs.get_job(job_id)
     assert job is not None and job.done == {0} and job.remaining == 1
+    assert job.segment_progress == {0: FRAMES // 2} and job.frames_done == FRAMES // 2
+    assert job.frames_total == FRAMES
     head = clients.s3().head_object(Bucket=resources.work_bucket, Key=artifacts.segment_key(job_id, 0))
     seg_meta = artifacts.parse_segment_metadata(head["Metadata"])
     assert seg_meta["frames"] == FRAMES // 2 and seg_meta["infer_s"] > 0

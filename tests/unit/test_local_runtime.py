@@ -153,3 +153,16 @@ def test_progress_writes_one_line_per_change_when_not_a_terminal() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
     assert "1/4 segments" in lines[1] and "2/4 segments, 1 retrying" in lines[2]
+
+
+def test_progress_counts_frames_of_running_segments() -> None:
+    stream = io.StringIO()
+    running = _job(
+        status=jobs.PROCESSING,
+        done={0},
+        probe={"frames": 40},
+        segment_totals={"frames": 10},
+        segment_progress={0: 10, 1: 4},
+    )
+    Progress(stream)(running)
+    assert "[#######.............] 14/40 frames, 1/4 segments" in stream.getvalue()

@@ -430,10 +430,11 @@ class Progress:
             text = "waiting for ingest"
         else:
             done, total = len(job.done), job.segment_count
+            frames_done, frames_total = job.frames_done, job.frames_total
             bar = ""
-            if total:
-                filled = round(20 * done / total)
-                bar = f"[{'#' * filled}{'.' * (20 - filled)}] "
+            if frames_total:
+                filled = round(20 * min(frames_done, frames_total) / frames_total)
+                bar = f"[{'#' * filled}{'.' * (20 - filled)}] {frames_done}/{frames_total} frames, "
             text = f"{job.job_id[:12]} {job.status:<10} {bar}{done}/{total} segments"
             retries = sum(1 for i in job.segment_errors if i not in job.done)
             if retries:

@@ -16,6 +16,8 @@ Item layout (table key: `job_id`, string):
     remaining         segments not finished yet; the stream filter fires assembly when it goes to 0
     done              number set of finished segment indexes (absent until the first one: sets cannot be empty)
     seg_errors        {"<index>": {attempts, code, error, at}} for segments that failed (transiently) at least once
+    seg_progress      {"<index>": frames written so far} for running segments, written every
+                      jobs.progress_interval_s by the worker so a long segment can be followed frame by frame
     seg_decode_s, seg_infer_s, seg_encode_s, seg_process_s, seg_wall_s, seg_frames
                       sums over finished segments (ADD, constant size); per-segment timings travel as metadata
                       on the segment objects and end up in the report
@@ -142,6 +144,7 @@ class Job:
     remaining: int = 0
     done: set[int] = field(default_factory=set)
     segment_errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    segment_progress: dict[int, int] = field(default_factory=dict)
     segment_totals: dict[str, float] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] | None = None
@@ -168,6 +171,7 @@ class Job:
             remaining=int(data.get("remaining", 0)),
             done={int(i) for i in data.get("done", set())},
             segment_errors={int(k): v for k, v in data.get("seg_errors", {}).items()},
+            segment_progress={int(k): int(v) for k, v in data.get("seg_progress", {}).items()},
             segment_totals={
                 name: data.get(f"seg_{name}", 0) for name in (*SEGMENT_TIMING_FIELDS, "frames") if f"seg_{name}" in data
             },
@@ -187,6 +191,16 @@ class Job:
     def terminal(self) -> bool:
         return self.status in (COMPLETE, FAILED)
 
+    @property
+    def frames_total(self) -> int:
+        return int(self.probe.get("frames") or 0)
+
+    @property
+    def frames_done(self) -> int:
+        """Frames of finished segments plus the last reported progress of running ones."""
+        running = sum(frames for index, frames in self.segment_progress.items() if index not in self.done)
+        return int(self.segment_totals.get("frames", 0)) + running
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (sets as sorted lists, int keys as strings)."""
         return {
@@ -200,6 +214,9 @@ class Job:
             "remaining": self.remaining,
             "done": sorted(self.done),
             "segment_errors": {str(k): v for k, v in sorted(self.segment_errors.items())},
+            "segment_progress": {str(k): v for k, v in sorted(self.segment_progress.items())},
+            "frames_done": self.frames_done,
+            "frames_total": self.frames_total,
             "segment_totals": self.segment_totals,
             "timings": self.timings,
             "output": self.output,
@@ -273,6 +290,7 @@ def new_job_item(
         "segment_count": segment_count,
         "remaining": segment_count if status == QUEUED else 0,
         "seg_errors": {},
+        "seg_progress": {},
         "timings": dict(timings or {}),
         "created_at": now,
         "updated_at": now,
@@ -322,6 +340,20 @@ def segment_error_update(index: int, attempts: int, error: VsrError | BaseExcept
         "SET seg_errors.#idx = :err, updated_at = :now",
         "attribute_exists(job_id)",
         {"#idx": str(index)},
+        values,
+    )
+
+
+def segment_progress_update(index: int, frames: int, now: float) -> Update:
+    """Frames written so far by a running segment; ignored once it is counted or the job stopped."""
+    values: dict[str, Any] = {":frames": int(frames), ":idx": index, ":now": now}
+    condition = "attribute_exists(seg_progress) AND NOT contains(done, :idx) AND " + _status_in(
+        (QUEUED, PROCESSING), values
+    )
+    return Update(
+        "SET seg_progress.#idx = :frames, updated_at = :now",
+        condition,
+        {"#idx": str(index), "#status": "status"},
         values,
     )
 
@@ -522,6 +554,18 @@ def record_segment_error(
     return done is not None
 
 
+def record_segment_progress(job_id: str, index: int, frames: int, table: str | None = None) -> bool:
+    """Report a running segment's frames; False when the segment is already counted or the job stopped."""
+    done = _call(
+        "record segment progress",
+        _update,
+        segment_progress_update(index, frames, time.time()),
+        _table(table),
+        job_id,
+    )
+    return done is not None
+
+
 def error_dict(error: BaseException, segment: int | None = None) -> dict[str, Any]:
     if isinstance(error, VsrError):
         data: dict[str, Any] = {"code": error.code, "reason": error.reason}
@@ -592,6 +636,7 @@ __all__ = [
     "mark_segment_done",
     "new_job_item",
     "record_segment_error",
+    "record_segment_progress",
     "release_assembly_lease",
     "table_spec",
 ]

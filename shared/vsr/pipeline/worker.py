@@ -128,7 +128,10 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         reader = S3RangeReader(
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
-        result = process_segment(reader, message.segment, upscaler, info, output)
+        progress = ProgressReporter(
+            message.job_id, message.segment.index, resources.table, settings.progress_interval_s
+        )
+        result = process_segment(reader, message.segment, upscaler, info, output, on_frames=progress)
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
                 f"frames {message.segment.start_frame}-{message.segment.start_frame + message.segment.frame_count - 1}"
@@ -152,6 +155,29 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         return timings, int(result.frames)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class ProgressReporter:
+    """`on_frames` callback of process_segment: frames written so far, to the job at most every `interval_s`.
+
+    Best effort: a failed progress write is logged and ignored, never failing or retrying the segment.
+    """
+
+    def __init__(self, job_id: str, index: int, table: str, interval_s: float) -> None:
+        self.job_id, self.index, self.table, self.interval_s = job_id, index, table, interval_s
+        self.frames = 0
+        self._last_write = time.monotonic()
+
+    def __call__(self, frames: int) -> None:
+        self.frames += frames
+        now = time.monotonic()
+        if now - self._last_write < self.interval_s:
+            return
+        self._last_write = now
+        try:
+            jobs.record_segment_progress(self.job_id, self.index, self.frames, self.table)
+        except Exception as exc:
+            log.warning("worker.progress_write_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _resolve_cached(path: Path) -> ModelInfo:
