@@ -26,6 +26,15 @@ def frame_times(path: Path) -> list[Fraction]:
         return [frame.pts * stream.time_base for frame in container.decode(stream)]
 
 
+def video_span(path: Path) -> Fraction | None:
+    """First frame's start to last frame's end, when the file knows the last frame's duration."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.duration) for p in container.demux(stream) if p.size and p.pts is not None]
+    (first, _), (last, last_duration) = min(packets), max(packets)
+    return (last + last_duration - first) * stream.time_base if last_duration else None
+
+
 def audio_packets(path: Path) -> list[list[tuple[bytes, Fraction | None]]]:
     with av.open(str(path)) as container:
         return [
@@ -85,6 +94,12 @@ def test_output_matches_source(name: str, scale: int, good_clips: dict[str, Path
 
     assert out.frame_count == info.frame_count
     assert frame_times(output) == frame_times(source)  # every frame keeps its source timestamp (VFR too)
+    # the last frame keeps its display time, so the duration and average frame rate players show match too
+    source_span, output_span = video_span(source), video_span(output)
+    if source_span is not None:
+        assert output_span == source_span
+    if not info.is_vfr and info.average_rate:
+        assert out.average_rate == info.average_rate
     assert (out.width, out.height) == (info.width * scale, info.height * scale)
     assert out.rotation == info.rotation
     assert (out.sample_aspect_ratio or 1) == (info.sample_aspect_ratio or 1)  # anamorphic carphone: 128/117

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -123,9 +124,23 @@ def _rebuilt_dts(decode_order_pts: list[int], info: VideoInfo) -> list[int]:
     return [s - lead for s in info.pts]
 
 
+def frame_durations(info: VideoInfo) -> dict[int, int]:
+    """Each source frame's display duration by pts: until the next frame, the last one as the source says.
+
+    The encoder's packet durations are not the source's (x264's flushed last packet spans its whole
+    B-frame delay), and MP4 derives the stream duration, so the average frame rate players show, from them.
+    """
+    pts = info.pts
+    fallback = pts[-1] - pts[-2] if len(pts) > 1 else 1
+    durations = {a: b - a for a, b in itertools.pairwise(pts)}
+    durations[pts[-1]] = info.last_frame_duration or fallback or 1
+    return durations
+
+
 def _video_packets(
     segments: Sequence[Any], clocks: list[_SegmentClock], out_stream: Any, info: VideoInfo, dts: list[int]
 ) -> Iterator[Any]:
+    durations = frame_durations(info)
     index = 0
     for segment, clock in zip(segments, clocks, strict=True):
         with _open_segment(segment) as container:
@@ -136,7 +151,7 @@ def _video_packets(
                 pts = clock.source_pts(int(packet.pts), info)
                 packet.stream = out_stream
                 packet.time_base = info.time_base
-                packet.pts, packet.dts = pts, dts[index]
+                packet.pts, packet.dts, packet.duration = pts, dts[index], durations[pts]
                 index += 1
                 yield packet
 

@@ -93,6 +93,8 @@ class VideoInfo:
     colorspace: int
     audio: list[AudioStreamInfo] = field(default_factory=list)
     subtitles: list[SubtitleStreamInfo] = field(default_factory=list)
+    # how long the last frame is shown (its packet duration, time_base); other frames last until the next pts
+    last_frame_duration: int | None = None
 
     @property
     def start_pts(self) -> int:
@@ -190,9 +192,12 @@ def _subtitle_info(container: av.container.InputContainer) -> list[SubtitleStrea
     ]
 
 
-def _demux_pass(container: av.container.InputContainer) -> tuple[list[int], av.VideoFrame | None, bool, int]:
+def _demux_pass(
+    container: av.container.InputContainer,
+) -> tuple[list[int], av.VideoFrame | None, bool, int, int | None]:
     """Presentation timestamps of every video packet, the first decoded frame (for size and rotation),
-    whether some packet had no pts, and how many packets were read (discarded ones included)."""
+    whether some packet had no pts, how many packets were read (discarded ones included) and the duration
+    of the last frame shown."""
     video = video_stream(container)
     video.thread_type = "AUTO"
     for stream in container.streams:
@@ -202,6 +207,7 @@ def _demux_pass(container: av.container.InputContainer) -> tuple[list[int], av.V
     first: av.VideoFrame | None = None
     missing_pts = False
     packets = 0
+    last_pts, last_duration = None, None
     for packet in container.demux(video):
         if packet.size == 0:
             continue  # PyAV's end-of-stream flush packet
@@ -212,12 +218,14 @@ def _demux_pass(container: av.container.InputContainer) -> tuple[list[int], av.V
             missing_pts = True
         else:
             pts.append(int(packet.pts))
+            if last_pts is None or packet.pts > last_pts:
+                last_pts, last_duration = int(packet.pts), int(packet.duration or 0) or None
         if first is None:
             frames = packet.decode()
             first = frames[0] if frames else None
     if first is None:
         first = next(iter(video.codec_context.decode(None)), None)
-    return pts, first, missing_pts, packets
+    return pts, first, missing_pts, packets, last_duration
 
 
 def _decoded_pts(source: Source) -> list[int]:
@@ -238,7 +246,7 @@ def probe(source: Source) -> VideoInfo:
         video = video_stream(container)
         expected_frames = int(video.frames or 0)
         with corrupt_on_media_error("reading the video stream"):
-            pts, first, missing_pts, packets = _demux_pass(container)
+            pts, first, missing_pts, packets, last_duration = _demux_pass(container)
         if first is None:
             raise CorruptInputError("the video stream contains no decodable frame")
         if expected_frames and packets < expected_frames:
@@ -284,7 +292,13 @@ def probe(source: Source) -> VideoInfo:
     pts.sort()
     if len(pts) != len(set(pts)):
         raise CorruptInputError("the video has several frames with the same timestamp, so their order is ambiguous")
-    info = VideoInfo(**info_fields, frame_count=len(pts), pts=pts, is_vfr=_is_vfr(pts, time_base))
+    info = VideoInfo(
+        **info_fields,
+        frame_count=len(pts),
+        pts=pts,
+        is_vfr=_is_vfr(pts, time_base),
+        last_frame_duration=None if missing_pts else last_duration,
+    )
     log.info(
         "probe.done",
         format=info.format_name,
