@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vsr.errors import PermanentError
+from vsr.errors import InputError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT
@@ -52,6 +52,8 @@ def upscale_file(
 
     started = time.perf_counter()
     source, target = Path(input), Path(output)
+    if not source.is_file():
+        raise InputError(f"no such file: {source}")
     if target.exists() and target.resolve() == source.resolve():
         raise PermanentError("the output file would overwrite the input; choose another output name")
     info = probe(source)

@@ -78,3 +78,11 @@ def test_cli_refuses_to_overwrite_the_input(media_clips: dict[str, Path], capsys
     assert cli.main(["upscale", str(source), "-o", str(source), "--no-progress"]) == 2
     assert "overwrite the input" in capsys.readouterr().err
     assert source.read_bytes() == before
+
+
+def test_cli_reports_a_missing_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.mp4"
+    assert cli.main(["upscale", str(missing), "-o", str(tmp_path / "x.mp4"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"no such file: {missing}" in err and "Traceback" not in err
+    assert cli.main(["upscale", str(tmp_path), "-o", str(tmp_path / "x.mp4"), "--no-progress"]) == 2  # a folder
