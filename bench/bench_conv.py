@@ -229,7 +229,7 @@ def engine_profile(model: str, threads: int, runs: int = 3) -> dict[str, float]:
             if event["name"].startswith("PRelu_"):  # the prelu_to_relu rewrite names its nodes after the PRelu
                 op = "PReLU as Relu + per-channel affine"
             elif op == "Conv":
-                op = "Conv (3x3, all 18)"
+                op = "Conv (the model's convolutions)"
             totals[op] += event["dur"]
     parts = {op: us / 1000 / runs for op, us in totals.most_common()}
     parts["total"] = sum(parts.values())
