@@ -41,6 +41,9 @@ from vsr.models import registry, samples
 
 CHANNELS = 64
 REPEATS = 5
+# Winograd interpolation points (plus infinity): small and dyadic, so the transforms are exact in fp32;
+# F(m,3) uses the first m + 1
+POINTS = [Fraction(p) for p in (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))]
 
 
 def body_layer_weights(model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +124,8 @@ def direct_stack(weight: np.ndarray, bias: np.ndarray, layers: int, shape: list[
 
 def winograd_stack(weight: np.ndarray, bias: np.ndarray, layers: int, shape: list[int], m: int) -> onnx.ModelProto:
     """The same layers as Winograd F(m,3) along the width, in an m-phase layout (see the module docstring)."""
-    points = [Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2)]
-    at, g, bt = winograd_1d(points[: m + 1])
+    points = POINTS[: m + 1]
+    at, g, bt = winograd_1d(points)
     n = m + 2
     _, channels, height, width = shape
     blocks = width // m
@@ -199,12 +202,20 @@ def ort_runner(
     return (lambda x: session.run(None, {"x": x})[0]), session
 
 
+def kernel_times(session: ort.InferenceSession) -> list[tuple[str, str, float]]:
+    """(node name, op type, microseconds) of every kernel run ONNX Runtime's profiler recorded; ends profiling."""
+    return [
+        (event["name"], event["args"]["op_name"], event["dur"])
+        for event in json.loads(Path(session.end_profiling()).read_text())
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+    ]
+
+
 def op_profile(session: ort.InferenceSession, runs: int, layers: int) -> dict[str, float]:
-    """ms per layer and run spent in each op type, from ONNX Runtime's own profiler."""
+    """ms per layer and run spent in each op type."""
     totals: collections.Counter[str] = collections.Counter()
-    for event in json.loads(Path(session.end_profiling()).read_text()):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            totals[event["args"]["op_name"]] += event["dur"]
+    for _, op, us in kernel_times(session):
+        totals[op] += us
     return {op: us / 1000 / runs / layers for op, us in totals.most_common()}
 
 
@@ -221,23 +232,24 @@ def engine_profile(model: str, threads: int, runs: int = 3) -> dict[str, float]:
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(frame.transpose(0, 3, 1, 2))}
         for _ in range(runs):
             session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+        kernels = kernel_times(session)
     totals: collections.Counter[str] = collections.Counter()
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            if event["name"].startswith("PRelu_"):  # the prelu_to_relu rewrite names its nodes after the PRelu
-                op = "PReLU as Relu + per-channel affine"
-            elif op == "Conv":
-                op = "Conv (the model's convolutions)"
-            totals[op] += event["dur"]
+    for name, op, us in kernels:
+        if name.startswith("PRelu_"):  # the prelu_to_relu rewrite names its nodes after the PRelu
+            op = "PReLU as Relu + per-channel affine"
+        elif op == "Conv":
+            op = "Conv (the model's convolutions)"
+        totals[op] += us
     parts = {op: us / 1000 / runs for op, us in totals.most_common()}
     parts["total"] = sum(parts.values())
     return parts
 
 
 def ncnn_runner(weight: np.ndarray, bias: np.ndarray, layers: int, threads: int, winograd: bool, workdir: Path):
-    import ncnn
+    try:
+        import ncnn
+    except ImportError:
+        sys.exit("the ncnn package is needed for this benchmark: run `make install` (it is in the test extras)")
 
     lines = ["7767517", f"{layers + 1} {layers + 1}", "Input data 0 1 data"]
     blob = "data"
@@ -278,14 +290,23 @@ def best_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple[flo
     return 1000 * min(times), out
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="realesr-animevideov3-x2")
-    parser.add_argument("--layers", type=int, default=16, help="stacked layers (the model's body has 16)")
-    parser.add_argument("--threads", type=int, default=available_cpus())
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=272)
-    parser.add_argument("--phases", type=int, default=4, help="m of the graph-level Winograd F(m,3)")
+    parser.add_argument("--layers", type=_positive, default=16, help="stacked layers (the model's body has 16)")
+    parser.add_argument("--threads", type=_positive, default=available_cpus())
+    parser.add_argument("--width", type=_positive, default=640)
+    parser.add_argument("--height", type=_positive, default=272)
+    parser.add_argument(
+        "--phases", type=int, default=4, choices=range(2, len(POINTS)), help="m of the graph-level Winograd F(m,3)"
+    )
     args = parser.parse_args(argv)
     if args.width % args.phases:
         sys.exit(f"--width must be a multiple of --phases ({args.phases})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,7 @@ def _run(model) -> np.ndarray:
 
 @pytest.mark.parametrize("m", [2, 4, 6])
 def test_winograd_matrices_compute_the_correlation(m: int) -> None:
-    points = [Fraction(p) for p in (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))][: m + 1]
-    at, g, bt = bench_conv.winograd_1d(points)
+    at, g, bt = bench_conv.winograd_1d(bench_conv.POINTS[: m + 1])
     rng = np.random.default_rng(m)
     window, taps = rng.random(m + 2), rng.random(3)
     expected = np.correlate(window, taps, mode="valid")
@@ -53,3 +51,13 @@ def test_ncnn_stack_matches_onnx_runtime(layer, tmp_path: Path) -> None:
     for winograd in (False, True):
         out = bench_conv.ncnn_runner(weight, bias, LAYERS, 1, winograd, tmp_path)(x)
         assert np.abs(out - direct).max() <= 1e-5 * np.abs(direct).max()
+
+
+@pytest.mark.parametrize(
+    "argv", [["--phases", "7"], ["--layers", "0"], ["--width", "642"]], ids=["phases", "layers", "width"]
+)
+def test_bad_arguments_are_refused_before_any_work(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as refused:
+        bench_conv.main(argv)
+    assert refused.value.code != 0
+    assert "Traceback" not in capsys.readouterr().err
