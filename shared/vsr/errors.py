@@ -65,6 +65,18 @@ class LimitExceededError(InputError):
     code = "limit_exceeded"
 
 
+class CostLimitError(LimitExceededError):
+    """The job's predicted cost is above `limits.max_job_cost_usd`."""
+
+    code = "cost_limit"
+
+
+class BadRequestError(InputError):
+    """The upload asks for something this service does not offer (e.g. an unknown `vsr-plan` metadata value)."""
+
+    code = "bad_request"
+
+
 # --- models ----------------------------------------------------------------------------------------
 class ModelError(PermanentError):
     code = "model_error"

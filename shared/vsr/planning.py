@@ -3,15 +3,30 @@
 A segment is a run of consecutive frames (in presentation order) that one worker invocation upscales.
 Segments are addressed by presentation timestamps taken from an exact demux pass, never by
 `index / frame_rate`, so variable-frame-rate sources split at the right frames.
+
+`plan_job` is the one planning entry point (ingest, `vsr plan`, `vsr upscale`, tools/cost.py): it predicts
+wall time and cost of every candidate segment count with `vsr.simulation` and picks one by strategy:
+- `cost`: the cheapest plan (fewest invocations, so fewest cold starts and segment overheads);
+- `latency`: the fastest plan, using up to the worker concurrency, whatever it costs;
+- `default`: the fastest plan whose cost is at most (1 + segments.max_cost_overhead) x the cheapest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
+
+from vsr.settings import FunctionSizes, LatencyModel, Pricing, SegmentPolicy, WorkerCapacity
+from vsr.simulation import Simulation, simulate
+
+Strategy = Literal["cost", "latency", "default"]
+STRATEGIES: tuple[Strategy, ...] = ("cost", "latency", "default")
+# Above this many candidate segment counts, an evenly spread subset (ends included) is simulated.
+MAX_CANDIDATES = 96
 
 
 @dataclass(frozen=True)
@@ -82,14 +97,27 @@ def plan_segments(pts: Sequence[int], max_frames_per_segment: int, context_frame
         return []
     if max_frames_per_segment <= 0:
         raise ValueError("max_frames_per_segment must be positive")
+    return split_segments(pts, math.ceil(total / max_frames_per_segment), context_frames)
+
+
+def balanced_sizes(total: int, count: int) -> list[int]:
+    """`count` sizes summing to `total` that differ by at most one, larger first."""
+    base, extra = divmod(total, count)
+    return [base + (1 if index < extra else 0) for index in range(count)]
+
+
+def split_segments(pts: Sequence[int], count: int, context_frames: int = 0) -> list[Segment]:
+    """Split frames (their sorted presentation timestamps) into `count` balanced segments."""
+    total = len(pts)
+    if total == 0:
+        return []
+    if not 0 < count <= total:
+        raise ValueError(f"cannot split {total} frames into {count} segments")
     if any(b <= a for a, b in itertools.pairwise(pts)):
         raise ValueError("pts must be strictly increasing (presentation order, no duplicates)")
-    count = math.ceil(total / max_frames_per_segment)
-    base, extra = divmod(total, count)
     segments: list[Segment] = []
     start = 0
-    for index in range(count):
-        size = base + (1 if index < extra else 0)
+    for index, size in enumerate(balanced_sizes(total, count)):
         end = start + size
         context = min(context_frames, start)
         segments.append(
@@ -105,3 +133,147 @@ def plan_segments(pts: Sequence[int], max_frames_per_segment: int, context_frame
         )
         start = end
     return segments
+
+
+# --- the policy: how many segments -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlanChoice:
+    """One candidate plan with its predictions (what `vsr plan --json` prints and the job records)."""
+
+    strategy: str
+    arch: str
+    concurrency: int
+    segments: int
+    frames_per_segment: int  # the largest segment (sizes differ by at most one)
+    predicted_wall_s: float
+    predicted_cost_usd: float
+    seconds_per_frame: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanChoice:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The chosen plan, its segments, and the alternatives it was chosen from (one per strategy)."""
+
+    chosen: PlanChoice
+    segments: list[Segment]
+    options: dict[str, PlanChoice]
+
+
+def job_cost_usd(sim: Simulation, sizes: FunctionSizes, pricing: Pricing) -> float:
+    """Lambda GB-seconds of the three functions (init billed too) plus requests, at list prices."""
+    gb_s = (
+        sim.ingest_billed_s * sizes.ingest_mb
+        + sim.worker_billed_s * sizes.worker_mb
+        + sim.assembly_billed_s * sizes.assemble_mb
+    ) / 1024.0
+    if sizes.architecture not in pricing.lambda_gb_s:
+        raise ValueError(f"no Lambda price for architecture {sizes.architecture!r}")
+    n = sim.invocations
+    requests = (
+        (n + 2) * pricing.lambda_request
+        + (n * 3 + 3) * pricing.sqs_request  # send, receive, delete per segment; the ingest message
+        + (n * 2 + 6) * pricing.dynamodb_write  # job item, progress and count per segment, lease, complete
+        + (n + 4) * pricing.dynamodb_read
+        + (n + 6) * pricing.s3_put
+        + n * (pricing.s3_gets_per_segment + 1) * pricing.s3_get
+        + (n * 6 + 10) * pricing.kms_request
+    )
+    return gb_s * pricing.lambda_gb_s[sizes.architecture] + requests
+
+
+def max_frames_per_segment(seconds_per_frame_: float, policy: SegmentPolicy, timeout_s: float) -> int:
+    """The most output frames one invocation may take (the timeout budget, within the floor and the cap)."""
+    return frames_per_segment(
+        seconds_per_frame=seconds_per_frame_,
+        timeout_s=timeout_s,
+        work_budget_fraction=policy.work_budget_fraction,
+        context_frames=policy.context_frames,
+        min_frames=policy.min_frames,
+        max_frames=policy.max_frames,
+    )
+
+
+def candidate_counts(frame_count: int, max_frames: int, min_frames: int, concurrency: int) -> list[int]:
+    """Segment counts worth predicting: from the fewest the timeout allows up to filling the last wave of
+    workers, never making segments shorter than the floor."""
+    fewest = max(1, math.ceil(frame_count / max_frames))
+    by_floor = max(1, frame_count // max(1, min_frames))
+    most = max(fewest, min(by_floor, math.ceil(fewest / concurrency) * concurrency))
+    if most - fewest + 1 <= MAX_CANDIDATES:
+        return list(range(fewest, most + 1))
+    step = (most - fewest) / (MAX_CANDIDATES - 1)
+    spread = {fewest + round(i * step) for i in range(MAX_CANDIDATES)}
+    multiples = {k * concurrency for k in range(1, most // concurrency + 1) if k * concurrency >= fewest}
+    return sorted(spread | multiples | {most})
+
+
+def choose(options: Sequence[PlanChoice], strategy: Strategy, max_cost_overhead: float) -> PlanChoice:
+    """Pick a plan: the cheapest, the fastest, or the fastest within the cost bound (ties: fewer segments)."""
+    if not options:
+        raise ValueError("no plan to choose from")
+    cheapest = min(options, key=lambda o: (o.predicted_cost_usd, o.segments))
+    if strategy == "cost":
+        return cheapest
+    if strategy == "latency":
+        pool = list(options)
+    elif strategy == "default":
+        bound = cheapest.predicted_cost_usd * (1.0 + max_cost_overhead)
+        pool = [o for o in options if o.predicted_cost_usd <= bound + 1e-12]
+    else:
+        raise ValueError(f"unknown plan strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    return min(pool, key=lambda o: (round(o.predicted_wall_s, 6), o.segments))
+
+
+def plan_job(
+    pts: Sequence[int],
+    *,
+    seconds_per_frame: float,
+    policy: SegmentPolicy,
+    capacity: WorkerCapacity,
+    latency: LatencyModel,
+    pricing: Pricing,
+    sizes: FunctionSizes,
+    strategy: Strategy = "default",
+    warm_containers: int = 0,
+) -> JobPlan:
+    """THE planning entry point: segments for the frames at `pts`, chosen by `strategy` from predicted plans."""
+    total = len(pts)
+    if total == 0:
+        raise ValueError("nothing to plan: no frames")
+    most_frames = max_frames_per_segment(seconds_per_frame, policy, capacity.timeout_s)
+    predicted: list[PlanChoice] = []
+    for count in candidate_counts(total, most_frames, policy.min_frames, capacity.concurrency):
+        sizes_ = balanced_sizes(total, count)
+        sim = simulate(
+            sizes_,
+            seconds_per_frame=seconds_per_frame,
+            concurrency=capacity.concurrency,
+            latency=latency,
+            warm_containers=warm_containers,
+            warm_functions=warm_containers > 0,
+        )
+        predicted.append(
+            PlanChoice(
+                strategy="",
+                arch=sizes.architecture,
+                concurrency=capacity.concurrency,
+                segments=count,
+                frames_per_segment=sizes_[0],
+                predicted_wall_s=round(sim.wall_s, 3),
+                predicted_cost_usd=round(job_cost_usd(sim, sizes, pricing), 6),
+                seconds_per_frame=round(seconds_per_frame, 6),
+            )
+        )
+    options = {
+        name: dataclasses.replace(choose(predicted, name, policy.max_cost_overhead), strategy=name)
+        for name in STRATEGIES
+    }
+    chosen = options[strategy]
+    return JobPlan(chosen=chosen, segments=split_segments(pts, chosen.segments, policy.context_frames), options=options)

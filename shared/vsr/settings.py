@@ -9,6 +9,7 @@ never typed twice. Tests and the local runtime may override values with `VSR_SET
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +38,129 @@ class FunctionSettings:
     memory_mb: int
     ephemeral_storage_mb: int
     reserved_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """How a job is cut into segments (see vsr.planning)."""
+
+    work_budget_fraction: float  # of the worker timeout one segment may use (headroom for slow containers)
+    min_frames: int  # floor: a segment shorter than this costs more in fixed overhead than it saves
+    max_frames: int
+    context_frames: int  # decoded before a segment's first frame, not output
+    max_cost_overhead: float  # the default plan may cost this fraction more than the cheapest one
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> SegmentPolicy:
+        return cls(
+            work_budget_fraction=float(raw["work_budget_fraction"]),
+            min_frames=int(raw["min_frames"]),
+            max_frames=int(raw["max_frames"]),
+            context_frames=int(raw["context_frames"]),
+            max_cost_overhead=float(raw["max_cost_overhead"]),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerCapacity:
+    """What one worker invocation computes: vCPUs from its memory, sustained GFLOP/s per vCPU."""
+
+    vcpus: float
+    gflops_per_vcpu: float
+    memory_mb: int
+    timeout_s: int
+    concurrency: int  # executions at once: min(reserved concurrency, event source maximum concurrency)
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Fixed and per-frame times of a job's stages; vsr.simulation plays a plan through them.
+
+    docs/planning.md says which were measured here and which are assumptions about Lambda.
+    """
+
+    s3_event_s: float  # upload finished -> ingest message visible
+    ingest_cold_start_s: float
+    probe_s: float
+    enqueue_s_per_segment: float
+    sqs_poll_s: float  # message visible -> an idle poller picks it up
+    scaling_initial_concurrency: int  # SQS event source: concurrent batches at the start
+    scaling_per_minute: int  # ... and how many more it adds per minute
+    worker_cold_start_s: float  # package init, model download, ONNX Runtime session
+    worker_warm_start_s: float
+    segment_setup_s: float  # seek to the keyframe, decode context frames, open the encoder, first keyframe
+    frame_overhead_fraction: float  # decode + colour conversion + encode beyond inference, per frame
+    segment_upload_s: float
+    bookkeeping_s: float  # the job counter update and the message delete
+    stream_s: float  # last count -> assembly invoked through the DynamoDB stream
+    assembly_cold_start_s: float
+    assembly_s_per_frame: float  # packet remux and upload
+    assembly_fixed_s: float  # lease, plan and probe reads, audio, report
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> LatencyModel:
+        fields_ = {f: raw[f] for f in cls.__dataclass_fields__}
+        return cls(**{k: (int(v) if k.startswith("scaling_") else float(v)) for k, v in fields_.items()})
+
+    def replace(self, **changes: float) -> LatencyModel:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """AWS list prices (USD, us-east-1) and request counts per segment; they change: see README's Cost."""
+
+    lambda_gb_s: dict[str, float]
+    lambda_request: float
+    sqs_request: float
+    dynamodb_write: float
+    dynamodb_read: float
+    s3_put: float
+    s3_get: float
+    kms_request: float
+    s3_gets_per_segment: int
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Pricing:
+        values = {f: raw[f] for f in cls.__dataclass_fields__}
+        values["lambda_gb_s"] = {arch: float(price) for arch, price in raw["lambda_gb_s"].items()}
+        values["s3_gets_per_segment"] = int(raw["s3_gets_per_segment"])
+        return cls(**{k: (v if isinstance(v, dict | int) else float(v)) for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be; ingest (and `vsr plan`) refuse anything outside with a user-facing reason."""
+
+    max_input_bytes: int
+    max_duration_s: float
+    max_frames: int
+    max_input_pixels: int
+    max_output_pixels: int
+    allowed_formats: tuple[str, ...]
+    max_job_cost_usd: float
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Limits:
+        return cls(
+            max_input_bytes=int(raw["max_input_bytes"]),
+            max_duration_s=float(raw["max_duration_s"]),
+            max_frames=int(raw["max_frames"]),
+            max_input_pixels=int(raw["max_input_pixels"]),
+            max_output_pixels=int(raw["max_output_pixels"]),
+            allowed_formats=tuple(raw["allowed_formats"]),
+            max_job_cost_usd=float(raw["max_job_cost_usd"]),
+        )
+
+
+@dataclass(frozen=True)
+class FunctionSizes:
+    """Memory of the three functions (what Lambda bills by) and the deployed architecture."""
+
+    architecture: str
+    ingest_mb: int
+    worker_mb: int
+    assemble_mb: int
 
 
 @dataclass(frozen=True)
@@ -94,12 +218,45 @@ class Settings:
 
     # --- segment planning --------------------------------------------------------------------------
     @property
-    def segments(self) -> dict[str, Any]:
-        return dict(self.raw["segments"])
+    def architecture(self) -> str:
+        """The Lambda architecture prices are read for (Terraform passes its `architecture` variable here)."""
+        return str(self.raw["architecture"])
+
+    @property
+    def segment_policy(self) -> SegmentPolicy:
+        return SegmentPolicy.from_raw(self.raw["segments"])
 
     def worker_vcpus(self) -> float:
         seg = self.raw["segments"]
         return min(float(seg["max_vcpus"]), self.function("worker").memory_mb / float(seg["mb_per_vcpu"]))
+
+    @property
+    def worker_capacity(self) -> WorkerCapacity:
+        worker = self.function("worker")
+        return WorkerCapacity(
+            vcpus=self.worker_vcpus(),
+            gflops_per_vcpu=float(self.raw["segments"]["gflops_per_vcpu"]),
+            memory_mb=worker.memory_mb,
+            timeout_s=worker.timeout_s,
+            concurrency=min(self.worker_reserved_concurrency, self.worker_max_concurrency),
+        )
+
+    @property
+    def latency(self) -> LatencyModel:
+        return LatencyModel.from_raw(self.raw["latency"])
+
+    @property
+    def pricing(self) -> Pricing:
+        return Pricing.from_raw(self.raw["pricing"])
+
+    @property
+    def function_sizes(self) -> FunctionSizes:
+        return FunctionSizes(
+            architecture=self.architecture,
+            ingest_mb=self.function("ingest").memory_mb,
+            worker_mb=self.function("worker").memory_mb,
+            assemble_mb=self.function("assemble").memory_mb,
+        )
 
     # --- encoding, limits, jobs --------------------------------------------------------------------
     @property
@@ -107,8 +264,8 @@ class Settings:
         return dict(self.raw["encode"])
 
     @property
-    def limits(self) -> dict[str, Any]:
-        return dict(self.raw["limits"])
+    def limits(self) -> Limits:
+        return Limits.from_raw(self.raw["limits"])
 
     @property
     def job_ttl_s(self) -> int:

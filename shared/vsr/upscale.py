@@ -1,6 +1,6 @@
 """`vsr upscale`: one video on this machine, through the same code path as the serverless workers.
 
-probe -> plan segments (the ingest Lambda's planner unless --segment-frames) -> process_segment per
+probe -> plan segments (the ingest Lambda's planner, vsr.admission.plan_for, unless --segment-frames) -> process_segment per
 segment into a temporary folder -> join_segments into the output MP4 (written atomically).
 """
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vsr.admission import ModelCost, plan_for
 from vsr.errors import InputError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
@@ -27,12 +28,13 @@ log = get_logger(__name__)
 
 
 def plan(info: VideoInfo, model: Any, segment_frames: int | None) -> list[Segment]:
-    """Segments as the ingest Lambda plans them (same function), or of a fixed size when asked."""
+    """Segments by the one planner ingest uses (the cheapest plan: one machine runs them in turn), or of a
+    fixed size when asked."""
+    settings = get_settings()
     if segment_frames:
-        return plan_segments(info.pts, segment_frames, int(get_settings().segments["context_frames"]))
-    from vsr.pipeline.ingest import plan as ingest_plan  # the one planner shared with the Lambda
-
-    return ingest_plan(info.width, info.height, info.pts, model)
+        return plan_segments(info.pts, segment_frames, settings.segment_policy.context_frames)
+    cost = ModelCost(name=model.name, scale=model.scale, macs_per_input_pixel=model.macs_per_input_pixel)
+    return plan_for(info, cost, settings, "cost", concurrency=1).segments
 
 
 def upscale_file(

@@ -78,7 +78,7 @@ MEDIA_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def allowed_formats() -> list[str]:
-    return list(get_settings().limits["allowed_formats"])
+    return list(get_settings().limits.allowed_formats)
 
 
 def input_size(source: Source) -> int:

@@ -7,9 +7,11 @@ Per object:
    that created it died before enqueuing everything: finish enqueuing (segment messages are idempotent).
 2. probe the object in place through `S3RangeReader` (no download) and validate it against settings limits.
    Bad input -> a FAILED job with the user-facing reason; the message is acked (never retried).
-3. plan segments from the model's cost (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`) and the worker's
-   vCPUs and timeout, write probe and plan to the work bucket, create the job QUEUED, send one message per
-   segment (SendMessageBatch), mark it PROCESSING.
+3. plan segments (vsr.admission.plan_for -> vsr.planning.plan_job) from the model's cost
+   (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`), the worker's capacity and concurrency, the latency model and
+   prices, by the strategy the upload's `vsr-plan` metadata asks for; refuse a job whose predicted cost is
+   over `limits.max_job_cost_usd`; write probe and plan to the work bucket, create the job QUEUED with the
+   chosen plan's predictions, send one message per segment (SendMessageBatch), mark it PROCESSING.
 
 Transient failures (throttling, network, misconfiguration) are reported as batch item failures, so SQS
 redelivers the event and, past maxReceiveCount, the ingest DLQ keeps it (`vsr redrive`).
@@ -18,10 +20,10 @@ redelivers the event and, past maxReceiveCount, the ingest DLQ keeps it (`vsr re
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from typing import Any
 
 from vsr import logs
+from vsr.admission import check_cost, check_limits, plan_for, probe_summary, requested_strategy
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
@@ -31,9 +33,9 @@ from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
-from vsr.pipeline.modelstore import ModelRef, configured_model
-from vsr.planning import Segment, frames_per_segment, plan_segments, seconds_per_frame
-from vsr.settings import get_settings
+from vsr.pipeline.modelstore import configured_model
+from vsr.planning import Segment
+from vsr.settings import Limits, get_settings
 
 log = get_logger(__name__)
 
@@ -78,13 +80,15 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()
-        info = _probe(obj)
+        info, metadata = _probe(obj, settings.limits)
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
-        validate(info, model.scale, settings.limits)
-        segments = plan(info.width, info.height, info.pts, model)
-        if not segments:  # a job with nothing to count would never reach remaining == 0
+        strategy = requested_strategy(metadata)
+        check_limits(info, model.scale, settings.limits)
+        if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
+        job_plan = plan_for(info, model.cost, settings, strategy)
+        check_cost(job_plan.chosen, settings.limits)
     except PermanentError as exc:
         item = jobs.new_job_item(
             job_id=job_id,
@@ -101,6 +105,8 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         log.warning("ingest.rejected", code=exc.code, reason=exc.reason)
         return job_id
 
+    segments = job_plan.segments
+    log.info("ingest.planned", **job_plan.chosen.to_dict())
     artifacts.put_json(resources.work_bucket, artifacts.probe_key(job_id), info.to_dict())
     artifacts.save_plan(resources.work_bucket, job_id, segments)
     item = jobs.new_job_item(
@@ -119,6 +125,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         segment_count=len(segments),
         timings={"probe_s": probe_s},
         ingest_message_id=message_id,
+        plan=job_plan.chosen.to_dict(),
     )
     if not jobs.create_job(item, resources.table):
         # Either a concurrent duplicate created it (its message owns the enqueuing), or our own put succeeded
@@ -163,97 +170,17 @@ def _enqueue(
     log.info("ingest.enqueued", segments=len(segments))
 
 
-def _probe(obj: S3Object) -> VideoInfo:
-    limits = get_settings().limits
+def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:
+    """Probe the object in place; also returns its user metadata (from the reader's one HEAD)."""
     if obj.size == 0:
         raise EmptyInputError("the uploaded file is empty (0 bytes)")
-    if obj.size is not None and obj.size > int(limits["max_input_bytes"]):
+    if obj.size is not None and obj.size > limits.max_input_bytes:
         raise LimitExceededError(
-            f"the file is {obj.size / 1e9:.2f} GB; the limit is {int(limits['max_input_bytes']) / 1e9:.2f} GB"
+            f"the file is {obj.size / 1e9:.2f} GB; the limit is {limits.max_input_bytes / 1e9:.2f} GB"
         )
-    reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, obj.size, etag=obj.etag)
+    # No size from the event: the reader HEADs the (pinned) object, which also brings its user metadata.
+    reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, None, etag=obj.etag)
     try:
-        return probe(reader)
+        return probe(reader), reader.metadata
     finally:
         log.info("ingest.probe_read", **reader.stats())
-
-
-def validate(info: VideoInfo, scale: int, limits: dict[str, Any]) -> None:
-    """Raise LimitExceededError (a user-facing reason) if the video is outside the service's limits."""
-    if info.size_bytes > int(limits["max_input_bytes"]):
-        raise LimitExceededError(
-            f"the file is {info.size_bytes / 1e9:.2f} GB; the limit is {int(limits['max_input_bytes']) / 1e9:.2f} GB"
-        )
-    allowed = list(limits["allowed_formats"])
-    if info.format_name not in allowed:
-        raise LimitExceededError(f"container format {info.format_name!r} is not accepted")
-    duration = duration_s(info)
-    if duration > float(limits["max_duration_s"]):
-        raise LimitExceededError(
-            f"the video lasts {duration:.0f} s; the limit is {float(limits['max_duration_s']):.0f} s"
-        )
-    if info.frame_count > int(limits["max_frames"]):
-        raise LimitExceededError(f"the video has {info.frame_count} frames; the limit is {int(limits['max_frames'])}")
-    pixels = info.width * info.height
-    if pixels > int(limits["max_input_pixels"]):
-        raise LimitExceededError(
-            f"frames of {info.width}x{info.height} exceed the input limit of {int(limits['max_input_pixels'])} pixels"
-        )
-    if pixels * scale * scale > int(limits["max_output_pixels"]):
-        raise LimitExceededError(
-            f"x{scale} output of {info.width * scale}x{info.height * scale} exceeds the output limit of "
-            f"{int(limits['max_output_pixels'])} pixels"
-        )
-
-
-def duration_s(info: VideoInfo) -> float:
-    """The video's duration: container duration, or the pts span when the container does not say."""
-    if info.duration_s:
-        return float(info.duration_s)
-    if len(info.pts) >= 2:
-        step = info.pts[-1] - info.pts[-2]
-        return float(Fraction(info.pts[-1] - info.pts[0] + step) * info.time_base)
-    return 0.0
-
-
-def plan(width: int, height: int, pts: list[int], model: ModelRef) -> list[Segment]:
-    """Segments sized so each worker finishes well inside its timeout, with room for context frames."""
-    settings = get_settings()
-    seg = settings.segments
-    spf = seconds_per_frame(
-        width,
-        height,
-        macs_per_input_pixel=model.macs_per_input_pixel,
-        gflops_per_vcpu=float(seg["gflops_per_vcpu"]),
-        vcpus=settings.worker_vcpus(),
-    )
-    max_frames = frames_per_segment(
-        seconds_per_frame=spf,
-        timeout_s=settings.function("worker").timeout_s,
-        work_budget_fraction=float(seg["work_budget_fraction"]),
-        context_frames=int(seg["context_frames"]),
-        min_frames=int(seg["min_frames"]),
-        max_frames=int(seg["max_frames"]),
-    )
-    segments = plan_segments(pts, max_frames, int(seg["context_frames"]))
-    log.info("ingest.planned", seconds_per_frame=round(spf, 4), max_frames=max_frames, segments=len(segments))
-    return segments
-
-
-def probe_summary(info: VideoInfo) -> dict[str, Any]:
-    """What people and the report need; the full probe (pts table) stays in S3."""
-    rate = info.average_rate or info.base_rate
-    return {
-        "format": info.format_name,
-        "codec": info.codec,
-        "width": info.width,
-        "height": info.height,
-        "rotation": info.rotation,
-        "pix_fmt": info.pix_fmt,
-        "frames": info.frame_count,
-        "duration_s": duration_s(info),
-        "fps": f"{rate.numerator}/{rate.denominator}" if rate else None,
-        "vfr": bool(info.is_vfr),
-        "audio_streams": len(info.audio),
-        "size_bytes": info.size_bytes,
-    }

@@ -156,6 +156,7 @@ class Job:
     completed_at: float | None = None
     expires_at: int | None = None
     ingest_message_id: str | None = None
+    plan: dict[str, Any] = field(default_factory=dict)  # the chosen plan's predictions (vsr.planning.PlanChoice)
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Job:
@@ -185,6 +186,7 @@ class Job:
             completed_at=data.get("completed_at"),
             expires_at=data.get(TTL_ATTRIBUTE),
             ingest_message_id=data.get("ingest_message_id"),
+            plan=data.get("plan", {}),
         )
 
     @property
@@ -227,6 +229,7 @@ class Job:
             "updated_at": self.updated_at,
             "completed_at": self.completed_at,
             "expires_at": self.expires_at,
+            "plan": self.plan,
         }
 
 
@@ -277,6 +280,7 @@ def new_job_item(
     timings: Mapping[str, Any] | None = None,
     error: Mapping[str, Any] | None = None,
     ingest_message_id: str | None = None,
+    plan: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     if status not in (QUEUED, FAILED):
         raise ValueError(f"a job is created QUEUED or FAILED, not {status}")
@@ -300,6 +304,8 @@ def new_job_item(
         item["error"] = dict(error)
     if ingest_message_id:
         item["ingest_message_id"] = ingest_message_id
+    if plan:
+        item["plan"] = dict(plan)
     return item
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from vsr.admission import ModelCost
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, aws_retry, is_transient
 from vsr.aws.resources import ConfigurationError, Resources
@@ -48,6 +49,10 @@ class ModelRef:
 
     def to_message(self) -> dict[str, Any]:
         return {"name": self.name, "scale": self.scale, "key": self.key, "sha256": self.sha256}
+
+    @property
+    def cost(self) -> ModelCost:
+        return ModelCost(name=self.name, scale=self.scale, macs_per_input_pixel=self.macs_per_input_pixel)
 
 
 def object_metadata(name: str, scale: int, macs_per_input_pixel: int, sha256: str) -> dict[str, str]:

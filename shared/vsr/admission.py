@@ -1,0 +1,154 @@
+"""Whether a probed upload becomes a job, and with which plan: the checks ingest and `vsr plan` share.
+
+Reads settings at this edge and hands typed values to the pure planner (vsr.planning), so `vsr plan` agrees
+exactly with what ingest then does for the same file and settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, cast
+
+from vsr.errors import BadRequestError, CostLimitError, LimitExceededError
+from vsr.media.probe import VideoInfo
+from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
+from vsr.settings import Limits, Settings
+
+# S3 user metadata a user may set on an upload (`aws s3 cp --metadata vsr-plan=cost`); S3 lower-cases names.
+PLAN_METADATA_KEY = "vsr-plan"
+# What a user may ask for: the two extremes of the default cost bound.
+REQUESTABLE_STRATEGIES: tuple[Strategy, ...] = ("latency", "cost")
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What planning needs to know of a model: its scale and multiply-adds per input pixel."""
+
+    name: str
+    scale: int
+    macs_per_input_pixel: float
+
+
+def requested_strategy(metadata: Mapping[str, str] | None) -> Strategy:
+    """The plan strategy an upload asks for through its user metadata; `default` when it asks for none."""
+    value = {k.lower(): v for k, v in (metadata or {}).items()}.get(PLAN_METADATA_KEY)
+    if value is None or value.strip() == "":
+        return "default"
+    wanted = value.strip().lower()
+    if wanted not in REQUESTABLE_STRATEGIES:
+        raise BadRequestError(
+            f"the upload's metadata {PLAN_METADATA_KEY}={value!r} is not understood; use "
+            f"{' or '.join(REQUESTABLE_STRATEGIES)} (or leave it out for the default plan)"
+        )
+    return cast(Strategy, wanted)
+
+
+def duration_s(info: VideoInfo) -> float:
+    """The video's duration: container duration, or the pts span when the container does not say."""
+    if info.duration_s:
+        return float(info.duration_s)
+    if len(info.pts) >= 2:
+        step = info.pts[-1] - info.pts[-2]
+        return float(Fraction(info.pts[-1] - info.pts[0] + step) * info.time_base)
+    return 0.0
+
+
+def check_limits(info: VideoInfo, scale: int, limits: Limits) -> None:
+    """Raise LimitExceededError (a user-facing reason) if the video is outside the service's limits."""
+    if info.size_bytes > limits.max_input_bytes:
+        raise LimitExceededError(
+            f"the file is {info.size_bytes / 1e9:.2f} GB; the limit is {limits.max_input_bytes / 1e9:.2f} GB"
+        )
+    if info.format_name not in limits.allowed_formats:
+        raise LimitExceededError(f"container format {info.format_name!r} is not accepted")
+    duration = duration_s(info)
+    if duration > limits.max_duration_s:
+        raise LimitExceededError(f"the video lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s")
+    if info.frame_count > limits.max_frames:
+        raise LimitExceededError(f"the video has {info.frame_count} frames; the limit is {limits.max_frames}")
+    pixels = info.width * info.height
+    if pixels > limits.max_input_pixels:
+        raise LimitExceededError(
+            f"frames of {info.width}x{info.height} exceed the input limit of {limits.max_input_pixels} pixels"
+        )
+    if pixels * scale * scale > limits.max_output_pixels:
+        raise LimitExceededError(
+            f"x{scale} output of {info.width * scale}x{info.height * scale} exceeds the output limit of "
+            f"{limits.max_output_pixels} pixels"
+        )
+
+
+def cost_verdict(plan: PlanChoice, limits: Limits) -> str | None:
+    """None when the plan's predicted cost is within the limit, else the user-facing reason."""
+    if plan.predicted_cost_usd <= limits.max_job_cost_usd:
+        return None
+    return (
+        f"the job's predicted cost is ${plan.predicted_cost_usd:.2f} ({plan.segments} segments, "
+        f"{plan.arch}), above the limit of ${limits.max_job_cost_usd:.2f}; raise limits.max_job_cost_usd in "
+        "settings.json (or VSR_SETTINGS_OVERRIDES) to accept it, or upload a shorter or smaller video"
+    )
+
+
+def check_cost(plan: PlanChoice, limits: Limits) -> None:
+    reason = cost_verdict(plan, limits)
+    if reason:
+        raise CostLimitError(reason)
+
+
+def plan_for(
+    info: VideoInfo,
+    model: ModelCost,
+    settings: Settings,
+    strategy: Strategy = "default",
+    *,
+    concurrency: int | None = None,
+    architecture: str | None = None,
+) -> JobPlan:
+    """The job's plan from the settings (the worker's capacity, latency model and prices)."""
+    if strategy not in STRATEGIES:
+        raise BadRequestError(f"unknown plan strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    capacity = settings.worker_capacity
+    if concurrency is not None:
+        capacity = dataclasses.replace(capacity, concurrency=concurrency)
+    sizes = settings.function_sizes
+    if architecture is not None:
+        sizes = dataclasses.replace(sizes, architecture=architecture)
+    spf = seconds_per_frame(
+        info.width,
+        info.height,
+        macs_per_input_pixel=model.macs_per_input_pixel,
+        gflops_per_vcpu=capacity.gflops_per_vcpu,
+        vcpus=capacity.vcpus,
+    )
+    return plan_job(
+        info.pts,
+        seconds_per_frame=spf,
+        policy=settings.segment_policy,
+        capacity=capacity,
+        latency=settings.latency,
+        pricing=settings.pricing,
+        sizes=sizes,
+        strategy=strategy,
+    )
+
+
+def probe_summary(info: VideoInfo) -> dict[str, Any]:
+    """What people and the report need; the full probe (pts table) stays in S3."""
+    rate = info.average_rate or info.base_rate
+    return {
+        "format": info.format_name,
+        "codec": info.codec,
+        "width": info.width,
+        "height": info.height,
+        "rotation": info.rotation,
+        "pix_fmt": info.pix_fmt,
+        "frames": info.frame_count,
+        "duration_s": duration_s(info),
+        "fps": f"{rate.numerator}/{rate.denominator}" if rate else None,
+        "vfr": bool(info.is_vfr),
+        "audio_streams": len(info.audio),
+        "size_bytes": info.size_bytes,
+    }
