@@ -67,8 +67,9 @@ locals {
   # Settings the code reads at run time, re-stated through VSR_SETTINGS_OVERRIDES so a Terraform override
   # (e.g. a larger worker memory) is also what the ingest planner and the worker see.
   settings_overrides = jsonencode({
-    name_prefix = local.prefix
-    model       = { name = local.model_name }
+    name_prefix  = local.prefix
+    architecture = var.architecture
+    model        = { name = local.model_name }
     functions = {
       ingest   = local.functions.ingest
       worker   = merge(local.functions.worker, { reserved_concurrency = local.worker_reserved_concurrency })

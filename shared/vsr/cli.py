@@ -14,6 +14,7 @@ from vsr.errors import VsrError
 # command name -> "module:function"; functions take the parsed namespace and return an exit code.
 COMMANDS: dict[str, str] = {
     "upscale": "vsr.upscale:command",
+    "plan": "vsr.plan_command:command",
     "models.list": "vsr.models.registry:list_command",
     "models.convert": "vsr.models.registry:convert_command",
     "run": "vsr.local.runtime:run_command",
@@ -50,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tile", type=int, help="tile size in input pixels; 0 disables tiling")
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     up.set_defaults(command_key="upscale")
+
+    plan = sub.add_parser("plan", help="predict a job's segments, wall time and cost before uploading it")
+    plan.add_argument("input", help="input video: a local file or s3://bucket/key")
+    plan.add_argument("--concurrency", type=_positive_int, help="worker concurrency (default: settings)")
+    plan.add_argument("--arch", choices=["arm64", "x86_64"], help="Lambda architecture (default: settings)")
+    plan.add_argument("--model", help="model name (default: settings model.name)")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_endpoint(plan)
+    plan.set_defaults(command_key="plan")
 
     models = sub.add_parser("models", help="list or convert super-resolution models")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -30,6 +30,7 @@ from vsr.local.provision import resource_names
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
 from vsr.pipeline.jobs import Job
+from vsr.planning import eta_s
 
 log = get_logger(__name__)
 
@@ -154,6 +155,13 @@ def job_status(job_id: str) -> dict[str, Any] | None:
     data = job.to_dict()
     data["segments"] = segment_rows(job, dead)
     data["done_count"] = len(job.done)
+    if job.status in (jobs.QUEUED, jobs.PROCESSING) and job.plan.get("predicted_wall_s"):
+        data["eta_s"] = eta_s(
+            predicted_wall_s=float(job.plan["predicted_wall_s"]),
+            elapsed_s=time.time() - job.created_at,
+            frames_done=job.frames_done,
+            frames_total=job.frames_total,
+        )
     return data
 
 
@@ -176,6 +184,14 @@ def _print_job(data: dict[str, Any]) -> None:
     print(f"segments {data['done_count']}/{data['segment_count']} done, remaining {data['remaining']}")
     if data.get("frames_total"):
         print(f"frames   {data['frames_done']}/{data['frames_total']} upscaled")
+    if data.get("plan"):
+        plan = data["plan"]
+        print(
+            f"plan     {plan.get('strategy')}: {plan.get('segments')} segments of <= {plan.get('frames_per_segment')} "
+            f"frames, predicted {plan.get('predicted_wall_s', 0):.0f} s and ${plan.get('predicted_cost_usd', 0):.4f}"
+        )
+    if "eta_s" in data:
+        print(f"eta      {'unknown (behind plan)' if data['eta_s'] is None else format(data['eta_s'], '.0f') + ' s'}")
     if data.get("error"):
         print(f"error    {data['error'].get('reason')}")
     if data.get("output"):

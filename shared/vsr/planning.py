@@ -277,3 +277,20 @@ def plan_job(
     }
     chosen = options[strategy]
     return JobPlan(chosen=chosen, segments=split_segments(pts, chosen.segments, policy.context_frames), options=options)
+
+
+def eta_s(*, predicted_wall_s: float, elapsed_s: float, frames_done: int, frames_total: int) -> float | None:
+    """Seconds left: the plan's prediction, handed over to the measured rate as frames complete.
+
+    Weighted by the fraction done p: (1 - p) x (predicted - elapsed) + p x (elapsed x (1 - p) / p). Early on the
+    plan speaks (nothing measured yet); near the end the measured pace does. None when nothing is done yet and
+    the prediction has already passed (running late: no honest number).
+    """
+    if frames_total <= 0:
+        return None
+    done = min(max(frames_done, 0), frames_total) / frames_total
+    predicted_left = predicted_wall_s - elapsed_s
+    if done == 0.0:
+        return predicted_left if predicted_left > 0 else None
+    measured_left = elapsed_s * (1.0 - done) / done
+    return (1.0 - done) * max(predicted_left, 0.0) + done * measured_left

@@ -41,7 +41,8 @@ from vsr.local.faults import FaultPlan
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
-from vsr.settings import Settings, get_settings, load_assembly_filter
+from vsr.planning import eta_s
+from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filter
 
 log = get_logger(__name__)
 
@@ -232,6 +233,13 @@ class LocalRuntime:
                 "TMPDIR": str(tmp),  # each execution environment has its own /tmp
                 "VSR_MODEL_DIR": str(tmp / "vsr-models"),  # what Terraform sets: the model is fetched from S3
                 "PYTHONUNBUFFERED": "1",
+                # Ingest plans for the workers that exist here, as Terraform states the deployed concurrency.
+                "VSR_SETTINGS_OVERRIDES": json.dumps(
+                    deep_merge(
+                        json.loads(env.get("VSR_SETTINGS_OVERRIDES") or "{}"),
+                        {"queues": {"worker_max_concurrency": self.workers}},
+                    )
+                ),
             }
         )
         return env
@@ -416,6 +424,19 @@ def summary_line(outcome: Outcome, workers: int) -> dict[str, Any]:
     }
 
 
+def job_eta_text(job: jobs.Job, elapsed_s: float) -> str:
+    """ ", ETA 42 s" from the job's plan and measured progress; empty when there is nothing to say."""
+    if job.status not in (jobs.QUEUED, jobs.PROCESSING) or not job.plan.get("predicted_wall_s"):
+        return ""
+    left = eta_s(
+        predicted_wall_s=float(job.plan["predicted_wall_s"]),
+        elapsed_s=elapsed_s,
+        frames_done=job.frames_done,
+        frames_total=job.frames_total,
+    )
+    return ", ETA unknown (behind plan)" if left is None else f", ETA {left:.0f} s"
+
+
 class Progress:
     """One status line on stderr, rewritten in place on a terminal, one line per change otherwise."""
 
@@ -439,6 +460,7 @@ class Progress:
             retries = sum(1 for i in job.segment_errors if i not in job.done)
             if retries:
                 text += f", {retries} retrying"
+            text += job_eta_text(job, time.time() - self.started)
         if text == self._last:
             if self.tty:
                 self.stream.write(f"\r{text}  {time.time() - self.started:6.1f} s")

@@ -243,4 +243,11 @@ def build_report(
             "overhead_s": overhead,
             "overhead_fraction": overhead / billed if billed > 0 else 0.0,
         },
+        # What the planner predicted beside what happened (the assembly's own upload is not in billed_s yet).
+        "plan": {
+            **job.plan,
+            "measured_wall_s": time.time() - job.created_at,
+            "measured_billed_s": billed,
+            "measured_segments": job.segment_count,
+        },
     }

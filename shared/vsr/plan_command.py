@@ -1,0 +1,120 @@
+"""`vsr plan INPUT`: what a job would cost and how long it would take, before uploading it.
+
+Probes a local file or `s3://bucket/key` (read in place through ranged GETs, as ingest does), applies the same
+limit checks, and prints the cost, latency and default plans from the same planner ingest calls
+(vsr.admission.plan_for), so the segments shown are the segments ingest then enqueues for the same settings.
+Exit codes: 0 when the default plan would be accepted, 1 for bad input or a job over the cost limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from vsr.admission import ModelCost, check_limits, cost_verdict, duration_s, plan_for, probe_summary
+from vsr.errors import InputError, PermanentError
+from vsr.media.probe import VideoInfo, probe
+from vsr.planning import STRATEGIES, JobPlan
+from vsr.settings import Settings, get_settings
+
+
+def model_cost(name: str | None, settings: Settings) -> ModelCost:
+    """Scale and multiply-adds of a bundled or converted model, without converting or loading it."""
+    from vsr.models.registry import list_models
+
+    wanted = name or settings.model_name
+    for info in list_models():
+        if info.name == wanted:
+            return ModelCost(name=info.name, scale=info.scale, macs_per_input_pixel=info.macs_per_input_pixel)
+    available = ", ".join(m.name for m in list_models()) or "none"
+    raise InputError(f"unknown model {wanted!r}; available: {available}")
+
+
+def probe_input(location: str) -> VideoInfo:
+    """Probe a local path or s3://bucket/key (ranged reads, no download)."""
+    if location.startswith("s3://"):
+        from vsr.aws import clients
+        from vsr.aws.s3io import S3RangeReader
+
+        parsed = urlparse(location)
+        if not parsed.netloc or not parsed.path.strip("/"):
+            raise InputError(f"not an S3 object URL: {location} (expected s3://bucket/key)")
+        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")))
+    if not Path(location).is_file():
+        raise InputError(f"no such file: {location}")
+    return probe(location)
+
+
+def build(
+    location: str,
+    *,
+    settings: Settings,
+    model: str | None = None,
+    concurrency: int | None = None,
+    architecture: str | None = None,
+) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
+    cost = model_cost(model, settings)
+    info = probe_input(location)
+    check_limits(info, cost.scale, settings.limits)
+    plans = {
+        strategy: plan_for(info, cost, settings, strategy, concurrency=concurrency, architecture=architecture)
+        for strategy in STRATEGIES
+    }
+    return info, cost, plans
+
+
+def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> dict[str, Any]:
+    default = plans["default"].chosen
+    return {
+        "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
+        "plans": [plans[strategy].chosen.to_dict() for strategy in ("cost", "latency", "default")],
+        "max_job_cost_usd": settings.limits.max_job_cost_usd,
+        "accepted": cost_verdict(default, settings.limits) is None,
+        "reason": cost_verdict(default, settings.limits),
+    }
+
+
+def as_table(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> str:
+    default = plans["default"].chosen
+    lines = [
+        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} "
+        f"(x{cost.scale}), Lambda {default.arch}, {default.concurrency} workers, "
+        f"{default.seconds_per_frame:.3f} s/frame predicted",
+        f"{'plan':<8} {'segments':>8} {'frames/segment':>14} {'wall':>10} {'cost':>10}",
+    ]
+    for strategy in ("cost", "latency", "default"):
+        plan = plans[strategy].chosen
+        lines.append(
+            f"{strategy:<8} {plan.segments:>8} {plan.frames_per_segment:>14} {plan.predicted_wall_s:>9.1f}s "
+            f"{'$' + format(plan.predicted_cost_usd, '.4f'):>10}"
+        )
+    verdict = cost_verdict(default, settings.limits)
+    lines.append(f"refused: {verdict}" if verdict else f"accepted (cost limit ${settings.limits.max_job_cost_usd:.2f})")
+    return "\n".join(lines)
+
+
+def command(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.endpoint:
+        import os
+
+        from vsr.aws import clients
+
+        os.environ["VSR_ENDPOINT_URL"] = args.endpoint.rstrip("/")
+        clients.reset_clients()
+    try:
+        info, cost, plans = build(
+            args.input, settings=settings, model=args.model, concurrency=args.concurrency, architecture=args.arch
+        )
+    except PermanentError as exc:
+        print(f"vsr plan: {exc.reason}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(as_json(info, cost, plans, settings)))
+    else:
+        print(as_table(info, cost, plans, settings))
+    return 0 if cost_verdict(plans["default"].chosen, settings.limits) is None else 1
