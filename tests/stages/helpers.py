@@ -13,9 +13,10 @@ from vsr.pipeline import events, modelstore
 ANIMEVIDEO_MACS = 619_200  # field notes: realesr-animevideov3 multiply-adds per input pixel
 
 
-def upload_input(res: Resources, key: str, data: bytes) -> str:
-    """Upload to the input bucket; returns the SQS body S3 would send for it."""
-    etag = clients.s3().put_object(Bucket=res.input_bucket, Key=key, Body=data)["ETag"]
+def upload_input(res: Resources, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
+    """Upload to the input bucket (with user metadata, as `aws s3 cp --metadata`); returns the SQS body S3 would
+    send for it."""
+    etag = clients.s3().put_object(Bucket=res.input_bucket, Key=key, Body=data, Metadata=metadata or {})["ETag"]
     return events.s3_notification_body(res.input_bucket, key, etag=etag, size=len(data))
 
 
