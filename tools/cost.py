@@ -1,43 +1,30 @@
 """Estimate the AWS cost of upscaling one minute of video, from the settings and the model's cost.
 
-    python tools/cost.py [--width 640 --height 360 --fps 25] [--arch arm64|x86_64] [--model NAME] [--json]
+    python tools/cost.py [--width 640 --height 360 --fps 25] [--arch arm64|x86_64] [--model NAME]
+                         [--strategy cost|default|latency] [--json]
 
-Formula (every term printed):
+The minute is planned by the same planner ingest uses (vsr.planning.plan_job) and played through the same
+pipeline model (vsr.simulation), so every term comes from settings.json:
     inference FLOPs / minute = fps x 60 x width x height x 2 x macs_per_input_pixel
-    worker vCPU-seconds      = FLOPs / (gflops_per_vcpu x 1e9)          (settings: segments.gflops_per_vcpu)
-    worker GB-seconds        = vCPU-seconds / vcpus x memory_GB         (vcpus = min(max_vcpus, memory / mb_per_vcpu))
-    + decode/encode overhead, ingest and assembly, requests (Lambda, SQS, DynamoDB, S3, KMS).
+    seconds per frame        = FLOPs per frame / (gflops_per_vcpu x 1e9 x vcpus)   (segments.*)
+    worker billed seconds    = per segment: cold or warm start + setup + frames x s/frame x (1 + overhead)
+                               + upload + bookkeeping                               (latency.*)
+    Lambda GB-s x price      + ingest and assembly, requests (Lambda, SQS, DynamoDB, S3, KMS)   (pricing.*)
 Prices are AWS list prices for us-east-1 (no free tier); they change: check https://aws.amazon.com/lambda/pricing/.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vsr.planning import frames_per_segment, seconds_per_frame
+from vsr.planning import STRATEGIES, balanced_sizes, job_cost_usd, plan_job, seconds_per_frame
 from vsr.settings import Settings, get_settings
-
-# us-east-1 list prices (USD), checked 2025: Lambda per GB-second by architecture and per request,
-# SQS standard per request, DynamoDB on-demand per write/read request unit, S3 Standard PUT/GET, KMS request.
-LAMBDA_GB_S = {"arm64": 0.0000133334, "x86_64": 0.0000166667}
-LAMBDA_REQUEST = 0.20 / 1e6
-SQS_REQUEST = 0.40 / 1e6
-DDB_WRITE = 1.25 / 1e6
-DDB_READ = 0.25 / 1e6
-S3_PUT = 0.005 / 1000
-S3_GET = 0.0004 / 1000
-KMS_REQUEST = 0.03 / 10000
-# Assumptions for what is not inference (measured locally: decode + encode are a few % of inference time for
-# animevideov3; see `make bench-pipeline`). Kept explicit so the estimate is easy to challenge.
-WORKER_OVERHEAD_FRACTION = 0.10  # decode, colour conversion, encode, upload, cold start share
-INGEST_SECONDS = 5.0  # one probe per job (ranged GETs, demux pass)
-ASSEMBLY_SECONDS_PER_MINUTE = 10.0  # packet remux of the segments + audio copy, upload
-S3_GETS_PER_SEGMENT = 40  # ranged 1 MiB reads of the source window + probe + model (warm containers skip it)
+from vsr.simulation import simulate
 
 
 @dataclass(frozen=True)
@@ -59,6 +46,7 @@ class Estimate:
     lambda_compute_usd: float
     requests_usd: float
     total_usd: float
+    predicted_wall_s: float
 
 
 def model_macs(name: str) -> int:
@@ -71,41 +59,44 @@ def model_macs(name: str) -> int:
 
 
 def estimate(
-    width: int, height: int, fps: float, arch: str, macs: int, model: str, settings: Settings | None = None
+    width: int,
+    height: int,
+    fps: float,
+    arch: str,
+    macs: int,
+    model: str,
+    settings: Settings | None = None,
+    strategy: str = "cost",
 ) -> Estimate:
     s = settings or get_settings()
-    seg = s.segments
-    vcpus = s.worker_vcpus()
+    capacity = s.worker_capacity
+    sizes = dataclasses.replace(s.function_sizes, architecture=arch)
     frames = round(fps * 60)
     per_frame = seconds_per_frame(
-        width, height, macs_per_input_pixel=macs, gflops_per_vcpu=float(seg["gflops_per_vcpu"]), vcpus=vcpus
+        width, height, macs_per_input_pixel=macs, gflops_per_vcpu=capacity.gflops_per_vcpu, vcpus=capacity.vcpus
     )
-    worker = s.function("worker")
-    per_segment = frames_per_segment(
+    plan = plan_job(
+        range(frames),
         seconds_per_frame=per_frame,
-        timeout_s=worker.timeout_s,
-        work_budget_fraction=float(seg["work_budget_fraction"]),
-        context_frames=int(seg["context_frames"]),
-        min_frames=int(seg["min_frames"]),
-        max_frames=int(seg["max_frames"]),
+        policy=s.segment_policy,
+        capacity=capacity,
+        latency=s.latency,
+        pricing=s.pricing,
+        sizes=sizes,
+        strategy=strategy,  # type: ignore[arg-type]
+    ).chosen
+    sim = simulate(
+        balanced_sizes(frames, plan.segments),
+        seconds_per_frame=per_frame,
+        concurrency=capacity.concurrency,
+        latency=s.latency,
     )
-    segments = math.ceil(frames / per_segment)
-    worker_seconds = frames * per_frame * (1 + WORKER_OVERHEAD_FRACTION)
-    worker_gb_s = worker_seconds * worker.memory_mb / 1024
+    worker_gb_s = sim.worker_billed_s * s.function("worker").memory_mb / 1024
     other_gb_s = (
-        INGEST_SECONDS * s.function("ingest").memory_mb / 1024
-        + ASSEMBLY_SECONDS_PER_MINUTE * s.function("assemble").memory_mb / 1024
-    )
-    compute = (worker_gb_s + other_gb_s) * LAMBDA_GB_S[arch]
-    requests = (
-        (segments + 2) * LAMBDA_REQUEST
-        + (segments * 3 + 3) * SQS_REQUEST  # send, receive, delete (+ visibility extensions, ignored)
-        + (segments * 2 + 6) * DDB_WRITE  # job item, one update per segment, lease, complete
-        + (segments + 4) * DDB_READ
-        + (segments + 6) * S3_PUT
-        + (segments * (S3_GETS_PER_SEGMENT + 1)) * S3_GET
-        + (segments * 6 + 10) * KMS_REQUEST  # bucket keys keep this small
-    )
+        sim.ingest_billed_s * s.function("ingest").memory_mb + sim.assembly_billed_s * s.function("assemble").memory_mb
+    ) / 1024
+    compute = (worker_gb_s + other_gb_s) * s.pricing.lambda_gb_s[arch]
+    total = job_cost_usd(sim, sizes, s.pricing)
     return Estimate(
         arch=arch,
         width=width,
@@ -115,15 +106,16 @@ def estimate(
         macs_per_input_pixel=macs,
         frames=frames,
         tflop=frames * width * height * 2 * macs / 1e12,
-        vcpus=vcpus,
+        vcpus=capacity.vcpus,
         seconds_per_frame=per_frame,
-        frames_per_segment=per_segment,
-        segments=segments,
+        frames_per_segment=plan.frames_per_segment,
+        segments=plan.segments,
         worker_gb_s=worker_gb_s,
         other_gb_s=other_gb_s,
         lambda_compute_usd=compute,
-        requests_usd=requests,
-        total_usd=compute + requests,
+        requests_usd=total - compute,
+        total_usd=total,
+        predicted_wall_s=plan.predicted_wall_s,
     )
 
 
@@ -139,6 +131,7 @@ def describe(e: Estimate) -> str:
             f"  Lambda compute           ${e.lambda_compute_usd:.3f}",
             f"  requests (Lambda, SQS, DynamoDB, S3, KMS)  ${e.requests_usd:.4f}",
             f"  total per minute of video  ${e.total_usd:.2f}",
+            f"  predicted job wall time    {e.predicted_wall_s:,.0f} s",
         ]
     )
 
@@ -148,14 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=float, default=25.0)
-    parser.add_argument("--arch", choices=sorted(LAMBDA_GB_S), default="arm64")
+    parser.add_argument("--arch", choices=sorted(get_settings().pricing.lambda_gb_s), default=None)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="cost", help="plan strategy (default: cost)")
     parser.add_argument("--model", help="model name (default: settings model.name)")
     parser.add_argument("--macs", type=int, help="multiply-adds per input pixel (default: from the model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = args.model or get_settings().model_name
     macs = args.macs or model_macs(model)
-    result = estimate(args.width, args.height, args.fps, args.arch, macs, model)
+    arch = args.arch or get_settings().architecture
+    result = estimate(args.width, args.height, args.fps, arch, macs, model, strategy=args.strategy)
     output: Any = json.dumps(asdict(result)) if args.json else describe(result)
     print(output)
     return 0
