@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -49,11 +48,11 @@ def test_vsr_run_completes_and_prints_one_json_line(clips: dict[str, Path], tmp_
     assert "segments" in stderr  # the progress display
 
 
-def test_vsr_run_bad_input_fails_fast_with_reason(clips: dict[str, Path], tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_vsr_run_bad_input_fails_with_reason_before_any_segment(clips: dict[str, Path], tmp_path: Path) -> None:
     code, summary, stderr = _vsr_run(clips["not_a_video"], tmp_path / "out")
     assert code == 1, stderr[-3000:]
     assert summary["status"] == "FAILED" and summary["output"] is None
     assert "video" in summary["error"].lower()
-    assert summary["timings"]["wall_s"] < 15  # from upload to FAILED
-    assert time.monotonic() - started < 60  # including interpreter, moto and container start-up
+    # failed at ingest, once: no segment was planned, so no worker ever ran (no retry: tests/pipeline/test_failures)
+    assert summary["segments"] == 0 and summary["frames"] == 0
+    assert summary["timings"]["stages"]["ingest_s"] > 0

@@ -168,11 +168,9 @@ def test_not_a_video_fails_once_with_reason_no_retry_no_dlq(aws: Any, clips: dic
         started = time.time()
         job_id = runtime.submit(source)
         outcome = runtime.wait(job_id, started=started, timeout_s=30)
-        elapsed = time.time() - started
         assert outcome.status == jobs.FAILED
         assert outcome.job is not None and outcome.job.status == jobs.FAILED  # the record itself says FAILED
         assert "video" in outcome.error.lower(), outcome.error
-        assert elapsed < 15
         wait_for(lambda: _depth(r.ingest_queue_url) == 0, 30, "the ingest message to be deleted")
         assert ingest.invocations - invocations_before == 1  # no retry
         assert _depth(r.ingest_dlq_url) == 0 and _depth(r.segment_queue_url) == 0

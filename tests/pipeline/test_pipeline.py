@@ -52,7 +52,12 @@ def test_carphone_exact_frames_and_timestamps(aws: Any, clips: dict[str, Path], 
     width, height, frames = video_size(outcome.output)
     assert (width, height, frames) == (176 * 2, 144 * 2, 120)
     report = json.loads(outcome.report.read_text())
-    assert report  # the JSON report travels beside the output
+    # the plan ingest chose, for the workers this runtime has, beside what was measured
+    plan = report["plan"]
+    assert plan["strategy"] == "default" and plan["segments"] == 4 and plan["frames_per_segment"] == 30
+    assert plan["concurrency"] == runtime.workers
+    assert plan["predicted_wall_s"] > 0 and plan["predicted_cost_usd"] > 0 and plan["measured_wall_s"] > 0
+    assert job.plan == {k: v for k, v in plan.items() if not k.startswith("measured_")}
 
 
 def test_audio_identical_and_duplicate_s3_event_gives_one_job(aws: Any, clips: dict[str, Path], tmp_path: Path) -> None:
