@@ -146,7 +146,7 @@ def test_failed_is_terminal_and_stops_counting(resources: Resources) -> None:
 
 def test_lease_is_exclusive_retakable_and_completes_once(resources: Resources) -> None:
     _create("j1", segments=1)
-    assert not jobs.acquire_assembly_lease("j1", "a")  # segments still missing
+    assert not jobs.acquire_assembly_lease("j1", "a", lease_s=600)  # segments still missing
     assert jobs.mark_segment_done("j1", 0, {}, 1)
     assert jobs.acquire_assembly_lease("j1", "a", lease_s=600)
     assert not jobs.acquire_assembly_lease("j1", "b", lease_s=600)  # live lease held by a
@@ -187,3 +187,47 @@ def test_job_to_dict_is_json(resources: Resources, status: str) -> None:
     job = jobs.get_job("j2")
     assert job is not None
     assert json.loads(json.dumps(job.to_dict()))["error"]["code"] == "not_a_video"
+
+
+# --- the state machine --------------------------------------------------------------------------------------
+def _statuses_in(update: jobs.Update) -> set[str]:
+    return {value for name, value in update.values.items() if name.startswith(":st")}
+
+
+def test_the_listed_transitions_are_the_whole_state_machine() -> None:
+    S = jobs.Status
+    assert set(jobs.TRANSITIONS) == {
+        (S.QUEUED, S.PROCESSING),
+        (S.QUEUED, S.ASSEMBLING),
+        (S.PROCESSING, S.ASSEMBLING),
+        (S.ASSEMBLING, S.ASSEMBLING),
+        (S.ASSEMBLING, S.COMPLETE),
+        (S.QUEUED, S.FAILED),
+        (S.PROCESSING, S.FAILED),
+        (S.ASSEMBLING, S.FAILED),
+    }
+    for terminal in (S.COMPLETE, S.FAILED):  # nothing leaves a terminal status
+        assert not any(jobs.allowed(terminal, target) for target in S)
+    assert not jobs.allowed(S.PROCESSING, S.QUEUED) and not jobs.allowed(S.QUEUED, S.COMPLETE)
+
+
+def test_each_builder_admits_exactly_the_listed_sources_of_its_target() -> None:
+    S = jobs.Status
+    builders = {
+        S.PROCESSING: jobs.mark_processing_update(1.0, {}),
+        S.ASSEMBLING: jobs.lease_update("a", 1.0, 60),
+        S.COMPLETE: jobs.complete_update("a", {"key": "k"}, {}, 1.0),
+        S.FAILED: jobs.fail_update({"code": "x", "reason": "y"}, 1.0),
+    }
+    for target, update in builders.items():
+        assert _statuses_in(update) == set(jobs.sources_of(target)), target
+    # counting and progress never move the status, and only while the job runs
+    for update in (jobs.segment_done_update(0, {}, 1, 1.0), jobs.segment_progress_update(0, 1, 1.0)):
+        assert _statuses_in(update) == {S.QUEUED, S.PROCESSING}
+        assert "#status =" not in update.update
+
+
+def test_status_is_a_string_on_the_wire() -> None:
+    item = jobs.new_job_item(job_id="j", status=jobs.QUEUED, input_ref={}, now=1.0, ttl_s=10)
+    assert jobs.serialize(item)["status"] == {"S": "QUEUED"}
+    assert jobs.Job.from_item(jobs.serialize(item)).status == jobs.Status.QUEUED == "QUEUED"

@@ -156,3 +156,25 @@ def aws_retry(attempts: int = 4, max_wait_s: float = 5.0) -> Callable[[Callable[
 def as_transient(exc: BaseException, what: str) -> TransientError:
     """Wrap an AWS failure that outlived the retries so the stage reports it as retryable."""
     return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def call(
+    what: str,
+    operation: Callable[[], T],
+    *,
+    on_error: Callable[[Exception], Exception | None] | None = None,
+) -> T:
+    """Run one AWS operation with `aws_retry`; what outlives the retries becomes one of our errors.
+
+    `on_error` may map a failure to a specific error (a missing object, a configuration problem) or return None;
+    otherwise a transient failure becomes a TransientError naming `what`, and anything else is re-raised as is.
+    """
+    try:
+        return aws_retry()(operation)()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        mapped = on_error(exc) if on_error else None
+        if mapped is not None:
+            raise mapped from exc
+        if is_transient(exc):
+            raise as_transient(exc, what) from exc
+        raise

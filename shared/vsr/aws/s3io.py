@@ -18,9 +18,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-import botocore.exceptions
-
-from vsr.aws.clients import as_transient, aws_retry, error_code, http_status, is_transient
+from vsr.aws import clients
+from vsr.aws.clients import error_code, http_status
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
 
@@ -39,13 +38,14 @@ class InputMissingError(PermanentError):
     code = "input_missing"
 
 
-def _classify(exc: botocore.exceptions.ClientError, bucket: str, key: str) -> Exception:
+def _classify(exc: Exception, bucket: str, key: str) -> Exception | None:
+    """The user's input changed or vanished (permanent); None leaves the error to clients.call."""
     code, status = error_code(exc), http_status(exc)
     if code == "PreconditionFailed" or status == 412:
         return InputChangedError(f"s3://{bucket}/{key} was replaced while it was being read")
     if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or status == 404:
         return InputMissingError(f"s3://{bucket}/{key} does not exist (deleted after upload?)")
-    return exc
+    return None
 
 
 class S3RangeReader(io.RawIOBase):
@@ -96,15 +96,13 @@ class S3RangeReader(io.RawIOBase):
         return pin
 
     def _head_size(self) -> int:
-        @aws_retry()
         def head() -> dict[str, Any]:
             self.requests += 1
             return self._client.head_object(Bucket=self.bucket, Key=self.key, **self._pin())
 
-        try:
-            response = head()
-        except botocore.exceptions.ClientError as exc:
-            raise _classify(exc, self.bucket, self.key) from exc
+        response = clients.call(
+            f"HEAD s3://{self.bucket}/{self.key}", head, on_error=lambda exc: _classify(exc, self.bucket, self.key)
+        )
         self.metadata = dict(response.get("Metadata") or {})
         return int(response["ContentLength"])
 
@@ -113,7 +111,6 @@ class S3RangeReader(io.RawIOBase):
         start = index * self.block_size
         end = min(self.size, start + count * self.block_size) - 1
 
-        @aws_retry()
         def get() -> bytes:
             self.requests += 1
             response = self._client.get_object(
@@ -122,13 +119,9 @@ class S3RangeReader(io.RawIOBase):
             # reading the body is inside the retry: a stream that breaks mid-block is retried as a whole
             return bytes(response["Body"].read())
 
-        try:
-            data = get()
-        except botocore.exceptions.ClientError as exc:
-            classified = _classify(exc, self.bucket, self.key)
-            if classified is exc and is_transient(exc):
-                raise as_transient(exc, f"ranged GET s3://{self.bucket}/{self.key}") from exc
-            raise classified from exc
+        data = clients.call(
+            f"ranged GET s3://{self.bucket}/{self.key}", get, on_error=lambda exc: _classify(exc, self.bucket, self.key)
+        )
         if len(data) != end - start + 1:
             raise InputChangedError(
                 f"s3://{self.bucket}/{self.key}: expected {end - start + 1} bytes at {start}, got {len(data)}"

@@ -16,14 +16,14 @@ import json
 import os
 import posixpath
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 
 from vsr.aws import clients
-from vsr.aws.clients import as_transient, aws_retry, error_code, is_transient
+from vsr.aws.clients import as_transient, error_code, is_transient
 from vsr.errors import PermanentError
 from vsr.planning import Segment
 
@@ -66,36 +66,33 @@ def output_keys(input_key: str, scale: int) -> tuple[str, str]:
     return f"{base}.mp4", f"{base}.json"
 
 
-def _wrap(what: str, exc: Exception) -> Exception:
-    if isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-        return ArtifactMissingError(f"{what}: object not found")
-    if is_transient(exc):
-        return as_transient(exc, what)
-    return exc
+def _missing(what: str) -> Callable[[Exception], Exception | None]:
+    """Map "no such key" to ArtifactMissingError (permanent for the caller to judge); leave the rest to call()."""
+
+    def classify(exc: Exception) -> Exception | None:
+        if isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return ArtifactMissingError(f"{what}: object not found")
+        return None
+
+    return classify
 
 
 def put_json(bucket: str, key: str, data: Any) -> None:
     body = json.dumps(data, separators=(",", ":")).encode()
-
-    @aws_retry()
-    def put() -> None:
-        clients.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-
-    try:
-        put()
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise _wrap(f"put s3://{bucket}/{key}", exc) from exc
+    what = f"put s3://{bucket}/{key}"
+    clients.call(
+        what,
+        lambda: clients.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json"),
+        on_error=_missing(what),
+    )
 
 
 def get_json(bucket: str, key: str) -> Any:
-    @aws_retry()
-    def get() -> bytes:
-        return bytes(clients.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
-
-    try:
-        return json.loads(get())
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise _wrap(f"get s3://{bucket}/{key}", exc) from exc
+    what = f"get s3://{bucket}/{key}"
+    body = clients.call(
+        what, lambda: bytes(clients.s3().get_object(Bucket=bucket, Key=key)["Body"].read()), on_error=_missing(what)
+    )
+    return json.loads(body)
 
 
 def save_plan(bucket: str, job_id: str, segments: Sequence[Segment]) -> str:
@@ -117,24 +114,23 @@ def upload_file(
         extra["Metadata"] = dict(metadata)
     if content_type:
         extra["ContentType"] = content_type
+    what = f"upload s3://{bucket}/{key}"
 
-    @aws_retry()
     def upload() -> None:
         # upload_file switches to multipart for large files (the output of a long video)
-        clients.s3().upload_file(str(path), bucket, key, ExtraArgs=extra or None)
-
-    try:
-        upload()
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, OSError) as exc:
-        if isinstance(exc, OSError) and not is_transient(exc):
+        try:
+            clients.s3().upload_file(str(path), bucket, key, ExtraArgs=extra or None)
+        except OSError as exc:  # a broken connection inside the transfer manager: worth a retry
+            if is_transient(exc):
+                raise as_transient(exc, what) from exc
             raise
-        raise _wrap(f"upload s3://{bucket}/{key}", exc) from exc
+
+    clients.call(what, upload, on_error=_missing(what))
 
 
 def download_file(bucket: str, key: str, path: Path) -> dict[str, str]:
     """Download one object to `path`; returns its user metadata."""
 
-    @aws_retry()
     def download() -> dict[str, str]:
         response = clients.s3().get_object(Bucket=bucket, Key=key)
         with open(path, "wb") as handle:
@@ -142,10 +138,8 @@ def download_file(bucket: str, key: str, path: Path) -> dict[str, str]:
                 handle.write(chunk)
         return dict(response.get("Metadata", {}))
 
-    try:
-        return download()
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise _wrap(f"download s3://{bucket}/{key}", exc) from exc
+    what = f"download s3://{bucket}/{key}"
+    return clients.call(what, download, on_error=_missing(what))
 
 
 def segment_metadata(timings: Mapping[str, float], frames: int) -> dict[str, str]:
@@ -169,15 +163,12 @@ def segment_sizes(bucket: str, job_id: str) -> dict[int, int]:
     """{index: bytes} of the segments present in the work bucket (ListObjectsV2, 1000 keys per call)."""
     prefix = f"{job_prefix(job_id)}segments/"
 
-    @aws_retry()
     def listing() -> list[dict[str, Any]]:
         paginator = clients.s3().get_paginator("list_objects_v2")
         return [obj for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])]
 
-    try:
-        objects = listing()
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise _wrap(f"list s3://{bucket}/{prefix}", exc) from exc
+    what = f"list s3://{bucket}/{prefix}"
+    objects = clients.call(what, listing, on_error=_missing(what))
     sizes: dict[int, int] = {}
     for obj in objects:
         name = obj["Key"][len(prefix) :]
@@ -191,14 +182,12 @@ def delete_keys(bucket: str, keys: Sequence[str]) -> int:
     deleted = 0
     for start in range(0, len(keys), DELETE_BATCH):
         chunk = keys[start : start + DELETE_BATCH]
-
-        @aws_retry()
-        def delete(chunk: Sequence[str] = chunk) -> None:
-            clients.s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
-
-        try:
-            delete()
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _wrap(f"delete in s3://{bucket}", exc) from exc
+        objects = [{"Key": k} for k in chunk]
+        clients.call(
+            f"delete in s3://{bucket}",
+            lambda objects=objects: clients.s3().delete_objects(
+                Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+            ),
+        )
         deleted += len(chunk)
     return deleted

@@ -32,6 +32,7 @@ from vsr.media.concat import join_segments
 from vsr.media.probe import VideoInfo
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
+from vsr.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -84,7 +85,7 @@ def assemble_job(job_id: str, owner: str, resources: Resources | None = None, re
         if missing:  # the counter and the set disagree: never join with holes (only a non-atomic store could)
             log.error("assemble.counter_mismatch", missing=sorted(missing)[:20])
             return SKIPPED
-        if not jobs.acquire_assembly_lease(job_id, owner, table=res.table):
+        if not jobs.acquire_assembly_lease(job_id, owner, get_settings().assembly_lease_s, table=res.table):
             log.info("assemble.lease_held_elsewhere")
             return SKIPPED
         try:

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import botocore.exceptions
-
 from vsr.admission import ModelCost
 from vsr.aws import clients
-from vsr.aws.clients import as_transient, aws_retry, is_transient
+from vsr.aws.clients import as_transient, is_transient
 from vsr.aws.resources import ConfigurationError, Resources
 
 META_NAME = "name"
@@ -95,16 +93,16 @@ def configured_model(res: Resources) -> ModelRef:
 def _head(bucket: str, key: str) -> tuple[str, dict[str, str]]:
     """(ETag, lower-cased user metadata) of the model object."""
 
-    @aws_retry()
-    def head() -> dict[str, Any]:
-        return clients.s3().head_object(Bucket=bucket, Key=key)
-
-    try:
-        response = head()
-    except botocore.exceptions.ClientError as exc:
+    def not_readable(exc: Exception) -> Exception | None:
         if is_transient(exc):
-            raise as_transient(exc, f"head model s3://{bucket}/{key}") from exc
-        raise ConfigurationError(f"model s3://{bucket}/{key} is not readable: {exc}") from exc
+            return None  # call() reports it as transient
+        return ConfigurationError(f"model s3://{bucket}/{key} is not readable: {exc}")
+
+    response = clients.call(
+        f"head model s3://{bucket}/{key}",
+        lambda: clients.s3().head_object(Bucket=bucket, Key=key),
+        on_error=not_readable,
+    )
     meta = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
     return str(response.get("ETag", "")).strip('"'), meta
 
@@ -152,15 +150,15 @@ def ensure_local_model(bucket: str, key: str, directory: Path) -> Path:
         if not (path.is_file() and sha256 and _sha256(path) == sha256):
             partial = path.with_name(f".{path.name}.{os.getpid()}.part")
 
-            @aws_retry()
-            def download() -> None:
-                clients.s3().download_file(bucket, key, str(partial))
+            what = f"download model s3://{bucket}/{key}"
 
-            try:
-                download()
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            def transient_after_cleanup(exc: Exception) -> Exception:
                 partial.unlink(missing_ok=True)
-                raise as_transient(exc, f"download model s3://{bucket}/{key}") from exc
+                return as_transient(exc, what)  # a deployed model that cannot be read now may be readable later
+
+            clients.call(
+                what, lambda: clients.s3().download_file(bucket, key, str(partial)), on_error=transient_after_cleanup
+            )
             if sha256 and _sha256(partial) != sha256:
                 partial.unlink(missing_ok=True)
                 raise ConfigurationError(f"model s3://{bucket}/{key} does not match its recorded sha256")
