@@ -1,18 +1,20 @@
 """Lambda-like containers: one child process per concurrent execution environment, alive across invocations.
 
-Like a warm Lambda container, a child imports the function's `handler.py` once (its init phase: imports,
+Like a warm Lambda container, a child imports the function's handler once (its init phase: imports,
 cached ONNX Runtime session, downloaded model) and then serves invocations one at a time. The parent sends
 one JSON line per invocation on the child's stdin; the child answers one JSON line on a private copy of its
 original stdout (its fd 1 is pointed at stderr, the log file, so stray prints cannot corrupt the protocol).
 An invocation that outlives the function timeout gets the container killed, as Lambda does; a container that
 dies (crash, SIGKILL from a test) reports `died` and the dispatcher starts a fresh one.
 
-Run as `python -m vsr.local.containers --function NAME --handler PATH [--fault-plan JSON]` (the child side).
+Run as `python -m vsr.local.containers --function NAME --handler MODULE:FUNCTION|PATH [--fault-plan JSON]`
+(the child side).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import os
@@ -71,7 +73,7 @@ class Container:
     def __init__(
         self,
         function_name: str,
-        handler_path: Path,
+        handler: str | Path,
         *,
         timeout_s: float,
         memory_mb: int,
@@ -91,7 +93,7 @@ class Container:
             "--function",
             function_name,
             "--handler",
-            str(handler_path),
+            str(handler),
         ]
         if fault_plan_json:
             command += ["--fault-plan", fault_plan_json]
@@ -184,8 +186,13 @@ class Container:
 # --- child side ----------------------------------------------------------------------------------------
 
 
-def _load_handler(path: Path) -> Any:
-    """Import handler.py by path, as the Lambda runtime does for `handler.handler`."""
+def _load_handler(target: str) -> Any:
+    """The handler: "package.module:function" from the installed package (vsr.entrypoints), or a handler.py
+    path whose `handler` is imported the way the Lambda runtime imports `handler.handler`."""
+    if ":" in target and not target.endswith(".py"):
+        module_name, function_name = target.split(":", 1)
+        return getattr(importlib.import_module(module_name), function_name)
+    path = Path(target)
     spec = importlib.util.spec_from_file_location(f"lambda_handler_{path.parent.name}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
@@ -207,7 +214,7 @@ def _child_main(argv: list[str]) -> int:
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything printed goes to the log, never into the protocol stream
 
-    handler = _load_handler(Path(args.handler))
+    handler = _load_handler(args.handler)
     if args.fault_plan:
         from vsr.local import faults
 

@@ -4,7 +4,8 @@ What runs where:
 - moto server in this process (ThreadedMotoServer on 127.0.0.1, a free port), unless `--endpoint` names one;
 - resources created from the settings exactly as Terraform creates them (vsr.local.provision);
 - Lambda stand-ins (vsr.local.dispatch): one ingest poller, N worker pollers and one stream poller, each owning
-  a container process (vsr.local.containers) that loads `services/<fn>/handler.py` by path, like Lambda.
+  a container process (vsr.local.containers) that imports the function's handler from the installed package
+  (vsr.entrypoints, what `services/<fn>/handler.py` delegates to), so it runs outside a checkout too.
 
 Worker concurrency: Lambda runs up to the reserved concurrency, each execution with its own vCPUs
 (settings: min(max_vcpus, memory / mb_per_vcpu), about 5.8 for the worker), and the ingest planner sizes
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vsr.aws import clients
+from vsr.entrypoints import FUNCTIONS, HANDLERS
 from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
@@ -46,8 +48,6 @@ from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filte
 
 log = get_logger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SERVICES_DIR = REPO_ROOT / "services"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -56,7 +56,6 @@ FAKE_CREDENTIALS = {
 }
 POLL_S = 0.25  # how often the job record is read for progress
 DLQ_CHECK_S = 2.0  # how often the dead-letter queues are checked while a job has failing segments
-FUNCTIONS = ("ingest", "worker", "assemble")
 
 
 def usable_cpus() -> list[int]:
@@ -255,7 +254,7 @@ class LocalRuntime:
             plan = rules.to_json() if rules else None
             return Container(
                 function,
-                SERVICES_DIR / function / "handler.py",
+                HANDLERS[function],
                 timeout_s=self.settings.function(function).timeout_s,
                 memory_mb=self.settings.function(function).memory_mb,
                 env=self._container_env(function, tmp),
