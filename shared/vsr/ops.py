@@ -3,7 +3,7 @@
 Where the resources are: the names the functions use come from the same VSR_* variables Terraform sets on
 the Lambdas (`terraform output -json` lists them; export VSR_TABLE, VSR_INGEST_QUEUE_URL and
 VSR_SEGMENT_QUEUE_URL). A variable that is not set falls back to the deterministic name from
-`vsr.local.provision.resource_names()` (prefix from settings), which is what Terraform and the local runtime
+`vsr.aws.deployment` (prefix from settings), which is what Terraform and the local runtime
 create, so in the default deployment nothing needs exporting. Dead-letter queues are never configured
 separately: they are read from each source queue's RedrivePolicy, so they cannot disagree with it.
 `--endpoint URL` (or VSR_ENDPOINT_URL) points both commands at a local runtime's moto server.
@@ -24,13 +24,13 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from vsr.aws import clients
+from vsr.aws import clients, deployment
 from vsr.aws.resources import Resources
-from vsr.local.provision import resource_names
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
 from vsr.pipeline.jobs import Job
 from vsr.planning import eta_s
+from vsr.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -45,13 +45,11 @@ NOT_IMPLEMENTED_CODES = frozenset(
 # --- where things are -------------------------------------------------------------------------------------
 def _connect(endpoint: str | None) -> None:
     if endpoint:
-        from vsr.local.runtime import use_endpoint
-
-        use_endpoint(endpoint.rstrip("/"))
+        clients.use_endpoint(endpoint)
 
 
 def table_name() -> str:
-    return Resources.from_env().table or resource_names().table
+    return Resources.from_env().table or deployment.table_name(get_settings().name_prefix)
 
 
 def source_queue_url(queue: str) -> str:
@@ -59,8 +57,7 @@ def source_queue_url(queue: str) -> str:
     url = env.ingest_queue_url if queue == "ingest" else env.segment_queue_url
     if url:
         return url
-    names = resource_names()
-    name = names.ingest_queue if queue == "ingest" else names.segment_queue
+    name = deployment.queue_name(get_settings().name_prefix, "ingest" if queue == "ingest" else "segments")
     return str(clients.sqs().get_queue_url(QueueName=name)["QueueUrl"])
 
 

@@ -100,12 +100,9 @@ def as_table(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settin
 def command(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.endpoint:
-        import os
-
         from vsr.aws import clients
 
-        os.environ["VSR_ENDPOINT_URL"] = args.endpoint.rstrip("/")
-        clients.reset_clients()
+        clients.use_endpoint(args.endpoint)
     try:
         info, cost, plans = build(
             args.input, settings=settings, model=args.model, concurrency=args.concurrency, architecture=args.arch

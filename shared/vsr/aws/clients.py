@@ -65,6 +65,14 @@ _TRANSIENT_BOTOCORE = (
     botocore.exceptions.IncompleteReadError,
 )
 
+# What a local endpoint gets when no credentials are configured (moto ignores them).
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": FALLBACK_REGION,
+}
+
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, str | None], Any] = {}
 
@@ -108,6 +116,14 @@ def dynamodb() -> Any:
 
 def dynamodbstreams() -> Any:
     return client("dynamodbstreams")
+
+
+def use_endpoint(endpoint: str) -> None:
+    """Point this process's clients at a local endpoint (a moto server); moto accepts any credentials."""
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    os.environ["VSR_ENDPOINT_URL"] = endpoint.rstrip("/")
+    reset_clients()
 
 
 def reset_clients() -> None:

@@ -1,4 +1,5 @@
-"""Names of the AWS resources a stage talks to, from the environment Terraform (or `vsr run`) sets.
+"""Names of the AWS resources a stage talks to, from the environment Terraform (or `vsr run`) sets
+(the variables are the deployment contract's, vsr.aws.deployment.ENV_VARS).
 
 `Resources.from_env()` reads them in a Lambda; `Resources.to_env()` gives the same variables back so the
 local runtime can set them for the handlers it calls.
@@ -10,22 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from vsr.aws.deployment import ENV_VARS
 from vsr.errors import VsrError
-
-# field name -> environment variable
-ENV_VARS: dict[str, str] = {
-    "input_bucket": "VSR_INPUT_BUCKET",
-    "output_bucket": "VSR_OUTPUT_BUCKET",
-    "work_bucket": "VSR_WORK_BUCKET",
-    "models_bucket": "VSR_MODELS_BUCKET",
-    "ingest_queue_url": "VSR_INGEST_QUEUE_URL",
-    "segment_queue_url": "VSR_SEGMENT_QUEUE_URL",
-    "table": "VSR_TABLE",
-    "model_key": "VSR_MODEL_KEY",
-    # the model's scale and cost, from the converter's sidecar, so ingest never reads the model bucket
-    "model_scale": "VSR_MODEL_SCALE",
-    "model_macs_per_pixel": "VSR_MODEL_MACS_PER_PIXEL",
-}
 
 
 class ConfigurationError(VsrError):

@@ -1,8 +1,7 @@
 """Create the AWS resources Terraform creates, from the same settings, against any endpoint (moto locally).
 
-Resource naming lives in `resource_names()` only: Terraform (terraform/locals.tf `names`) mirrors it from the
-same `name_prefix`: buckets are `<prefix>-<role>-<account>-<region>` (bucket names are global), queues and
-the table `<prefix>-<role>`. Locally the account and region are moto's defaults.
+Resource names come from the deployment contract (vsr.aws.deployment.resource_names, which Terraform mirrors);
+locally the account and region are moto's defaults.
 Everything here is idempotent: running it against an endpoint that already has the resources converges them.
 """
 
@@ -17,6 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vsr.aws import clients
+from vsr.aws.deployment import ResourceNames, model_sidecar_key, resource_names
 from vsr.logs import get_logger
 from vsr.pipeline import jobs, modelstore
 from vsr.settings import Settings, get_settings
@@ -24,51 +24,14 @@ from vsr.settings import Settings, get_settings
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class ResourceNames:
-    input_bucket: str
-    output_bucket: str
-    work_bucket: str
-    models_bucket: str
-    ingest_queue: str
-    ingest_dlq: str
-    segment_queue: str
-    segment_dlq: str
-    assembly_failures: str
-    table: str
-    model_key: str
-    ingest_function: str
-    worker_function: str
-    assemble_function: str
-
-
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 LOCAL_REGION = "us-east-1"
 
 
-def resource_names(
-    settings: Settings | None = None, account_id: str = LOCAL_ACCOUNT_ID, region: str = LOCAL_REGION
-) -> ResourceNames:
-    """The one naming function (Terraform mirrors it in terraform/locals.tf)."""
+def local_names(settings: Settings | None = None) -> ResourceNames:
+    """The deployment contract's names for this settings' prefix and model, with moto's account and region."""
     s = settings or get_settings()
-    p = s.name_prefix
-    suffix = f"{account_id}-{region}"
-    return ResourceNames(
-        input_bucket=f"{p}-input-{suffix}",
-        output_bucket=f"{p}-output-{suffix}",
-        work_bucket=f"{p}-work-{suffix}",
-        models_bucket=f"{p}-models-{suffix}",
-        ingest_queue=f"{p}-ingest",
-        ingest_dlq=f"{p}-ingest-dlq",
-        segment_queue=f"{p}-segments",
-        segment_dlq=f"{p}-segments-dlq",
-        assembly_failures=f"{p}-assembly-failures",
-        table=f"{p}-jobs",
-        model_key=f"models/{s.model_name}.onnx",
-        ingest_function=f"{p}-ingest",
-        worker_function=f"{p}-worker",
-        assemble_function=f"{p}-assemble",
-    )
+    return resource_names(s.name_prefix, s.model_name, LOCAL_ACCOUNT_ID, LOCAL_REGION)
 
 
 @dataclass(frozen=True)
@@ -214,7 +177,7 @@ def upload_model(s3: Any, names: ResourceNames, model_path: Path, model_name: st
         )
     upload_if_changed(s3, names.models_bucket, names.model_key, model_path, metadata, "application/octet-stream")
     if sidecar.is_file():
-        sidecar_key = str(Path(names.model_key).with_suffix(".json"))
+        sidecar_key = model_sidecar_key(model_name)
         upload_if_changed(
             s3, names.models_bucket, sidecar_key, sidecar, {"sha256": _sha256(sidecar)}, "application/json"
         )
@@ -228,7 +191,7 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
     converted on first use by the model registry.
     """
     s = settings or get_settings()
-    names = resource_names(s)
+    names = local_names(s)
     s3, sqs, ddb = clients.s3(), clients.sqs(), clients.dynamodb()
 
     for bucket in (names.input_bucket, names.output_bucket, names.work_bucket, names.models_bucket):

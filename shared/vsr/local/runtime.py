@@ -48,12 +48,6 @@ from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filte
 
 log = get_logger(__name__)
 
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-}
 POLL_S = 0.25  # how often the job record is read for progress
 DLQ_CHECK_S = 2.0  # how often the dead-letter queues are checked while a job has failing segments
 
@@ -98,11 +92,8 @@ def embedded_moto() -> Iterator[str]:
 
 
 def use_endpoint(endpoint: str) -> None:
-    """Point this process's clients (and the containers it starts) at a local `endpoint` (moto ignores keys)."""
-    for name, value in FAKE_CREDENTIALS.items():
-        os.environ.setdefault(name, value)
-    os.environ["VSR_ENDPOINT_URL"] = endpoint
-    clients.reset_clients()
+    """Point this process's clients (and the containers it starts, through the environment) at `endpoint`."""
+    clients.use_endpoint(endpoint)
 
 
 @dataclass

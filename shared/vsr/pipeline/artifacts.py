@@ -24,6 +24,7 @@ import botocore.exceptions
 
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, error_code, is_transient
+from vsr.aws.deployment import WORK_PREFIX
 from vsr.errors import PermanentError
 from vsr.planning import Segment
 
@@ -44,7 +45,7 @@ def local_tmp_dir() -> str:
 
 
 def job_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/"
+    return f"{WORK_PREFIX}{job_id}/"
 
 
 def probe_key(job_id: str) -> str:

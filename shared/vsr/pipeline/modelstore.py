@@ -22,12 +22,8 @@ from typing import Any
 from vsr.admission import ModelCost
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, is_transient
+from vsr.aws.deployment import META_MACS, META_NAME, META_SCALE, META_SHA256
 from vsr.aws.resources import ConfigurationError, Resources
-
-META_NAME = "name"
-META_SCALE = "scale"
-META_MACS = "macs-per-input-pixel"
-META_SHA256 = "sha256"
 
 _lock = threading.Lock()
 _downloaded: dict[tuple[str, str, str], Path] = {}
