@@ -159,9 +159,34 @@ def installed_versions(site: Path) -> dict[str, str]:
     return versions
 
 
+# Parts of the vsr package that only run on an operator's or developer's machine, never in a Lambda: the local
+# runtime, the command line and operations commands, the model converter and its graph rewrites (they import
+# onnx), the ncnn oracle and the sample frames. Relative to shared/vsr.
+DEV_ONLY = (
+    "local",
+    "cli.py",
+    "ops.py",
+    "plan_command.py",
+    "models/convert.py",
+    "models/rewrite.py",
+    "models/ncnn_reference.py",
+    "models/samples.py",
+)
+
+
 def copy_package(destination: Path, source: Path = PACKAGE_SRC) -> None:
-    """Copy shared/vsr (with its config JSON) into the layer; no bytecode, no editable-install metadata."""
-    shutil.copytree(source, destination / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """Copy shared/vsr's runtime code (with its config JSON) into the layer: no DEV_ONLY module, no bytecode, no
+    editable-install metadata."""
+    target = destination / source.name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for relative in DEV_ONLY:
+        path = target / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            raise PackageError(f"DEV_ONLY names {relative}, which shared/vsr does not have (renamed?)")
 
 
 # --- pruning ------------------------------------------------------------------------------------------------

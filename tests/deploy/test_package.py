@@ -256,8 +256,14 @@ with av.open(buffer, "w", format="mp4") as container:
 buffer.seek(0)
 with av.open(buffer) as container:
     frames = sum(1 for _ in container.decode(video=0))
-import vsr.settings, vsr.engine, vsr.media.probe
-import vsr.pipeline.ingest, vsr.pipeline.worker, vsr.pipeline.assemble
+import importlib.util, runpy
+for function in ("ingest", "worker", "assemble"):  # each function zip's handler.py, against the layer alone
+    handler = runpy.run_path(sys.argv[3] + f"/{function}/handler.py")["handler"]
+    assert callable(handler)
+for dev_only in ("vsr.local", "vsr.cli", "vsr.ops", "vsr.plan_command", "vsr.models.convert", "vsr.models.rewrite",
+                 "vsr.models.ncnn_reference", "vsr.models.samples"):
+    assert importlib.util.find_spec(dev_only) is None, dev_only + " must not ship in the layer"
+import vsr.settings
 print(json.dumps({"shape": list(upscaled.shape), "frames": frames, "vsr": vsr.settings.__file__}))
 """
 
@@ -313,7 +319,7 @@ def test_pruned_and_stripped_layer_still_runs(tmp_path: Path) -> None:
 
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{site}{os.pathsep}{runtime}", "HOME": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-S", "-c", SMOKE, str(site), str(model)],
+        [sys.executable, "-S", "-c", SMOKE, str(site), str(model), str(ROOT / "services")],
         env=env,
         cwd=tmp_path,
         capture_output=True,
