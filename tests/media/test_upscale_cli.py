@@ -53,13 +53,17 @@ def test_upscale_carphone_with_the_real_model(real_clips: dict[str, Path], tmp_p
 
 
 def test_default_plan_is_the_ingest_planner(real_clips: dict[str, Path]) -> None:
+    """One machine runs segments in turn: the planner ingest uses, for one worker (the cheapest plan)."""
+    from vsr.admission import ModelCost, plan_for
     from vsr.models.registry import resolve_model
-    from vsr.pipeline.ingest import plan as ingest_plan
 
     info = probe(real_clips["bikes"])
     model = resolve_model(None, 2)
-    assert plan(info, model, None) == ingest_plan(info.width, info.height, info.pts, model)
-    context = int(get_settings().segments["context_frames"])
+    cost = ModelCost(model.name, model.scale, model.macs_per_input_pixel)
+    expected = plan_for(info, cost, get_settings(), "cost", concurrency=1)
+    assert plan(info, model, None) == expected.segments
+    assert expected.chosen.segments == 1  # bikes fits one worker's timeout budget
+    context = get_settings().segment_policy.context_frames
     assert plan(info, model, 100) == plan_segments(info.pts, 100, context)
 
 

@@ -285,7 +285,7 @@ def _user_model(path: Path) -> ModelInfo:
         meta.setdefault("scale", str(out.shape[2] // PROBE_SIZE))
         if not macs:
             # unknown graph cost: estimate from the probe's speed at the configured per-vCPU throughput
-            gflops = float(get_settings().segments["gflops_per_vcpu"])
+            gflops = get_settings().worker_capacity.gflops_per_vcpu
             macs = round(elapsed * gflops * 1e9 / 2 / PROBE_SIZE**2)
     return ModelInfo(
         name=meta.get("name", path.stem),
