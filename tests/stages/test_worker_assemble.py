@@ -15,15 +15,14 @@ import pytest
 from tests.stages.helpers import (
     ANIMEVIDEO_MACS,
     drain,
-    lambda_sqs_event,
     make_clip_with_audio,
     publish_real_model,
-    stream_event,
     upload_input,
 )
+from tests.support.events import sqs_event, sqs_event_from_messages, stream_event
 from vsr.aws import clients
 from vsr.aws.resources import Resources
-from vsr.pipeline import artifacts, assemble, events, ingest, jobs, modelstore, worker
+from vsr.pipeline import artifacts, assemble, ingest, jobs, modelstore, worker
 
 FRAMES = 16
 
@@ -53,7 +52,7 @@ def job_with_messages(
     modelstore.reset_cache()
     publish_real_model(resources, model_path)
     body = upload_input(resources, "in/clip.mp4", clip.read_bytes())
-    assert ingest.handle_event(events.sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
+    assert ingest.handle_event(sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
     (job,) = jobs.list_jobs()
     messages = sorted(drain(resources.segment_queue_url), key=lambda m: json.loads(m["Body"])["segment"]["index"])
     assert len(messages) == 2
@@ -69,7 +68,7 @@ def test_worker_counts_each_segment_once_and_assembly_completes_once(
     resources: Resources, job_with_messages: tuple[str, list[dict]], clip: Path, tmp_path: Path
 ) -> None:
     job_id, messages = job_with_messages
-    assert worker.handle_event(lambda_sqs_event([messages[0]]), None) == {"batchItemFailures": []}
+    assert worker.handle_event(sqs_event_from_messages([messages[0]]), None) == {"batchItemFailures": []}
     job = jobs.get_job(job_id)
     assert job is not None and job.done == {0} and job.remaining == 1
     assert job.segment_progress == {0: FRAMES // 2} and job.frames_done == FRAMES // 2
@@ -81,11 +80,11 @@ def test_worker_counts_each_segment_once_and_assembly_completes_once(
     assert len(list((tmp_path / "models").glob("*.onnx"))) == 1  # the model was fetched into VSR_MODEL_DIR
 
     # the same message delivered again: acked, not counted, nothing processed
-    assert worker.handle_event(lambda_sqs_event([messages[0]]), None) == {"batchItemFailures": []}
+    assert worker.handle_event(sqs_event_from_messages([messages[0]]), None) == {"batchItemFailures": []}
     job = jobs.get_job(job_id)
     assert job is not None and job.done == {0} and job.remaining == 1
 
-    assert worker.handle_event(lambda_sqs_event([messages[1]]), None) == {"batchItemFailures": []}
+    assert worker.handle_event(sqs_event_from_messages([messages[1]]), None) == {"batchItemFailures": []}
     job = jobs.get_job(job_id)
     assert job is not None and job.done == {0, 1} and job.remaining == 0 and job.status == jobs.PROCESSING
     assert job.segment_totals["frames"] == FRAMES
@@ -128,7 +127,7 @@ def test_assembly_after_a_crashed_assembler_finishes_the_job(
     monkeypatch.setattr(assemble, "DISK_HEADROOM", 0.0)
     job_id, messages = job_with_messages
     for message in messages:
-        assert worker.handle_event(lambda_sqs_event([message]), None) == {"batchItemFailures": []}
+        assert worker.handle_event(sqs_event_from_messages([message]), None) == {"batchItemFailures": []}
     # an assembler took the lease and died: while its lease lives, another record waits ...
     assert jobs.acquire_assembly_lease(job_id, "dead-assembler", lease_s=600)
     assert assemble.handle_event(stream_event(job_id, event_id="other"), None) == {"jobs": {job_id: assemble.SKIPPED}}
@@ -155,12 +154,12 @@ def test_worker_permanent_error_fails_the_job_once_and_acks(
     job_id, messages = job_with_messages
     # the upload is replaced after ingest: the pinned ETag no longer matches -> permanent, not retried
     clients.s3().put_object(Bucket=resources.input_bucket, Key="in/clip.mp4", Body=b"replaced")
-    assert worker.handle_event(lambda_sqs_event([messages[0]]), None) == {"batchItemFailures": []}
+    assert worker.handle_event(sqs_event_from_messages([messages[0]]), None) == {"batchItemFailures": []}
     job = jobs.get_job(job_id)
     assert job is not None and job.status == jobs.FAILED and job.error is not None
     assert job.error["code"] == "input_changed" and job.error["segment"] == 0
     # the other segment's message is acked without work: the job is over
-    assert worker.handle_event(lambda_sqs_event([messages[1]]), None) == {"batchItemFailures": []}
+    assert worker.handle_event(sqs_event_from_messages([messages[1]]), None) == {"batchItemFailures": []}
     assert jobs.get_job(job_id).done == set()  # type: ignore[union-attr]
 
 
@@ -170,7 +169,7 @@ def test_worker_transient_error_is_recorded_and_retried(
     job_id, messages = job_with_messages
     modelstore.reset_cache()
     clients.s3().delete_object(Bucket=resources.models_bucket, Key=resources.model_key)  # broken deployment
-    event = lambda_sqs_event([messages[1]])
+    event = sqs_event_from_messages([messages[1]])
     event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "3"
     failed_id = messages[1]["MessageId"]
     assert worker.handle_event(event, None) == {"batchItemFailures": [{"itemIdentifier": failed_id}]}
@@ -180,5 +179,5 @@ def test_worker_transient_error_is_recorded_and_retried(
 
 
 def test_malformed_messages_are_dropped(resources: Resources) -> None:
-    event = events.sqs_event([("x", "not json"), ("y", json.dumps({"v": 99, "job_id": "j"}))])
+    event = sqs_event([("x", "not json"), ("y", json.dumps({"v": 99, "job_id": "j"}))])
     assert worker.handle_event(event, None) == {"batchItemFailures": []}

@@ -132,35 +132,3 @@ def stream_records(event: Mapping[str, Any]) -> Iterator[StreamRecord]:
             new_image=_image(data.get("NewImage")),
             old_image=_image(data.get("OldImage")),
         )
-
-
-def s3_notification_body(bucket: str, key: str, *, etag: str, size: int, version_id: str | None = None) -> str:
-    """An S3 ObjectCreated notification body as S3 sends it to SQS (URL-encoded key); for tests and tools."""
-    obj: dict[str, Any] = {"key": urllib.parse.quote_plus(key), "size": size, "eTag": etag.strip('"')}
-    if version_id:
-        obj["versionId"] = version_id
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "eventTime": "1970-01-01T00:00:00.000Z",
-        "s3": {"bucket": {"name": bucket}, "object": obj},
-    }
-    return json.dumps({"Records": [record]})
-
-
-def sqs_event(bodies: list[tuple[str, str]], source_arn: str = "", receive_count: int = 1) -> dict[str, Any]:
-    """A Lambda SQS event from (message id, body) pairs; for tests and the local runtime."""
-    return {
-        "Records": [
-            {
-                "messageId": message_id,
-                "receiptHandle": f"rh-{message_id}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": str(receive_count)},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": source_arn,
-            }
-            for message_id, body in bodies
-        ]
-    }
