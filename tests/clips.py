@@ -7,6 +7,7 @@ sizes, a dozen or two frames) so a session-scoped fixture can build all of them 
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 from fractions import Fraction
@@ -386,20 +387,44 @@ def as_file_object(path: Path) -> io.BytesIO:
     return io.BytesIO(Path(path).read_bytes())
 
 
-def trim(source: str | Path, path: Path, frames: int, *, crf: int = 12) -> Path:
-    """The first `frames` frames of `source`, re-encoded (near-lossless) with their original timestamps."""
-    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+def trim(source: str | Path, path: Path, frames: int, *, crf: int = 12, audio: str | Path | None = None) -> Path:
+    """THE clip factory for real footage: the first `frames` frames of `source`, re-encoded (near-lossless)
+    with their original timestamps, and optionally audio for the same span:
+    `audio="copy"` copies `source`'s own audio packets, a path copies another file's (real AAC, e.g. Big Buck
+    Bunny's), `audio="tone"` encodes an AAC tone."""
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(av.open(str(source)))
+        out = stack.enter_context(av.open(str(path), "w"))
         video = src.streams.video[0]
         stream = out.add_stream("libx264", rate=video.average_rate, options={"preset": "veryfast", "crf": str(crf)})
         stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = video.time_base
+        audio_in = audio_out = None  # every stream exists before the first packet is written
+        if audio == "tone":
+            audio_out = out.add_stream("aac", rate=48000, layout="stereo")
+        elif audio is not None:
+            audio_source = src if audio == "copy" else stack.enter_context(av.open(str(audio)))
+            audio_in = audio_source.streams.audio[0]
+            audio_out = out.add_stream_from_template(audio_in)
+        end = Fraction(0)
         for index, frame in enumerate(src.decode(video)):
             if index == frames:
+                end = frame.pts * video.time_base
                 break
             image = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
             image.pts, image.time_base = frame.pts, video.time_base
             out.mux(stream.encode(image))
+            end = (frame.pts + (frame.duration or 1)) * video.time_base
         out.mux(stream.encode(None))
+        if audio == "tone" and audio_out is not None:
+            _write_tone(out, audio_out, seconds=float(end))
+        elif audio_in is not None and audio_out is not None:
+            container = audio_in.container
+            container.seek(0)
+            for packet in container.demux(audio_in):
+                if packet.size and packet.pts is not None and packet.pts * audio_in.time_base < end:
+                    packet.stream = audio_out
+                    out.mux(packet)
     return path
 
 

