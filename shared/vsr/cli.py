@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--inbox", help="folder whose fully written files are uploaded to the input bucket")
     serve.add_argument("--outbox", help="folder that receives outputs, reports and <name>.error.json")
     serve.add_argument("--log-dir", help="where the function containers' logs go (default: a temp folder)")
+    serve.add_argument("--fault-plan", help=argparse.SUPPRESS)  # JSON file, vsr.local.faults: load tests only
     serve.set_defaults(command_key="serve")
 
     status = sub.add_parser("status", help="show jobs, or one job's segments")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vsr.aws import clients
+from vsr.local.faults import FaultPlan
 from vsr.local.runtime import FAKE_CREDENTIALS, LocalRuntime, _quiet_logs, local_stack
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
@@ -273,6 +274,7 @@ def serve_command(args: argparse.Namespace) -> int:
     outbox = Path(args.outbox).resolve() if args.outbox else None
     if inbox is not None:
         inbox.mkdir(parents=True, exist_ok=True)
+    fault_plan = FaultPlan.from_dict(json.loads(Path(args.fault_plan).read_text())) if args.fault_plan else None
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -281,7 +283,11 @@ def serve_command(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with local_stack(
-            host=args.host, port=args.port, workers=args.workers, log_dir=Path(args.log_dir) if args.log_dir else None
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_dir=Path(args.log_dir) if args.log_dir else None,
+            fault_plan=fault_plan,
         ) as runtime:
             print(banner(runtime, inbox, outbox), flush=True)
             server = Server(runtime, inbox=inbox, outbox=outbox, stop=stop)
