@@ -135,6 +135,7 @@ class LoadResult:
     killed_assemblers: int
     transient_errors: int
     duplicate_events: int
+    segments: int  # segments of the COMPLETE jobs: what the worker fault fractions apply to (plus redeliveries)
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -151,6 +152,7 @@ class LoadResult:
             ("jobs/min", f"{self.jobs_per_min:.1f}"),
             ("latency p50 / p95 (s)", f"{self.latency_p50_s:.1f} / {self.latency_p95_s:.1f}"),
             ("peak memory of the serve process (MB)", f"{self.serve_peak_rss_mb:.0f}"),
+            ("segments of the COMPLETE jobs", self.segments),
             ("faults: workers SIGKILLed mid-segment", self.killed_workers),
             ("faults: transient errors raised", self.transient_errors),
             ("faults: duplicate S3 events", self.duplicate_events),
@@ -376,6 +378,7 @@ def _check(
         killed_assemblers=killer.killed["assemble"],
         transient_errors=transient,
         duplicate_events=sum(1 for u in uploads if u.duplicated),
+        segments=sum(job.segment_count for _, job in complete),
         wall_s=time.time() - started,
         extra={"redrive_output": redriven.stdout.strip(), "redrive_code": redriven.returncode},
     )
