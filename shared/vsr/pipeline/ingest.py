@@ -8,8 +8,9 @@ Per object:
 2. probe the object in place through `S3RangeReader` (no download) and validate it against settings limits.
    Bad input -> a FAILED job with the user-facing reason; the message is acked (never retried).
 3. plan segments from the model's cost (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`) and the worker's
-   vCPUs and timeout, write probe and plan to the work bucket, create the job QUEUED, send one message per
-   segment (SendMessageBatch), mark it PROCESSING.
+   vCPUs and timeout, write probe and plan to the work bucket, create the job QUEUED, send the messages of
+   the job's first segment window (SendMessageBatch; the rest follow as segments finish, `vsr.pipeline.window`),
+   mark it PROCESSING.
 
 Transient failures (throttling, network, misconfiguration) are reported as batch item failures, so SQS
 redelivers the event and, past maxReceiveCount, the ingest DLQ keeps it (`vsr redrive`).

@@ -4,8 +4,9 @@ SQS event source with batch size 1 and ReportBatchItemFailures. Per message:
 - malformed -> logged and acked (redelivery cannot help);
 - job missing, FAILED/COMPLETE, or the segment already in `done` -> a duplicate: acked;
 - otherwise the segment is processed while a heartbeat thread extends the message's visibility, uploaded to
-  `jobs/<id>/segments/<index>.nut` in the work bucket (a duplicate overwrites it with the same frames) and
-  counted with ONE conditional update (`jobs.mark_segment_done`);
+  `jobs/<id>/segments/<index>.nut` in the work bucket (a duplicate overwrites it with the same frames), the
+  job's next segment is sent (`vsr.pipeline.window`) and then this one is counted with ONE conditional update
+  (`jobs.mark_segment_done`);
 - a PermanentError (bad input found while decoding, ...) fails the job once with its reason and acks;
 - anything else is recorded on the job (attempts, error) and reported as a batch item failure: SQS redelivers
   it and, past maxReceiveCount, the segment DLQ keeps it for `vsr redrive`.
