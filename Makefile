@@ -12,7 +12,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/stages
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run upscale plan bench bench-model bench-conv bench-pipeline bench-plan package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test-fast: $(VENV)/.installed models ## everyday loop: unit, media, models and p
 run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto); INPUT=path to choose the file
 	$(BIN)/vsr run "$(INPUT)" -o $(OUT)
 
+serve: $(VENV)/.installed models ## local S3 drop box until Ctrl-C: PORT=4566 INBOX=dir OUTBOX=dir (aws s3 cp works)
+	$(BIN)/vsr serve --port $(or $(PORT),4566) $(if $(INBOX),--inbox "$(INBOX)") $(if $(OUTBOX),--outbox "$(OUTBOX)")
+
 upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upscale INPUT=in.mp4 OUT=out.mp4
 	$(BIN)/vsr upscale "$(INPUT)" -o "$(OUT)"
 
@@ -69,7 +72,10 @@ bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare in
 bench-plan: $(VENV)/.installed models ## the pipeline simulation vs measured `vsr run` on 3 real clips (+-20%)
 	$(BIN)/python bench/bench_plan.py
 
-bench: bench-model bench-conv bench-pipeline bench-plan ## all benchmarks
+bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults; fairness short-vs-long; LOAD_UPLOADS=N
+	$(BIN)/python bench/bench_load.py --uploads $(or $(LOAD_UPLOADS),100)
+
+bench: bench-model bench-conv bench-pipeline bench-plan bench-load ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)

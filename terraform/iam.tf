@@ -138,6 +138,12 @@ data "aws_iam_policy_document" "worker" {
     resources = [local.bucket_arns.work]
   }
   statement {
+    # vsr.pipeline.window: a finished segment sends its job's next one (the per-job segment window)
+    sid       = "ReleaseNextSegment"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.segments.arn]
+  }
+  statement {
     sid       = "CountSegments"
     actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]

@@ -65,7 +65,9 @@ locals {
   work_prefix = "jobs/"
 
   # Settings the code reads at run time, re-stated through VSR_SETTINGS_OVERRIDES so a Terraform override
-  # (e.g. a larger worker memory) is also what the ingest planner and the worker see.
+  # (e.g. a larger worker memory) is also what the ingest planner and the worker see. worker_max_concurrency
+  # also sizes each job's segment window (segments.window_per_worker x it; vsr.pipeline.window), as the
+  # local runtime passes its own worker count.
   settings_overrides = jsonencode({
     name_prefix  = local.prefix
     architecture = var.architecture

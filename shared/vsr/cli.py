@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "models.list": "vsr.models.registry:list_command",
     "models.convert": "vsr.models.registry:convert_command",
     "run": "vsr.local.runtime:run_command",
+    "serve": "vsr.local.serve:serve_command",
     "status": "vsr.ops:status_command",
     "redrive": "vsr.ops:redrive_command",
 }
@@ -79,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
     _add_endpoint(run)
     run.set_defaults(command_key="run")
+
+    serve = sub.add_parser("serve", help="run the local pipeline as an S3 drop box until Ctrl-C (embedded AWS)")
+    serve.add_argument("--host", default="127.0.0.1", help="address of the embedded AWS (default: 127.0.0.1)")
+    serve.add_argument("--port", type=_positive_int, default=4566, help="its port (default: 4566)")
+    serve.add_argument("--workers", type=_positive_int, help="worker concurrency (default: from the CPUs)")
+    serve.add_argument("--inbox", help="folder whose fully written files are uploaded to the input bucket")
+    serve.add_argument("--outbox", help="folder that receives outputs, reports and <name>.error.json")
+    serve.add_argument("--log-dir", help="where the function containers' logs go (default: a temp folder)")
+    serve.add_argument("--fault-plan", help=argparse.SUPPRESS)  # JSON file, vsr.local.faults: load tests only
+    serve.set_defaults(command_key="serve")
 
     status = sub.add_parser("status", help="show jobs, or one job's segments")
     status.add_argument("job_id", nargs="?", help="job id (default: list recent jobs)")

@@ -49,6 +49,7 @@ class SegmentPolicy:
     max_frames: int
     context_frames: int  # decoded before a segment's first frame, not output
     max_cost_overhead: float  # the default plan may cost this fraction more than the cheapest one
+    window_per_worker: int  # segment messages of one job in the queue per worker at a time (0: all at once)
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> SegmentPolicy:
@@ -58,6 +59,7 @@ class SegmentPolicy:
             max_frames=int(raw["max_frames"]),
             context_frames=int(raw["context_frames"]),
             max_cost_overhead=float(raw["max_cost_overhead"]),
+            window_per_worker=int(raw.get("window_per_worker", 0)),
         )
 
 
@@ -279,6 +281,12 @@ class Settings:
     @property
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
+
+    def segment_window(self) -> int:
+        """Segment messages of one job in the queue at a time (0: all of them): segments.window_per_worker times
+        the segment queue's concurrency, so one job can still keep every worker busy while a later job's
+        segments queue behind only that window, not behind the whole of a long job."""
+        return max(0, self.segment_policy.window_per_worker * self.worker_max_concurrency)
 
 
 def load_assembly_filter() -> dict[str, Any]:

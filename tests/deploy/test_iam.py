@@ -89,7 +89,9 @@ def test_resources_are_the_exact_ones_each_function_touches(tf: tfconfig.Terrafo
     assert worker["s3:PutObject"] == {work}
     assert worker["sqs:ChangeMessageVisibility"] == {"${aws_sqs_queue.segments.arn}"}
     assert worker["sqs:ReceiveMessage"] == {"${aws_sqs_queue.segments.arn}"}
-    assert "sqs:SendMessage" not in worker and "dynamodb:PutItem" not in worker
+    # the worker sends only its job's next segment (vsr.pipeline.window), to the segment queue alone
+    assert worker["sqs:SendMessage"] == {"${aws_sqs_queue.segments.arn}"}
+    assert "dynamodb:PutItem" not in worker
 
     assemble = _grants(tf, "assemble")
     assert assemble["s3:PutObject"] == {"${local.bucket_arns.output}/*"}

@@ -33,6 +33,7 @@ def overrides(
     worker_timeout_s: int = 30,
     max_frames: int = 6,
     segment_max_receive_count: int | None = None,
+    window_per_worker: int | None = None,
 ) -> dict[str, Any]:
     """Test settings: everything else stays as in settings.json (and as Terraform deploys it)."""
     data: dict[str, Any] = {
@@ -46,6 +47,8 @@ def overrides(
     }
     if segment_max_receive_count is not None:
         data["queues"]["segment_max_receive_count"] = segment_max_receive_count
+    if window_per_worker is not None:
+        data["segments"]["window_per_worker"] = window_per_worker
     return data
 
 

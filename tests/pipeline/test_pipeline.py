@@ -98,7 +98,7 @@ def test_every_segment_delivered_twice_gives_one_output_and_exact_counter(
     aws: Any, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     source = clips["short_audio"]
-    endpoint = aws()
+    endpoint = aws(window_per_worker=0)  # every segment enqueued at once, so all of them can be taken off
     with LocalRuntime(endpoint, functions=("ingest",), log_dir=tmp_path / "logs") as ingest_only:
         started = time.time()
         job_id = ingest_only.submit(source)

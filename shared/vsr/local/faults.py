@@ -15,6 +15,8 @@ Plan (JSON):
 - `function`: which function's containers get the rule (default "worker");
 - `segment`: the segment index of the SQS message (null: any invocation, e.g. a stream record);
 - `attempts`: SQS ApproximateReceiveCount values (1 = first delivery); null means every delivery;
+- `fraction`: only that share of the matching invocations, chosen by a hash of the message id (or stream
+  event id) and the rule's position, so a load test can fail "about 10% of invocations" reproducibly;
 - `raise` raises TransientError(reason), what a flaky dependency does; `block` writes
   `<marker_dir>/blocked-<function>-seg<i>-pid<pid>` and hangs, so a test can SIGKILL that container;
   with `once`, only while no such marker exists yet (the replacement container then passes).
@@ -22,6 +24,7 @@ Plan (JSON):
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -47,9 +50,15 @@ class FaultRule:
     reason: str = "injected fault"
     block_s: float = 300.0
     once: bool = False
+    fraction: float | None = None
 
-    def applies(self, segment: int | None, attempt: int) -> bool:
-        return (self.segment is None or segment == self.segment) and (self.attempts is None or attempt in self.attempts)
+    def applies(self, segment: int | None, attempt: int, draw: float = 0.0) -> bool:
+        """`draw` is the invocation's uniform number in [0, 1) for this rule (see `_draw`)."""
+        return (
+            (self.segment is None or segment == self.segment)
+            and (self.attempts is None or attempt in self.attempts)
+            and (self.fraction is None or draw < self.fraction)
+        )
 
     def marker_prefix(self) -> str:
         return f"blocked-{self.function}-seg{'any' if self.segment is None else self.segment}-"
@@ -79,6 +88,7 @@ class FaultPlan:
                     reason=str(rule.get("reason", "injected fault")),
                     block_s=float(rule.get("block_s", 300.0)),
                     once=bool(rule.get("once", False)),
+                    fraction=None if rule.get("fraction") is None else float(rule["fraction"]),
                 )
             )
         return cls(rules=tuple(rules), marker_dir=data.get("marker_dir"))
@@ -126,10 +136,17 @@ def _rule_for(plan: FaultPlan, event: dict[str, Any]) -> FaultRule | None:
         except (TypeError, ValueError):
             pass
         attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-        for rule in plan.rules:
-            if rule.applies(index, attempt):
+        identity = str(record.get("messageId") or record.get("eventID") or "")
+        for position, rule in enumerate(plan.rules):
+            if rule.applies(index, attempt, _draw(identity, position)):
                 return rule
     return None
+
+
+def _draw(identity: str, position: int) -> float:
+    """A uniform number in [0, 1) fixed by the message and the rule: the same delivery always draws the same."""
+    digest = hashlib.sha256(f"{identity}:{position}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _resolve_target(target: str) -> tuple[Any, str]:

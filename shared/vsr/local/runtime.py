@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -37,6 +38,7 @@ from typing import Any
 
 from vsr.aws import clients
 from vsr.entrypoints import FUNCTIONS, HANDLERS
+from vsr.errors import VsrError
 from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
@@ -73,22 +75,56 @@ def cpu_sets(workers: int, per_worker: int, cpus: list[int]) -> list[tuple[int, 
     return [tuple(cpus[(w * per_worker + j) % len(cpus)] for j in range(per_worker)) for w in range(workers)]
 
 
+class PortInUseError(VsrError):
+    code = "port_in_use"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUseError (one clear line for the CLI) when something already listens on host:port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (another `vsr serve` or a local AWS "
+                "emulator?); stop it or choose another --port"
+            ) from exc
+
+
 @contextmanager
-def embedded_moto() -> Iterator[str]:
-    """moto server in this process on a free loopback port; yields its URL."""
+def embedded_moto(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """moto server in this process on host:port (port 0: a free one); yields its URL."""
     from moto.server import ThreadedMotoServer
 
     from vsr.local.moto_compat import serialize_dynamodb_writes
 
+    if port:
+        check_port_free(host, port)
     serialize_dynamodb_writes()  # moto applies concurrent conditional updates non-atomically; DynamoDB does not
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines on the user's terminal
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
+    bound_host, bound_port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{bound_host}:{bound_port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def local_stack(
+    *,
+    endpoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **runtime_options: Any,
+) -> Iterator[LocalRuntime]:
+    """The whole local stack `vsr run` and `vsr serve` share: the embedded AWS (or `endpoint`), the resources
+    Terraform would create, and the running dispatchers; `runtime_options` go to LocalRuntime."""
+    with embedded_moto(host, port) if not endpoint else _given(endpoint) as url:
+        use_endpoint(url)
+        with LocalRuntime(url, **runtime_options) as runtime:
+            yield runtime
 
 
 def use_endpoint(endpoint: str) -> None:
@@ -214,6 +250,11 @@ class LocalRuntime:
         fn = self.settings.function(function)
         env = dict(os.environ)
         env.update(self.resources.function_env())
+        # The segment queue's concurrency here is this runtime's worker pollers, as Terraform passes the event
+        # source mapping's MaximumConcurrency: ingest plans for them and sizes each job's segment window from it.
+        overrides = json.loads(env.get("VSR_SETTINGS_OVERRIDES") or "{}")
+        overrides = deep_merge(overrides, {"queues": {"worker_max_concurrency": self.workers}})
+        env["VSR_SETTINGS_OVERRIDES"] = json.dumps(overrides)
         env.update(
             {
                 "VSR_ENDPOINT_URL": self.endpoint,
@@ -223,13 +264,6 @@ class LocalRuntime:
                 "TMPDIR": str(tmp),  # each execution environment has its own /tmp
                 "VSR_MODEL_DIR": str(tmp / "vsr-models"),  # what Terraform sets: the model is fetched from S3
                 "PYTHONUNBUFFERED": "1",
-                # Ingest plans for the workers that exist here, as Terraform states the deployed concurrency.
-                "VSR_SETTINGS_OVERRIDES": json.dumps(
-                    deep_merge(
-                        json.loads(env.get("VSR_SETTINGS_OVERRIDES") or "{}"),
-                        {"queues": {"worker_max_concurrency": self.workers}},
-                    )
-                ),
             }
         )
         return env
@@ -414,16 +448,24 @@ def summary_line(outcome: Outcome, workers: int) -> dict[str, Any]:
     }
 
 
+def job_eta(job: jobs.Job, elapsed_s: float | None = None) -> float | None:
+    """Seconds left by the job's plan and measured progress (vsr.planning.eta_s); None when there is no
+    honest number. `elapsed_s` defaults to the time since the job was created."""
+    if job.status not in (jobs.QUEUED, jobs.PROCESSING) or not job.plan.get("predicted_wall_s"):
+        return None
+    return eta_s(
+        predicted_wall_s=float(job.plan["predicted_wall_s"]),
+        elapsed_s=time.time() - job.created_at if elapsed_s is None else elapsed_s,
+        frames_done=job.frames_done,
+        frames_total=job.frames_total,
+    )
+
+
 def job_eta_text(job: jobs.Job, elapsed_s: float) -> str:
     """ ", ETA 42 s" from the job's plan and measured progress; empty when there is nothing to say."""
     if job.status not in (jobs.QUEUED, jobs.PROCESSING) or not job.plan.get("predicted_wall_s"):
         return ""
-    left = eta_s(
-        predicted_wall_s=float(job.plan["predicted_wall_s"]),
-        elapsed_s=elapsed_s,
-        frames_done=job.frames_done,
-        frames_total=job.frames_total,
-    )
+    left = job_eta(job, elapsed_s)
     return ", ETA unknown (behind plan)" if left is None else f", ETA {left:.0f} s"
 
 
@@ -485,23 +527,21 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"vsr run: no such file: {source}", file=sys.stderr)
         return 2
     out_dir = Path(args.output_dir)
-    with embedded_moto() if not args.endpoint else _given(args.endpoint) as endpoint:
-        use_endpoint(endpoint)
-        with LocalRuntime(endpoint, workers=args.workers, log_dir=out_dir / "logs") as runtime:
-            print(
-                f"vsr run: local AWS at {endpoint}; {runtime.workers} worker container(s) x "
-                f"{runtime.cpus_per_worker} CPU; logs in {runtime.log_dir}",
-                file=sys.stderr,
-            )
-            started = time.time()
-            job_id = runtime.submit(source)
-            progress = Progress()
-            try:
-                outcome = runtime.wait(job_id, started=started, on_update=progress)
-            finally:
-                progress.close()
-            if outcome.status == jobs.COMPLETE:
-                runtime.download(outcome, out_dir)
+    with local_stack(endpoint=args.endpoint, workers=args.workers, log_dir=out_dir / "logs") as runtime:
+        print(
+            f"vsr run: local AWS at {runtime.endpoint}; {runtime.workers} worker container(s) x "
+            f"{runtime.cpus_per_worker} CPU; logs in {runtime.log_dir}",
+            file=sys.stderr,
+        )
+        started = time.time()
+        job_id = runtime.submit(source)
+        progress = Progress()
+        try:
+            outcome = runtime.wait(job_id, started=started, on_update=progress)
+        finally:
+            progress.close()
+        if outcome.status == jobs.COMPLETE:
+            runtime.download(outcome, out_dir)
     summary = summary_line(outcome, runtime.workers)
     if outcome.status == jobs.COMPLETE:
         t = summary["timings"]

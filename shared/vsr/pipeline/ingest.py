@@ -11,7 +11,8 @@ Per object:
    (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`), the worker's capacity and concurrency, the latency model and
    prices, by the strategy the upload's `vsr-plan` metadata asks for; refuse a job whose predicted cost is
    over `limits.max_job_cost_usd`; write probe and plan to the work bucket, create the job QUEUED with the
-   chosen plan's predictions, send one message per segment (SendMessageBatch), mark it PROCESSING.
+   chosen plan's predictions and the upload's user metadata, send the messages of the job's first segment
+   window (SendMessageBatch; the rest follow as segments finish, `vsr.pipeline.window`), mark it PROCESSING.
 
 Transient failures (throttling, network, misconfiguration) are reported as batch item failures, so SQS
 redelivers the event and, past maxReceiveCount, the ingest DLQ keeps it (`vsr redrive`).
@@ -30,7 +31,7 @@ from vsr.aws.s3io import S3RangeReader
 from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
-from vsr.pipeline import artifacts, jobs
+from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import configured_model
@@ -83,6 +84,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         info, metadata = _probe(obj, settings.limits)
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
+        input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
         check_limits(info, model.scale, settings.limits)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
@@ -161,13 +163,15 @@ def _enqueue(
 ) -> None:
     enqueue_started = time.monotonic()
     probe_loc = {"bucket": resources.work_bucket, "key": artifacts.probe_key(job_id)}
+    size = get_settings().segment_window()  # the rest follow as segments finish (vsr.pipeline.window)
     messages = [
-        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model) for s in segments
+        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size)
+        for s in window.initial(segments, size)
     ]
     send_segments(resources.segment_queue_url, messages)
     now = time.monotonic()
     jobs.mark_processing(job_id, {"enqueue_s": now - enqueue_started, "ingest_s": now - started}, resources.table)
-    log.info("ingest.enqueued", segments=len(segments))
+    log.info("ingest.enqueued", segments=len(segments), sent=len(messages), window=size)
 
 
 def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:

@@ -3,7 +3,9 @@
     {"v": 1, "job_id": "...", "segment": Segment.to_dict(),
      "input": {bucket, key, version_id, etag, size},
      "probe": {"bucket": work bucket, "key": jobs/<id>/probe.json},
-     "model": {"name", "scale", "key"}}
+     "model": {"name", "scale", "key"},
+     "window": W}      # optional: ingest sent segments 0..W-1; finishing segment i releases segment i + W
+
 
 A message that is not JSON, has an unknown version or misses a field is a `MalformedMessageError`
 (permanent): the worker logs and acks it; redelivering it could never help.
@@ -41,9 +43,10 @@ class SegmentMessage:
     input: dict[str, Any]
     probe: dict[str, str]
     model: dict[str, Any]
+    window: int = 0  # 0: every segment of the job was enqueued at once (see vsr.pipeline.window)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "v": VERSION,
             "job_id": self.job_id,
             "segment": self.segment.to_dict(),
@@ -51,6 +54,9 @@ class SegmentMessage:
             "probe": dict(self.probe),
             "model": dict(self.model),
         }
+        if self.window:
+            data["window"] = self.window
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
@@ -85,7 +91,10 @@ def parse_segment_message(body: str) -> SegmentMessage:
         raise MalformedMessageError(f"segment message has an invalid segment: {exc}") from exc
     if segment.index < 0 or segment.frame_count <= 0:
         raise MalformedMessageError(f"segment message has an invalid segment {segment}")
-    return SegmentMessage(job_id=job_id, segment=segment, input=input_ref, probe=probe, model=model)
+    window = data.get("window", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise MalformedMessageError(f"segment message has an invalid window {window!r}")
+    return SegmentMessage(job_id=job_id, segment=segment, input=input_ref, probe=probe, model=model, window=window)
 
 
 class _EntriesFailed(Exception):

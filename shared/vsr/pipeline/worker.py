@@ -4,8 +4,9 @@ SQS event source with batch size 1 and ReportBatchItemFailures. Per message:
 - malformed -> logged and acked (redelivery cannot help);
 - job missing, FAILED/COMPLETE, or the segment already in `done` -> a duplicate: acked;
 - otherwise the segment is processed while a heartbeat thread extends the message's visibility, uploaded to
-  `jobs/<id>/segments/<index>.nut` in the work bucket (a duplicate overwrites it with the same frames) and
-  counted with ONE conditional update (`jobs.mark_segment_done`);
+  `jobs/<id>/segments/<index>.nut` in the work bucket (a duplicate overwrites it with the same frames), the
+  job's next segment is sent (`vsr.pipeline.window`) and then this one is counted with ONE conditional update
+  (`jobs.mark_segment_done`);
 - a PermanentError (bad input found while decoding, ...) fails the job once with its reason and acks;
 - anything else is recorded on the job (attempts, error) and reported as a batch item failure: SQS redelivers
   it and, past maxReceiveCount, the segment DLQ keeps it for `vsr redrive`.
@@ -38,7 +39,7 @@ from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
 from vsr.models.registry import ModelInfo, resolve_model
-from vsr.pipeline import artifacts, jobs
+from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
@@ -85,6 +86,8 @@ def process_record(record: SqsRecord, resources: Resources, request_id: str | No
                 return True
             with heartbeat(resources.segment_queue_url, record.receipt_handle):
                 timings, frames = run_segment(message, resources)
+            # Release the job's next segment BEFORE counting this one: "done" then implies "released".
+            window.release_next(message, job.segment_count, resources.work_bucket, resources.segment_queue_url)
             jobs.mark_segment_done(message.job_id, index, timings, frames, resources.table)
             return True
         except PermanentError as exc:
