@@ -50,13 +50,14 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_window_enqueues_a_few_segments_and_the_rest_follow(aws: Any, media: dict[str, Path], tmp_path: Path) -> None:
-    endpoint = aws(max_frames=4)  # 20 frames -> 5 segments
+    endpoint = aws(max_frames=4)  # 20 frames -> at least 5 segments (the planner fills the last wave: 6 for 2 workers)
     with LocalRuntime(endpoint, workers=2, functions=("ingest",), log_dir=tmp_path / "logs") as ingest_only:
         started = time.time()
         job_id = ingest_only.submit(media["long"])
         job = wait_for(lambda: _processing(ingest_only, job_id), 60, "ingest to enqueue the window")
         segment_url = ingest_only.resources.segment_queue_url
-        assert job.segment_count == 5
+        count = job.segment_count
+        assert count >= 5 and count == job.plan["segments"]
         assert _depth(segment_url) == 2  # window_per_worker (1) x the two worker pollers
         bodies = [
             m["Body"]
@@ -70,7 +71,7 @@ def test_window_enqueues_a_few_segments_and_the_rest_follow(aws: Any, media: dic
         assert outcome.status == jobs.COMPLETE, outcome.error
         runtime.download(outcome, tmp_path / "out")
         wait_for(lambda: _depth(segment_url) == 0, 60, "the segment queue to drain")
-    assert outcome.job.done == set(range(5)) and outcome.job.remaining == 0
+    assert outcome.job.done == set(range(count)) and outcome.job.remaining == 0
     assert outcome.job.segment_totals["frames"] == 20
     assert video_times(outcome.output) == video_times(media["long"])
 

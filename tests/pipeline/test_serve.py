@@ -83,13 +83,14 @@ def test_aws_cli_upload_completes_once_and_is_fetched_back(
 ) -> None:
     key = f"drop/{UNICODE_NAME}"
     served.aws(
-        "s3", "cp", str(media["good"]), f"s3://{NAMES.input_bucket}/{key}", "--metadata", "vsr-plan=fast,owner=qa"
+        "s3", "cp", str(media["good"]), f"s3://{NAMES.input_bucket}/{key}", "--metadata", "vsr-plan=cost,owner=qa"
     )
     job = terminal_job(served, key)
     assert job.status == jobs.COMPLETE, job.error
     assert len(jobs_for(served, key)) == 1
-    # user metadata from `--metadata` is on the job, where per-upload features read it
-    assert job.input["metadata"] == {"vsr-plan": "fast", "owner": "qa"}
+    # user metadata from `--metadata` is on the job, and the planner read vsr-plan from it
+    assert job.input["metadata"] == {"vsr-plan": "cost", "owner": "qa"}
+    assert job.plan["strategy"] == "cost"
 
     listing = served.aws("s3", "ls", f"s3://{NAMES.output_bucket}/drop/").stdout
     assert "my clip (1) é.upscaled-x2.mp4" in listing and "my clip (1) é.upscaled-x2.json" in listing
