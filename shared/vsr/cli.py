@@ -14,6 +14,7 @@ from vsr.errors import VsrError
 # command name -> "module:function"; functions take the parsed namespace and return an exit code.
 COMMANDS: dict[str, str] = {
     "upscale": "vsr.upscale:command",
+    "eval": "vsr.quality.evaluate:command",
     "models.list": "vsr.models.registry:list_command",
     "models.convert": "vsr.models.registry:convert_command",
     "run": "vsr.local.runtime:run_command",
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tile", type=int, help="tile size in input pixels; 0 disables tiling")
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     up.set_defaults(command_key="upscale")
+
+    ev = sub.add_parser("eval", help="PSNR/SSIM/flicker of a model on a downscaled high-resolution video")
+    ev.add_argument("input", help="high-resolution video (the ground truth)")
+    ev.add_argument("--model", help="model name (see `vsr models list`) or path to an .onnx file")
+    ev.add_argument("--frames", type=_positive_int, default=12, help="frames to compare from the start (default 12)")
+    ev.add_argument("--side-by-side", metavar="OUT", help="write bicubic | model | original to OUT.png or OUT.mp4")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(command_key="eval")
 
     models = sub.add_parser("models", help="list or convert super-resolution models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
