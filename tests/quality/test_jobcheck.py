@@ -54,9 +54,7 @@ def test_block_flow_flicker_ratio_agrees_with_dis(carphone: list[np.ndarray]) ->
     assert ratios["block"] == pytest.approx(ratios["dis"], rel=0.15), ratios
 
 
-def test_measure_a_joined_output(
-    real_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_measure_a_joined_output(real_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """30 real frames upscaled (nearest stand-in) in 3 segments: both joins measured, samples, preview."""
     import vsr.engine
     from vsr.upscale import upscale_file
