@@ -123,6 +123,16 @@ class Settings:
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
 
+    def reencode_max_megapixels(self) -> float:
+        """Output megapixels the assembler can decode and encode once (seamless joins) within its share of
+        the function timeout (`segments.work_budget_fraction`, like the workers), at the measured
+        `encode.reencode_mpix_per_vcpu_s` (bench: lossless segments -> libx264 veryfast CRF 18)."""
+        seg = self.raw["segments"]
+        assemble = self.function("assemble")
+        vcpus = min(float(seg["max_vcpus"]), assemble.memory_mb / float(seg["mb_per_vcpu"]))
+        rate = float(self.raw["encode"]["reencode_mpix_per_vcpu_s"])
+        return rate * vcpus * assemble.timeout_s * float(seg["work_budget_fraction"])
+
     # --- quality check in every job ------------------------------------------------------------------
     @property
     def quality_sample_pairs(self) -> int:

@@ -17,8 +17,8 @@ Decisions (tested in tests/media):
   each join is a visible pulse (carphone, 30-frame segments: the warping error of the pair across a join
   1.3-1.6x the unencoded model's, other pairs ~1.0x; bench/bench_seams.py). So by default segments are
   encoded losslessly (`segment_crf` 0: x264 qp 0, a mezzanine) and the assembler encodes the whole output
-  once (vsr.media.concat), which has no joins at all; above `reencode_max_megapixels` of output (the
-  assembler's time limit) segments are delivery-quality and remuxed, joins and all.
+  once (vsr.media.concat), which has no joins at all; above what the assembler can re-encode in its time
+  (settings `reencode_max_megapixels()`) segments are delivery-quality and remuxed, joins and all.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ REMUX = "remux"
 
 def join_mode(info: VideoInfo, scale: int) -> str:
     """How this video's segments will be joined: REENCODE (seamless; lossless segments) or REMUX."""
-    settings = get_settings().encode
-    mode = str(settings.get("join", REMUX))
+    settings = get_settings()
+    mode = str(settings.encode.get("join", REMUX))
     if mode not in (REENCODE, REMUX):
         raise ValueError(f"settings encode.join must be {REENCODE!r} or {REMUX!r}, got {mode!r}")
     megapixels = info.frame_count * info.width * info.height * scale * scale / 1e6
-    if mode == REENCODE and megapixels > float(settings.get("reencode_max_megapixels", 0)):
+    if mode == REENCODE and megapixels > settings.reencode_max_megapixels():
         return REMUX
     return mode
 
