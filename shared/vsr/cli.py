@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=_positive_int, default=12, help="frames to compare from the start (default 12)")
     ev.add_argument("--side-by-side", metavar="OUT", help="write bicubic | model | original to OUT.png or OUT.mp4")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--temporal", choices=["off", "flow"], default="off", help="flow-guided stabilisation first")
     ev.set_defaults(command_key="eval")
 
     models = sub.add_parser("models", help="list or convert super-resolution models")

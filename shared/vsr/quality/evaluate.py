@@ -63,9 +63,12 @@ def load_frames(path: Path, count: int, scale: int) -> tuple[list[np.ndarray], A
 
 
 def evaluate(
-    path: str | Path, model: str | None = None, frames: int = DEFAULT_FRAMES
+    path: str | Path, model: str | None = None, frames: int = DEFAULT_FRAMES, temporal_mode: str = "off"
 ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]], Any]:
-    """The metrics object (the `--json` shape), the frames compared, and the source's VideoInfo."""
+    """The metrics object (the `--json` shape), the frames compared, and the source's VideoInfo.
+
+    `temporal_mode` "flow" runs the model's output through vsr.quality.stabilise (block-matching flow, what
+    a Lambda worker could run) before measuring; the result then says `"temporal": "flow"`."""
     from vsr.engine import get_upscaler
     from vsr.models.registry import resolve_model
     from vsr.segment import from_float, to_float
@@ -77,6 +80,10 @@ def evaluate(
     upscaler = get_upscaler(model_info)
     started = time.perf_counter()
     output = [from_float(upscaler.upscale(to_float([f])), f.dtype)[0] for f in low]
+    if temporal_mode == "flow":
+        from vsr.quality.stabilise import stabilise
+
+        output = stabilise(low, output, scale, method="block")
     model_ms = (time.perf_counter() - started) * 1000 / len(low)
     bicubic_upscale(low[0], scale)  # OpenCV's first call initialises; time the steady state
     started = time.perf_counter()
@@ -95,6 +102,8 @@ def evaluate(
     result["ground_truth"] = {"ewarp": temporal.warping_error(originals, motions)}
     bicubic_ewarp = result["bicubic"]["ewarp"]
     result["flicker_ratio"] = result["output"]["ewarp"] / bicubic_ewarp if bicubic_ewarp > 0 else None
+    if temporal_mode != "off":
+        result["temporal"] = temporal_mode
     return result, {"bicubic": bicubic, "output": output, "original": originals}, info
 
 
@@ -114,7 +123,7 @@ def command(args: argparse.Namespace) -> int:
     target = Path(args.side_by_side) if args.side_by_side else None
     if target is not None and target.suffix.lower() not in {".png", ".mp4"}:
         raise PermanentError(f"--side-by-side must end in .png or .mp4, got {target.name}")
-    result, sequences, info = evaluate(args.input, args.model, args.frames)
+    result, sequences, info = evaluate(args.input, args.model, args.frames, getattr(args, "temporal", "off"))
     if target is not None:
         write_side_by_side(target, sequences, info, result["model"])
     if args.json:
