@@ -12,7 +12,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/stages
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -75,7 +75,10 @@ bench-plan: $(VENV)/.installed models ## the pipeline simulation vs measured `vs
 bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults; fairness short-vs-long; LOAD_UPLOADS=N
 	$(BIN)/python bench/bench_load.py --uploads $(or $(LOAD_UPLOADS),100)
 
-bench: bench-model bench-conv bench-pipeline bench-plan bench-load ## all benchmarks
+bench-seams: $(VENV)/.installed models ## segment joins: remux vs seamless re-encode, flicker at joins on real clips
+	$(BIN)/python bench/bench_seams.py
+
+bench: bench-model bench-conv bench-pipeline bench-seams bench-plan bench-load ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)

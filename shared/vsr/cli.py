@@ -15,6 +15,7 @@ from vsr.errors import VsrError
 COMMANDS: dict[str, str] = {
     "upscale": "vsr.upscale:command",
     "plan": "vsr.plan_command:command",
+    "eval": "vsr.quality.evaluate:command",
     "models.list": "vsr.models.registry:list_command",
     "models.convert": "vsr.models.registry:convert_command",
     "run": "vsr.local.runtime:run_command",
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     _add_endpoint(plan)
     plan.set_defaults(command_key="plan")
+    ev = sub.add_parser("eval", help="PSNR/SSIM/flicker of a model on a downscaled high-resolution video")
+    ev.add_argument("input", help="high-resolution video (the ground truth)")
+    ev.add_argument("--model", help="model name (see `vsr models list`) or path to an .onnx file")
+    ev.add_argument("--frames", type=_positive_int, default=12, help="frames to compare from the start (default 12)")
+    ev.add_argument("--side-by-side", metavar="OUT", help="write bicubic | model | original to OUT.png or OUT.mp4")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--temporal", choices=["off", "flow"], default="off", help="flow-guided stabilisation first")
+    ev.set_defaults(command_key="eval")
 
     models = sub.add_parser("models", help="list or convert super-resolution models")
     models_sub = models.add_subparsers(dest="models_command", required=True)

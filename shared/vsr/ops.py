@@ -194,6 +194,10 @@ def _print_job(data: dict[str, Any]) -> None:
     if data.get("output"):
         out = data["output"]
         print(f"output   s3://{out.get('bucket')}/{out.get('key')}")
+        if out.get("flicker_ratio") is not None:
+            print(f"flicker  {float(out['flicker_ratio']):.3f} (output / bicubic warping error; report: quality)")
+        if out.get("preview_key"):
+            print(f"preview  s3://{out.get('bucket')}/{out['preview_key']}")
     if data.get("timings"):
         print(f"timings  {json.dumps(data['timings'], default=str)}")
     if data["segments"]:

@@ -288,6 +288,27 @@ class Settings:
         segments queue behind only that window, not behind the whole of a long job."""
         return max(0, self.segment_policy.window_per_worker * self.worker_max_concurrency)
 
+    def reencode_max_megapixels(self) -> float:
+        """Output megapixels the assembler can decode and encode once (seamless joins) within its share of
+        the function timeout (`segments.work_budget_fraction`, like the workers), at the measured
+        `encode.reencode_mpix_per_vcpu_s` (bench: lossless segments -> libx264 veryfast CRF 18)."""
+        seg = self.raw["segments"]
+        assemble = self.function("assemble")
+        vcpus = min(float(seg["max_vcpus"]), assemble.memory_mb / float(seg["mb_per_vcpu"]))
+        rate = float(self.raw["encode"]["reencode_mpix_per_vcpu_s"])
+        return rate * vcpus * assemble.timeout_s * float(seg["work_budget_fraction"])
+
+    # --- quality check in every job ------------------------------------------------------------------
+    @property
+    def quality_sample_pairs(self) -> int:
+        """Interior frame pairs the assembly measures besides every pair across a segment join."""
+        return int(self.raw["quality"]["sample_pairs"])
+
+    @property
+    def quality_budget_s(self) -> float:
+        """Time the assembly may spend measuring; pairs left beyond it are counted as skipped."""
+        return float(self.raw["quality"]["budget_s"])
+
 
 def load_assembly_filter() -> dict[str, Any]:
     """The DynamoDB stream filter that fires assembly; Terraform reads the same file."""

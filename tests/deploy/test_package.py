@@ -261,10 +261,18 @@ for function in ("ingest", "worker", "assemble"):  # each function zip's handler
     handler = runpy.run_path(sys.argv[3] + f"/{function}/handler.py")["handler"]
     assert callable(handler)
 for dev_only in ("vsr.local", "vsr.cli", "vsr.ops", "vsr.plan_command", "vsr.models.convert", "vsr.models.rewrite",
-                 "vsr.models.ncnn_reference", "vsr.models.samples"):
+                 "vsr.models.ncnn_reference", "vsr.models.samples", "vsr.quality.evaluate", "vsr.quality.stabilise"):
     assert importlib.util.find_spec(dev_only) is None, dev_only + " must not ship in the layer"
 import vsr.settings
-print(json.dumps({"shape": list(upscaled.shape), "frames": frames, "vsr": vsr.settings.__file__}))
+from vsr.quality import jobcheck, preview, temporal  # the in-job quality check: NumPy + PyAV, no OpenCV
+assert "cv2" not in sys.modules
+rng = np.random.default_rng(2)
+a = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+b = np.roll(a, 2, axis=1)
+motion = temporal.PairMotion.from_low_res(a, b, 2, "block")
+error = temporal.pair_warping_error(jobcheck.bicubic(a, 2), jobcheck.bicubic(b, 2), motion)
+assert preview.png_bytes(preview.side_by_side([a, b], ["x", "y"])).startswith(b"\x89PNG")
+print(json.dumps({"shape": list(upscaled.shape), "frames": frames, "vsr": vsr.settings.__file__, "ewarp": error}))
 """
 
 
@@ -332,3 +340,4 @@ def test_pruned_and_stripped_layer_still_runs(tmp_path: Path) -> None:
     assert result["shape"] == [1, 3, 32, 32]
     assert result["frames"] == 5
     assert result["vsr"].startswith(str(site))
+    assert 0 <= result["ewarp"] < 0.05

@@ -38,6 +38,8 @@ def test_vsr_run_completes_and_prints_one_json_line(clips: dict[str, Path], tmp_
     output = Path(summary["output"])
     assert output.is_file() and output.parent == (tmp_path / "out").resolve()
     assert Path(summary["report"]).is_file()
+    assert Path(summary["preview"]).is_file() and Path(summary["preview"]).name.endswith(".preview.png")
+    assert summary["flicker_ratio"] > 0 and f"preview {summary['preview']}" in stderr
     timings = summary["timings"]
     assert timings["wall_s"] > 0 and timings["infer_s"] > 0 and timings["decode_s"] > 0 and timings["encode_s"] > 0
     assert 0 < timings["process_s"] <= timings["worker_wall_s"]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from tests.pipeline.conftest import SHORT_FRAMES, wait_for
@@ -16,6 +17,8 @@ from tests.support.events import s3_notification
 from vsr.aws import clients
 from vsr.local.runtime import LocalRuntime
 from vsr.pipeline import jobs
+from vsr.quality import jobcheck, preview
+from vsr.settings import get_settings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,6 +61,24 @@ def test_carphone_exact_frames_and_timestamps(aws: Any, clips: dict[str, Path], 
     assert plan["concurrency"] == runtime.workers
     assert plan["predicted_wall_s"] > 0 and plan["predicted_cost_usd"] > 0 and plan["measured_wall_s"] > 0
     assert job.plan == {k: v for k, v in plan.items() if not k.startswith("measured_")}
+    # the job measured itself: every pair across a join (frames 29|30, 59|60, 89|90) plus sampled pairs
+    quality = report["quality"]
+    assert [(p["segment"], p["frame"]) for p in quality["boundary_pairs"]] == [(1, 30), (2, 60), (3, 90)]
+    assert quality["pairs"] == 3 + get_settings().quality_sample_pairs and quality["skipped_pairs"] == 0
+    for pair in quality["boundary_pairs"]:
+        assert pair["ewarp_output"] > 0 and pair["ewarp_bicubic"] > 0
+    assert 0.5 < quality["flicker_ratio"] < 3.0
+    assert quality["flicker_ratio"] == pytest.approx(quality["ewarp_output"] / quality["ewarp_bicubic"])
+    # the preview PNG sits beside the output, was downloaded, and shows bicubic | output at output scale
+    assert (
+        quality["preview"] == job.output["preview_key"] == report["output"]["key"].removesuffix(".mp4") + ".preview.png"
+    )
+    assert job.output["flicker_ratio"] == pytest.approx(quality["flicker_ratio"])
+    assert outcome.preview is not None and outcome.preview.name == Path(quality["preview"]).name
+    with av.open(str(outcome.preview)) as png:
+        picture = next(png.decode(video=0))
+    assert picture.height == min(jobcheck.PREVIEW_CROP[0], 288) + preview.LABEL_BAR
+    assert picture.width == 2 * min(jobcheck.PREVIEW_CROP[1], 352) + preview.GAP
 
 
 def test_audio_identical_and_duplicate_s3_event_gives_one_job(aws: Any, clips: dict[str, Path], tmp_path: Path) -> None:

@@ -143,6 +143,7 @@ class Outcome:
     wall_s: float
     output: Path | None = None
     report: Path | None = None
+    preview: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -388,6 +389,10 @@ class LocalRuntime:
             report = out_dir / Path(output["report_key"]).name
             s3.download_file(output["bucket"], output["report_key"], str(report))
             outcome.report = report.resolve()
+        if output.get("preview_key"):
+            preview = out_dir / Path(output["preview_key"]).name
+            s3.download_file(output["bucket"], output["preview_key"], str(preview))
+            outcome.preview = preview.resolve()
 
 
 def _dead_letter_reason(job: jobs.Job | None) -> str:
@@ -441,6 +446,8 @@ def summary_line(outcome: Outcome, workers: int) -> dict[str, Any]:
         "status": outcome.status,
         "output": str(outcome.output) if outcome.output else None,
         "report": str(outcome.report) if outcome.report else None,
+        "preview": str(outcome.preview) if outcome.preview else None,
+        "flicker_ratio": (job.output or {}).get("flicker_ratio") if job else None,
         "error": outcome.error,
         "segments": job.segment_count if job else 0,
         "frames": int(job.segment_totals.get("frames", 0)) if job else 0,
@@ -550,6 +557,10 @@ def run_command(args: argparse.Namespace) -> int:
             f"orchestration overhead {t['overhead_s']:.1f} s = {t['overhead_pct']}%)",
             file=sys.stderr,
         )
+        if summary["preview"]:
+            ratio = summary["flicker_ratio"]
+            flicker = f"; flicker ratio {ratio:.3f} (output / bicubic)" if ratio is not None else ""
+            print(f"preview {summary['preview']}{flicker}", file=sys.stderr)
     else:
         print(f"FAILED: {outcome.error}", file=sys.stderr)
     if args.json:

@@ -11,6 +11,9 @@
   others (ASS, bitmap subtitles) are dropped with a warning. Chapters and container metadata are kept.
 - Rotation/flips: the source display matrix is set on the output stream (templates drop it).
 - `movflags=+faststart`: the index is at the front, so players start before the download ends.
+- Seamless joins: when `join_mode` says REENCODE (vsr.media.encode), the segments are lossless and are
+  decoded in order and encoded once into a single segment at delivery quality, which is then joined as
+  above: the output has no segment joins, so no pulse at them (measured in tests/media/test_seams.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import heapq
 import itertools
 import math
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +33,7 @@ import av.container
 
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
-from vsr.media.encode import FIRST_PTS_KEY, SEGMENT_FORMAT
+from vsr.media.encode import FIRST_PTS_KEY, REENCODE, SEGMENT_FORMAT, SegmentEncoder, join_mode
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
 
@@ -277,15 +281,78 @@ def _seconds(packet: Any) -> Fraction:
     return (ts or 0) * Fraction(packet.time_base.numerator, packet.time_base.denominator)
 
 
+def reencode_segments(
+    segments: Sequence[str | os.PathLike[str] | BinaryIO], info: VideoInfo, output: str | os.PathLike[str]
+) -> int:
+    """Decode `segments` in order and encode their frames once, at delivery quality, into one segment file
+    (frames keep the source's pts); returns the frame count. The segments must already be validated."""
+    encoder: SegmentEncoder | None = None
+    index = 0
+    try:
+        for segment in segments:
+            with _open_segment(segment) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    if index >= info.frame_count:
+                        raise SegmentMismatchError(
+                            f"the segments hold more than the source's {info.frame_count} frames"
+                        )
+                    if encoder is None:
+                        scale = frame.width // info.width
+                        encoder = SegmentEncoder(output, info=info, scale=scale, crf=_delivery_crf())
+                    encoder.write_frame(frame, info.pts[index])
+                    index += 1
+        if encoder is None:
+            raise SegmentMismatchError("the segments hold no frames")
+        encoder.close()
+    except BaseException:
+        if encoder is not None:
+            encoder.abort()
+        raise
+    return index
+
+
+def _delivery_crf() -> int:
+    from vsr.settings import get_settings
+
+    return int(get_settings().encode["crf"])
+
+
 def join_segments(
     segments: Sequence[str | os.PathLike[str] | BinaryIO],
     source: Source,
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
 ) -> JoinResult:
-    """Remux `segments` (in order) and the source's audio/subtitles into a faststart MP4 at `output`."""
+    """Join `segments` (in order) and the source's audio/subtitles into a faststart MP4 at `output`:
+    re-encoded once when they are lossless mezzanines (seamless), else remuxed packet for packet."""
     if not segments:
         raise SegmentMismatchError("no segments to join")
+    _segment_clocks(segments, info)  # refuse missing, duplicated or reordered segments before any work
+    scale = _segment_scale(segments[0], info)
+    if join_mode(info, scale) != REENCODE:
+        return _remux(segments, source, info, output)
+    parent = os.path.dirname(os.fspath(output)) if isinstance(output, str | os.PathLike) else None
+    with tempfile.TemporaryDirectory(prefix="vsr-reencode-", dir=parent or None) as work:
+        single = os.path.join(work, f"video.{SEGMENT_FORMAT}")
+        reencode_segments(segments, info, single)
+        result = _remux([single], source, info, output)
+    log.info("join.reencoded", frames=result.frames)
+    return result
+
+
+def _segment_scale(segment: str | os.PathLike[str] | BinaryIO, info: VideoInfo) -> int:
+    with _open_segment(segment) as container:
+        return max(1, int(container.streams.video[0].codec_context.width) // info.width)
+
+
+def _remux(
+    segments: Sequence[str | os.PathLike[str] | BinaryIO],
+    source: Source,
+    info: VideoInfo,
+    output: str | os.PathLike[str] | BinaryIO,
+) -> JoinResult:
     clocks, order = _segment_clocks(segments, info)
     dts = _rebuilt_dts(order, info)
     target = os.fspath(output) if isinstance(output, str | os.PathLike) else output

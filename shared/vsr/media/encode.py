@@ -12,6 +12,13 @@ Decisions (tested in tests/media):
 - Closed GOPs (`+cgop`) and the first frame of every segment is an IDR frame, so segments join anywhere.
   B-frames stay on (smaller files); the assembler rewrites dts across segment joins.
 - Colour: the source's matrix/range convert RGB -> YUV; range, primaries, transfer and matrix are tagged.
+- Seamless joins (`join_mode`): every segment starts with a fresh IDR frame whose coding noise is new, while
+  the frames before it carry the previous segment's noise forward through P-frames. Joined by packet remux,
+  each join is a visible pulse (carphone, 30-frame segments: the warping error of the pair across a join
+  1.3-1.6x the unencoded model's, other pairs ~1.0x; bench/bench_seams.py). So by default segments are
+  encoded losslessly (`segment_crf` 0: x264 qp 0, a mezzanine) and the assembler encodes the whole output
+  once (vsr.media.concat), which has no joins at all; above what the assembler can re-encode in its time
+  (settings `reencode_max_megapixels()`) segments are delivery-quality and remuxed, joins and all.
 """
 
 from __future__ import annotations
@@ -31,6 +38,22 @@ from vsr.settings import get_settings
 SEGMENT_FORMAT = "nut"
 FIRST_PTS_KEY = "vsr_first_pts"  # container metadata: the first frame's pts in the source time base
 TIME_BASE_KEY = "vsr_time_base"
+
+
+REENCODE = "reencode"
+REMUX = "remux"
+
+
+def join_mode(info: VideoInfo, scale: int) -> str:
+    """How this video's segments will be joined: REENCODE (seamless; lossless segments) or REMUX."""
+    settings = get_settings()
+    mode = str(settings.encode.get("join", REMUX))
+    if mode not in (REENCODE, REMUX):
+        raise ValueError(f"settings encode.join must be {REENCODE!r} or {REMUX!r}, got {mode!r}")
+    megapixels = info.frame_count * info.width * info.height * scale * scale / 1e6
+    if mode == REENCODE and megapixels > settings.reencode_max_megapixels():
+        return REMUX
+    return mode
 
 
 def output_pix_fmt(width: int, height: int, bit_depth: int) -> str:
@@ -58,6 +81,8 @@ class SegmentEncoder:
         self.height = info.height * scale
         self.pix_fmt = output_pix_fmt(self.width, self.height, info.bit_depth)
         self.codec = codec or str(settings["codec"])
+        if crf is None and join_mode(info, scale) == REENCODE:
+            crf = int(settings["segment_crf"])  # a mezzanine: the assembler encodes the delivery once
         target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
         self._container: av.container.OutputContainer = av.open(target, mode="w", format=SEGMENT_FORMAT)
         try:
@@ -76,6 +101,8 @@ class SegmentEncoder:
     def _add_stream(self, *, crf: int, preset: str, threads: int | None) -> Any:
         info = self.info
         options = {"crf": str(crf), "preset": preset}
+        if self.codec == "libx264" and crf == 0:
+            options = {"qp": "0", "preset": preset}  # lossless, at any bit depth (crf 0 is not for 10-bit)
         if self.codec == "libx264":
             options["flags"] = "+cgop"  # closed GOPs: no frame refers across a keyframe
         stream = self._container.add_stream(self.codec, options=options)
@@ -108,6 +135,20 @@ class SegmentEncoder:
             color_primaries=self.info.color_primaries,
             color_trc=self.info.color_trc,
         )
+        self._encode(frame, pts)
+
+    def write_frame(self, frame: av.VideoFrame, pts: int) -> None:
+        """Encode an already decoded frame (the assembler's re-encode: no RGB round trip)."""
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(f"frame is {frame.width}x{frame.height}, expected {self.width}x{self.height}")
+        if frame.format.name != self.pix_fmt:
+            frame = frame.reformat(format=self.pix_fmt)
+        frame.pict_type = 0  # AV_PICTURE_TYPE_NONE: a decoded IDR must not force a keyframe (a seam) here
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int) -> None:
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise ValueError(f"pts must increase: {pts} after {self._last_pts}")
         frame.pts = pts
         frame.time_base = self.info.time_base
         if self._last_pts is None:

@@ -67,6 +67,11 @@ def output_keys(input_key: str, scale: int) -> tuple[str, str]:
     return f"{base}.mp4", f"{base}.json"
 
 
+def preview_key(video_key: str) -> str:
+    """The side-by-side preview PNG beside an output video."""
+    return f"{posixpath.splitext(video_key)[0]}.preview.png"
+
+
 def _missing(what: str) -> Callable[[Exception], Exception | None]:
     """Map "no such key" to ArtifactMissingError (permanent for the caller to judge); leave the rest to call()."""
 

@@ -29,9 +29,10 @@ from vsr.aws.s3io import S3RangeReader
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
-from vsr.media.probe import VideoInfo
+from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
+from vsr.quality import jobcheck, preview
 from vsr.settings import get_settings
 
 log = get_logger(__name__)
@@ -130,17 +131,25 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         video_key, report_key = artifacts.output_keys(ref["key"], scale)
         artifacts.upload_file(output, res.output_bucket, video_key, content_type="video/mp4")
         upload_s = time.monotonic() - upload_started
+        quality_started = time.monotonic()
+        quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
         timings: dict[str, Any] = {
             "assembly_segments": mode,
             "assembly_download_s": download_s,
             "assembly_join_s": join_s,
             "assembly_upload_s": upload_s,
+            "assembly_quality_s": time.monotonic() - quality_started,
             "assembly_s": time.monotonic() - started,
         }
         report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
+        report["quality"] = quality
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started
         out = {"bucket": res.output_bucket, "key": video_key, "report_key": report_key, "bytes": output.stat().st_size}
+        if quality.get("preview"):
+            out["preview_key"] = quality["preview"]
+        if quality.get("flicker_ratio") is not None:
+            out["flicker_ratio"] = quality["flicker_ratio"]
         if not jobs.complete_job(job.job_id, owner, out, timings, res.table):
             log.warning("assemble.lost_lease_before_complete")  # a newer holder completes it; same output keys
             return
@@ -152,6 +161,46 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         artifacts.delete_keys(work_bucket, keys)
     except Exception as exc:  # the job is complete; leftovers expire with the bucket's lifecycle rule
         log.warning("assemble.cleanup_failed", error=str(exc))
+
+
+def _measure_quality(
+    job: jobs.Job,
+    work_bucket: str,
+    output: Path,
+    source: S3RangeReader,
+    info: VideoInfo,
+    scale: int,
+    output_bucket: str,
+    video_key: str,
+    tmp: Path,
+) -> dict[str, Any]:
+    """The report's `quality` block (vsr.quality.jobcheck) and the preview PNG beside the output.
+
+    Advisory: a failure here is logged and reported, never fails a job whose output is already uploaded.
+    """
+    settings = get_settings()
+    try:
+        starts = [s.start_frame for s in artifacts.load_plan(work_bucket, job.job_id)]
+        measured = jobcheck.measure(
+            output,
+            probe(output).pts,
+            source,
+            info,
+            scale,
+            starts,
+            samples=settings.quality_sample_pairs,
+            budget_s=settings.quality_budget_s,
+        )
+        preview_key = None
+        if measured.preview is not None:
+            preview_key = artifacts.preview_key(video_key)
+            path = tmp / "preview.png"
+            preview.write_png(path, measured.preview)
+            artifacts.upload_file(path, output_bucket, preview_key, content_type="image/png")
+        return measured.report(preview_key)
+    except Exception as exc:  # advisory: the output is complete without it
+        log.warning("assemble.quality_failed", error=f"{type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _fetch_segments(job: jobs.Job, bucket: str, tmp: Path) -> tuple[list[Any], list[dict[str, Any]], str]:

@@ -1,0 +1,1 @@
+"""Quality measurement: image metrics against an original, temporal metrics from optical flow."""
