@@ -67,6 +67,7 @@ def estimate(
     model: str,
     settings: Settings | None = None,
     strategy: str = "cost",
+    scale: int = 2,
 ) -> Estimate:
     s = settings or get_settings()
     capacity = s.worker_capacity
@@ -84,12 +85,16 @@ def estimate(
         pricing=s.pricing,
         sizes=sizes,
         strategy=strategy,  # type: ignore[arg-type]
+        output_mpix_per_frame=width * height * scale**2 / 1e6,
+        assembly=s.assembly_work,
     ).chosen
     sim = simulate(
         balanced_sizes(frames, plan.segments),
         seconds_per_frame=per_frame,
         concurrency=capacity.concurrency,
         latency=s.latency,
+        output_mpix_per_frame=width * height * scale**2 / 1e6,
+        assembly=s.assembly_work,
     )
     worker_gb_s = sim.worker_billed_s * s.function("worker").memory_mb / 1024
     other_gb_s = (

@@ -20,6 +20,7 @@ CLIPS = ((640, 360, 10), (1280, 720, 60), (854, 480, 1800))
 CONCURRENCY = (20, 100, 1000)
 FPS = 25
 ANIMEVIDEO_MACS = 619_200  # realesr-animevideov3 (the default model), multiply-adds per input pixel
+SCALE = 2  # realesr-animevideov3-x2, the default model
 
 
 def rows(macs: float) -> list[dict[str, object]]:
@@ -41,6 +42,8 @@ def rows(macs: float) -> list[dict[str, object]]:
                     pricing=s.pricing,
                     sizes=s.function_sizes,
                     warm_containers=concurrency if warm else 0,
+                    output_mpix_per_frame=width * height * SCALE**2 / 1e6,
+                    assembly=s.assembly_work,
                 )
                 d, c = plan.options["default"], plan.options["cost"]
                 out.append(

@@ -132,6 +132,8 @@ def plan_for(
         pricing=settings.pricing,
         sizes=sizes,
         strategy=strategy,
+        output_mpix_per_frame=info.width * info.height * model.scale**2 / 1e6,
+        assembly=settings.assembly_work,
     )
 
 

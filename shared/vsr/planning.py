@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from vsr.settings import FunctionSizes, LatencyModel, Pricing, SegmentPolicy, WorkerCapacity
+from vsr.settings import AssemblyWork, FunctionSizes, LatencyModel, Pricing, SegmentPolicy, WorkerCapacity
 from vsr.simulation import Simulation, simulate
 
 Strategy = Literal["cost", "latency", "default"]
@@ -242,6 +242,8 @@ def plan_job(
     sizes: FunctionSizes,
     strategy: Strategy = "default",
     warm_containers: int = 0,
+    output_mpix_per_frame: float = 0.0,
+    assembly: AssemblyWork | None = None,
 ) -> JobPlan:
     """THE planning entry point: segments for the frames at `pts`, chosen by `strategy` from predicted plans."""
     total = len(pts)
@@ -258,6 +260,8 @@ def plan_job(
             latency=latency,
             warm_containers=warm_containers,
             warm_functions=warm_containers > 0,
+            output_mpix_per_frame=output_mpix_per_frame,
+            assembly=assembly,
         )
         predicted.append(
             PlanChoice(

@@ -98,6 +98,7 @@ class LatencyModel:
     assembly_cold_start_s: float
     assembly_s_per_frame: float  # packet remux and upload
     assembly_fixed_s: float  # lease, plan and probe reads, audio, report
+    quality_s_per_pair_mpix: float  # the job's own quality check, per measured frame pair and output megapixel
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> LatencyModel:
@@ -106,6 +107,18 @@ class LatencyModel:
 
     def replace(self, **changes: float) -> LatencyModel:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AssemblyWork:
+    """What the assembler does besides the fixed part: one delivery encode of the whole output (seamless joins)
+    up to a size, else a packet remux; and the quality check on every join pair plus sampled pairs."""
+
+    reencode: bool  # encode.join == "reencode"
+    reencode_s_per_output_mpix: float  # 1 / (encode.reencode_mpix_per_vcpu_s x the assembler's vCPUs)
+    reencode_max_mpix: float  # above it, segments are remuxed (Settings.reencode_max_megapixels)
+    quality_sample_pairs: int
+    quality_budget_s: float
 
 
 @dataclass(frozen=True)
@@ -287,6 +300,18 @@ class Settings:
         the segment queue's concurrency, so one job can still keep every worker busy while a later job's
         segments queue behind only that window, not behind the whole of a long job."""
         return max(0, self.segment_policy.window_per_worker * self.worker_max_concurrency)
+
+    @property
+    def assembly_work(self) -> AssemblyWork:
+        seg = self.raw["segments"]
+        vcpus = min(float(seg["max_vcpus"]), self.function("assemble").memory_mb / float(seg["mb_per_vcpu"]))
+        return AssemblyWork(
+            reencode=str(self.raw["encode"].get("join", "remux")) == "reencode",
+            reencode_s_per_output_mpix=1.0 / (float(self.raw["encode"]["reencode_mpix_per_vcpu_s"]) * vcpus),
+            reencode_max_mpix=self.reencode_max_megapixels(),
+            quality_sample_pairs=self.quality_sample_pairs,
+            quality_budget_s=self.quality_budget_s,
+        )
 
     def reencode_max_megapixels(self) -> float:
         """Output megapixels the assembler can decode and encode once (seamless joins) within its share of

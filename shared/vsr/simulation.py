@@ -15,7 +15,10 @@ What it models, in order (every time a named number of `LatencyModel`):
    (init is billed since 2025). Then setup (seek, context frames, encoder), frames x seconds per frame x
    (1 + per-frame decode/encode overhead), upload and the DynamoDB count.
 4. The last count reaches assembly through the DynamoDB stream (`stream_s`); assembly pays its cold start, a
-   fixed part and a per-frame remux rate.
+   fixed part, the join (one delivery encode of the whole output at the measured megapixel rate, or a
+   per-frame remux above the re-encode limit) and the quality check (every join pair plus sampled pairs, at a
+   measured cost per pair and output megapixel, within its time budget). The wall time ends at COMPLETE, when
+   the output is in the bucket; the quality check runs after it (billed, but it does not delay the output).
 Hand-rolled rather than SimPy: the model is one list-scheduling loop, it runs inside the ingest Lambda for
 every candidate plan, and a heap keeps a 1000-segment plan at milliseconds.
 """
@@ -27,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vsr.settings import LatencyModel
+from vsr.settings import AssemblyWork, LatencyModel
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,24 @@ def segment_seconds(frames: int, seconds_per_frame: float, latency: LatencyModel
     """A warm invocation's time for one segment of `frames` output frames."""
     work = frames * seconds_per_frame * (1.0 + latency.frame_overhead_fraction)
     return latency.segment_setup_s + work + latency.segment_upload_s + latency.bookkeeping_s
+
+
+def assembly_seconds(
+    segment_frames: Sequence[int], output_mpix_per_frame: float, latency: LatencyModel, work: AssemblyWork | None
+) -> tuple[float, float]:
+    """The assembler's work after its start: (until COMPLETE: fixed part and join; the quality check after it)."""
+    frames = sum(segment_frames)
+    total_mpix = frames * output_mpix_per_frame
+    if work is not None and work.reencode and total_mpix <= work.reencode_max_mpix:
+        join = total_mpix * work.reencode_s_per_output_mpix
+    else:
+        join = frames * latency.assembly_s_per_frame
+    quality = 0.0
+    if work is not None:
+        boundaries = max(0, len(segment_frames) - 1)
+        pairs = boundaries + min(work.quality_sample_pairs, max(0, frames - 1 - boundaries))
+        quality = min(work.quality_budget_s, pairs * latency.quality_s_per_pair_mpix * output_mpix_per_frame)
+    return latency.assembly_fixed_s + join, quality
 
 
 def allowed_concurrency(elapsed_s: float, concurrency: int, latency: LatencyModel) -> int:
@@ -77,6 +98,8 @@ def simulate(
     latency: LatencyModel,
     warm_containers: int = 0,
     warm_functions: bool = False,
+    output_mpix_per_frame: float = 0.0,
+    assembly: AssemblyWork | None = None,
 ) -> Simulation:
     """Play one job with segments of `segment_frames` output frames through the pipeline.
 
@@ -128,13 +151,10 @@ def simulate(
         heapq.heappush(running, clock + duration)
         done = max(done, clock + duration)
 
-    total_frames = sum(segment_frames)
-    assembly_billed = (
-        (0.0 if warm_functions else latency.assembly_cold_start_s)
-        + latency.assembly_fixed_s
-        + latency.assembly_s_per_frame * total_frames
-    )
-    wall = done + latency.stream_s + assembly_billed
+    to_complete, quality_check = assembly_seconds(segment_frames, output_mpix_per_frame, latency, assembly)
+    assembly_start = 0.0 if warm_functions else latency.assembly_cold_start_s
+    wall = done + latency.stream_s + assembly_start + to_complete  # the output is out; the quality check follows
+    assembly_billed = assembly_start + to_complete + quality_check
     return Simulation(
         wall_s=wall,
         ingest_done_s=visible,

@@ -225,6 +225,9 @@ def test_each_builder_admits_exactly_the_listed_sources_of_its_target() -> None:
     for update in (jobs.segment_done_update(0, {}, 1, 1.0), jobs.segment_progress_update(0, 1, 1.0)):
         assert _statuses_in(update) == {S.QUEUED, S.PROCESSING}
         assert "#status =" not in update.update
+    # the quality check is recorded on a COMPLETE job and leaves it COMPLETE
+    quality = jobs.quality_update(1.1, "k.preview.png", 1.0)
+    assert _statuses_in(quality) == {S.COMPLETE} and "#status =" not in quality.update
 
 
 def test_status_is_a_string_on_the_wire() -> None:

@@ -51,6 +51,7 @@ from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filte
 log = get_logger(__name__)
 
 POLL_S = 0.25  # how often the job record is read for progress
+QUALITY_GRACE_S = 30.0  # beyond the quality check's own budget: decoding, the preview upload, the report
 DLQ_CHECK_S = 2.0  # how often the dead-letter queues are checked while a job has failing segments
 
 
@@ -376,10 +377,19 @@ class LocalRuntime:
             ticker.wait(POLL_S)
 
     def download(self, outcome: Outcome, out_dir: Path) -> None:
-        """Fetch the output video and its JSON report into out_dir."""
+        """Fetch the output video, its JSON report and the preview into out_dir.
+
+        The job's quality check runs right after COMPLETE (it never delays the output): wait for it, within its
+        time budget, so the report carries the quality block and the preview is there.
+        """
         if outcome.job is None or not outcome.job.output:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.settings.quality_budget_s + QUALITY_GRACE_S
+        ticker = threading.Event()
+        while not outcome.job.output.get("quality_measured") and time.monotonic() < deadline:
+            ticker.wait(POLL_S)
+            outcome.job = self.job(outcome.job_id) or outcome.job
         output = outcome.job.output
         s3 = clients.s3()
         video = out_dir / Path(output["key"]).name

@@ -160,6 +160,15 @@ class Outbox:
         partial.replace(target)
         return target
 
+    def deliver_quality(self, job: jobs.Job) -> list[Path]:
+        """After the job's quality check (it runs once the output is out): the report again, and the preview."""
+        assert job.output is not None
+        paths = []
+        for key in (job.output.get("report_key"), job.output.get("preview_key")):
+            if key:
+                paths.append(self._fetch(job.output["bucket"], key))
+        return paths
+
     def deliver(self, job: jobs.Job) -> list[Path]:
         if job.status == jobs.COMPLETE and job.output:
             paths = [self._fetch(job.output["bucket"], job.output["key"])]
@@ -223,6 +232,7 @@ class Server:
         self.started = time.monotonic()
         self._shown: dict[str, str] = {}
         self._delivered: set[str] = set()
+        self._quality_delivered: set[str] = set()  # report and preview again once the quality check ran
         self._jobs: dict[str, jobs.Job] = {}
 
     def say(self, text: str) -> None:
@@ -248,6 +258,11 @@ class Server:
                 for path in self.outbox.deliver(job):
                     self.say(f"outbox: {path}")
                 self._delivered.add(job.job_id)
+            measured = job.output is not None and job.output.get("quality_measured")
+            if self.outbox is not None and measured and job.job_id not in self._quality_delivered:
+                for path in self.outbox.deliver_quality(job):
+                    self.say(f"outbox: {path}")
+                self._quality_delivered.add(job.job_id)
 
     def unfinished(self) -> list[jobs.Job]:
         return [job for job in self._jobs.values() if not job.terminal]

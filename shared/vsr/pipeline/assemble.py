@@ -131,29 +131,30 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         video_key, report_key = artifacts.output_keys(ref["key"], scale)
         artifacts.upload_file(output, res.output_bucket, video_key, content_type="video/mp4")
         upload_s = time.monotonic() - upload_started
-        quality_started = time.monotonic()
-        quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
         timings: dict[str, Any] = {
             "assembly_segments": mode,
             "assembly_download_s": download_s,
             "assembly_join_s": join_s,
             "assembly_upload_s": upload_s,
-            "assembly_quality_s": time.monotonic() - quality_started,
             "assembly_s": time.monotonic() - started,
         }
         report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
-        report["quality"] = quality
+        report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started
         out = {"bucket": res.output_bucket, "key": video_key, "report_key": report_key, "bytes": output.stat().st_size}
-        if quality.get("preview"):
-            out["preview_key"] = quality["preview"]
-        if quality.get("flicker_ratio") is not None:
-            out["flicker_ratio"] = quality["flicker_ratio"]
         if not jobs.complete_job(job.job_id, owner, out, timings, res.table):
             log.warning("assemble.lost_lease_before_complete")  # a newer holder completes it; same output keys
             return
         log.info("assemble.complete", output=f"s3://{res.output_bucket}/{video_key}", **timings)
+        # The job's own quality check runs once the user has the output, so it never delays it (a short clip's
+        # latency would otherwise grow with every segment join the planner adds). Advisory: best effort.
+        quality_started = time.monotonic()
+        quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
+        report["quality"] = quality
+        report["timings"]["assembly_quality_s"] = time.monotonic() - quality_started
+        artifacts.put_json(res.output_bucket, report_key, report)
+        jobs.record_quality(job.job_id, quality.get("flicker_ratio"), quality.get("preview"), res.table)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     keys = [artifacts.segment_key(job.job_id, i) for i in range(job.segment_count)]

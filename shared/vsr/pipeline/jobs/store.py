@@ -19,6 +19,7 @@ from vsr.pipeline.jobs.transitions import (
     fail_update,
     lease_update,
     mark_processing_update,
+    quality_update,
     release_lease_update,
     segment_done_update,
     segment_error_update,
@@ -176,6 +177,12 @@ def release_assembly_lease(job_id: str, owner: str, table: str | None = None) ->
     """Give the lease back after a failed attempt so a retry need not wait for it to expire."""
     released = _update("release lease", release_lease_update(owner, time.time()), table, job_id)
     return released is not None
+
+
+def record_quality(job_id: str, flicker_ratio: float | None, preview_key: str | None, table: str | None = None) -> bool:
+    """Note the quality check's headline numbers on a COMPLETE job (`output.quality_measured` tells it ran)."""
+    done = _update("record quality", quality_update(flicker_ratio, preview_key, time.time()), table, job_id)
+    return done is not None
 
 
 def complete_job(

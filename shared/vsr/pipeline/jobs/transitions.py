@@ -181,6 +181,20 @@ def release_lease_update(owner: str, now: float) -> Update:
     )
 
 
+def quality_update(flicker_ratio: float | None, preview_key: str | None, now: float) -> Update:
+    """The job's own quality check, recorded after COMPLETE (the status does not move)."""
+    values: dict[str, Any] = {":true": True, ":now": now}
+    sets = ["#output.quality_measured = :true", "updated_at = :now"]
+    if flicker_ratio is not None:
+        values[":flicker"] = float(flicker_ratio)
+        sets.append("#output.flicker_ratio = :flicker")
+    if preview_key:
+        values[":preview"] = preview_key
+        sets.append("#output.preview_key = :preview")
+    condition = _status_in((COMPLETE,), values) + " AND attribute_exists(#output)"
+    return Update(f"SET {', '.join(sets)}", condition, {"#status": "status", "#output": "output"}, values)
+
+
 def complete_update(owner: str, output: Mapping[str, Any], timings: Mapping[str, Any], now: float) -> Update:
     values: dict[str, Any] = {":complete": COMPLETE, ":owner": owner, ":output": dict(output), ":now": now}
     names = {"#status": "status"}
