@@ -30,6 +30,7 @@ from vsr.media.decode import decode_window
 from vsr.media.probe import probe
 from vsr.models import registry, samples
 from vsr.models.ncnn_reference import load_net, run_ncnn
+from vsr.settings import get_settings
 from vsr.upscale import upscale_file
 
 
@@ -77,7 +78,10 @@ def main() -> int:
 
         model = registry.resolve_model(args.model)
         net = load_net(args.model, threads, precise=False)
-        upscaler = get_upscaler(model, tile=args.tile, threads=threads)  # session created outside the timings
+        tile = get_settings().tile if args.tile is None else args.tile
+        upscaler = get_upscaler(
+            model, tile=tile, tile_overlap=get_settings().tile_overlap, threads=threads
+        )  # session created outside the timings
         upscaler.upscale(frames[:1])  # warm-up both engines on one frame
         run_ncnn(args.model, frames[:1], threads, precise=False, net=net)
 

@@ -97,10 +97,10 @@ segment = split_segments(info.pts, 1)[0]
 work = Path(tempfile.mkdtemp())
 part = work / "00000.nut"
 clock = time.perf_counter()
-result = process_segment(Path(source), segment, upscaler, info, part)
+result = process_segment(Path(source), segment, upscaler, info, part, encode=settings.encode_settings)
 process_s = time.perf_counter() - clock
 clock = time.perf_counter()
-join_segments([part], Path(source), info, work / "out.mp4")
+join_segments([part], Path(source), info, work / "out.mp4", settings.encode_settings)
 join_s = time.perf_counter() - clock
 print(json.dumps({"load_s": load_s, "seconds_per_frame": process_s / result.frames, "join_s_per_frame": join_s / result.frames}))
 """

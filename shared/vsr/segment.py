@@ -27,6 +27,7 @@ from vsr.media.encode import SegmentEncoder
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source
 from vsr.planning import Segment
+from vsr.settings import EncodeSettings
 
 log = get_logger(__name__)
 
@@ -114,6 +115,7 @@ def process_segment(
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
     *,
+    encode: EncodeSettings,
     crf: int | None = None,
     preset: str | None = None,
     codec: str | None = None,
@@ -125,7 +127,9 @@ def process_segment(
     started = time.perf_counter()
     total = segment.context_before + segment.frame_count
     timings = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0}
-    encoder = SegmentEncoder(output, info=info, scale=upscaler.scale, crf=crf, preset=preset, codec=codec)
+    encoder = SegmentEncoder(
+        output, info=info, scale=upscaler.scale, encode=encode, crf=crf, preset=preset, codec=codec
+    )
     inbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
     outbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
     stop = threading.Event()

@@ -110,6 +110,21 @@ class LatencyModel:
 
 
 @dataclass(frozen=True)
+class EncodeSettings:
+    """How segments and the delivery are encoded (vsr.media.encode takes this, never the settings)."""
+
+    codec: str
+    crf: int  # delivery quality
+    preset: str
+    join: str  # "reencode" (lossless segments, one delivery encode: seamless joins) or "remux"
+    segment_crf: int  # segments' quality when they are re-encoded once more at the join (0: lossless)
+    reencode_max_mpix: float  # above this many output megapixels a video's segments are remuxed instead
+
+    def replace(self, **changes: Any) -> EncodeSettings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class AssemblyWork:
     """What the assembler does besides the fixed part: one delivery encode of the whole output (seamless joins)
     up to a size, else a packet remux; and the quality check on every join pair plus sampled pairs."""
@@ -152,7 +167,6 @@ class Limits:
     max_frames: int
     max_input_pixels: int
     max_output_pixels: int
-    allowed_formats: tuple[str, ...]
     max_job_cost_usd: float
 
     @classmethod
@@ -163,7 +177,6 @@ class Limits:
             max_frames=int(raw["max_frames"]),
             max_input_pixels=int(raw["max_input_pixels"]),
             max_output_pixels=int(raw["max_output_pixels"]),
-            allowed_formats=tuple(raw["allowed_formats"]),
             max_job_cost_usd=float(raw["max_job_cost_usd"]),
         )
 
@@ -274,9 +287,6 @@ class Settings:
         )
 
     # --- encoding, limits, jobs --------------------------------------------------------------------
-    @property
-    def encode(self) -> dict[str, Any]:
-        return dict(self.raw["encode"])
 
     @property
     def limits(self) -> Limits:
@@ -300,6 +310,18 @@ class Settings:
         the segment queue's concurrency, so one job can still keep every worker busy while a later job's
         segments queue behind only that window, not behind the whole of a long job."""
         return max(0, self.segment_policy.window_per_worker * self.worker_max_concurrency)
+
+    @property
+    def encode_settings(self) -> EncodeSettings:
+        raw = self.raw["encode"]
+        return EncodeSettings(
+            codec=str(raw["codec"]),
+            crf=int(raw["crf"]),
+            preset=str(raw["preset"]),
+            join=str(raw.get("join", "remux")),
+            segment_crf=int(raw.get("segment_crf", raw["crf"])),
+            reencode_max_mpix=self.reencode_max_megapixels(),
+        )
 
     @property
     def assembly_work(self) -> AssemblyWork:

@@ -63,7 +63,13 @@ def upscale_file(
 
     clock = time.perf_counter()
     model_info = resolve_model(model, scale)
-    upscaler = get_upscaler(model_info, tile=tile, threads=threads)
+    settings = get_settings()
+    upscaler = get_upscaler(
+        model_info,
+        tile=settings.tile if tile is None else tile,
+        tile_overlap=settings.tile_overlap,
+        threads=threads,
+    )
     load_s = time.perf_counter() - clock
 
     segments = plan(info, model_info, segment_frames)
@@ -82,13 +88,21 @@ def upscale_file(
         parts = []
         for segment in segments:
             part = work / f"{segment.index:05d}.{SEGMENT_FORMAT}"
-            result = process_segment(source, segment, upscaler, info, part, on_frames=bar.update if bar else None)
+            result = process_segment(
+                source,
+                segment,
+                upscaler,
+                info,
+                part,
+                encode=settings.encode_settings,
+                on_frames=bar.update if bar else None,
+            )
             for key in totals:
                 totals[key] += getattr(result, key)
             parts.append(part)
         clock = time.perf_counter()
         partial = work / "output.mp4"
-        join_segments(parts, source, info, partial)
+        join_segments(parts, source, info, partial, settings.encode_settings)
         os.replace(partial, target)  # never leave a half-written output under the final name
         join_s = time.perf_counter() - clock
     finally:

@@ -18,6 +18,9 @@ from vsr.media.encode import SegmentEncoder, output_pix_fmt
 from vsr.media.probe import VideoInfo, probe
 from vsr.planning import Segment, plan_segments
 from vsr.segment import process_segment
+from vsr.settings import get_settings
+
+ENCODE = get_settings().encode_settings
 
 
 def frame_times(path: Path) -> list[Fraction]:
@@ -72,11 +75,13 @@ def upscale_through_segments(path: Path, info: VideoInfo, out_dir: Path, scale: 
     upscaler = clips.NearestUpscaler(scale)
     for segment in segments:
         part = out_dir / f"{segment.index:05d}.nut"
-        result = process_segment(clips.as_file_object(path), segment, upscaler, info, part, preset="ultrafast")
+        result = process_segment(
+            clips.as_file_object(path), segment, upscaler, info, part, preset="ultrafast", encode=ENCODE
+        )
         assert result.frames == segment.frame_count
         parts.append(part)
     output = out_dir / "out.mp4"
-    join_segments(parts, clips.as_file_object(path), info, output)
+    join_segments(parts, clips.as_file_object(path), info, output, ENCODE)
     return output
 
 
@@ -145,7 +150,7 @@ def test_context_frames_are_decoded_but_not_output(good_clips: dict[str, Path], 
     segment = plan_segments(info.pts, 7, context_frames=2)[1]
     assert segment.context_before == 2
     upscaler = clips.NearestUpscaler(2)
-    result = process_segment(source, segment, upscaler, info, tmp_path / "s.nut", batch_frames=3)
+    result = process_segment(source, segment, upscaler, info, tmp_path / "s.nut", batch_frames=3, encode=ENCODE)
     assert result.frames == 7 and upscaler.calls == 3  # 7 frames in batches of 3
     with av.open(str(tmp_path / "s.nut")) as container:
         stream = container.streams.video[0]
@@ -163,7 +168,7 @@ def test_overlap_and_serial_give_identical_frames(good_clips: dict[str, Path], t
     decoded = []
     for overlap in (True, False):
         out = tmp_path / f"{overlap}.nut"
-        process_segment(source, segment, clips.NearestUpscaler(2), info, out, overlap=overlap)
+        process_segment(source, segment, clips.NearestUpscaler(2), info, out, overlap=overlap, encode=ENCODE)
         with av.open(str(out)) as container:
             decoded.append([f.to_ndarray() for f in container.decode(video=0)])
     assert len(decoded[0]) == len(decoded[1]) == info.frame_count
@@ -189,7 +194,7 @@ def test_upscaler_error_propagates_without_hanging(good_clips: dict[str, Path], 
     info = probe(source)
     segment = plan_segments(info.pts, info.frame_count)[0]
     with pytest.raises(RuntimeError, match="model failed"):
-        process_segment(source, segment, _Exploding(after=2), info, tmp_path / "s.nut", batch_frames=1)
+        process_segment(source, segment, _Exploding(after=2), info, tmp_path / "s.nut", batch_frames=1, encode=ENCODE)
 
 
 @pytest.mark.timeout(60)
@@ -199,7 +204,9 @@ def test_truncated_source_fails_the_segment_as_corrupt(media_clips: dict[str, Pa
     info = probe(full)
     segment = plan_segments(info.pts, info.frame_count)[0]
     with pytest.raises(CorruptInputError):
-        process_segment(media_clips["truncated_mp4"], segment, clips.NearestUpscaler(2), info, tmp_path / "s.nut")
+        process_segment(
+            media_clips["truncated_mp4"], segment, clips.NearestUpscaler(2), info, tmp_path / "s.nut", encode=ENCODE
+        )
 
 
 def test_join_refuses_missing_or_reordered_segments(good_clips: dict[str, Path], tmp_path: Path) -> None:
@@ -208,10 +215,10 @@ def test_join_refuses_missing_or_reordered_segments(good_clips: dict[str, Path],
     parts = []
     for segment in plan_segments(info.pts, 7):
         parts.append(tmp_path / f"{segment.index}.nut")
-        process_segment(source, segment, clips.NearestUpscaler(2), info, parts[-1], preset="ultrafast")
+        process_segment(source, segment, clips.NearestUpscaler(2), info, parts[-1], preset="ultrafast", encode=ENCODE)
     for bad in (parts[:-1], [parts[1], parts[0], parts[2]], [*parts, parts[0]]):
         with pytest.raises(SegmentMismatchError) as caught:
-            join_segments(bad, source, info, tmp_path / "out.mp4")
+            join_segments(bad, source, info, tmp_path / "out.mp4", ENCODE)
         assert isinstance(caught.value, PermanentError)
 
 
@@ -224,10 +231,10 @@ def test_one_frame_segments_join(good_clips: dict[str, Path], tmp_path: Path) ->
     for index, size in enumerate(sizes):
         segment = Segment(index, start, size, info.pts[start], None, 0, info.pts[start])
         parts.append(tmp_path / f"{index}.nut")
-        process_segment(source, segment, clips.NearestUpscaler(2), info, parts[-1])
+        process_segment(source, segment, clips.NearestUpscaler(2), info, parts[-1], encode=ENCODE)
         start += size
     output = tmp_path / "out.mp4"
-    join_segments(parts, source, info, output)
+    join_segments(parts, source, info, output, ENCODE)
     with av.open(str(output)) as container:
         dts = [p.dts for p in container.demux(video=0) if p.size]
     assert all(b > a for a, b in itertools.pairwise(dts))
@@ -243,7 +250,7 @@ def test_encoder_formats_and_settings(tmp_path: Path) -> None:
 
 def test_encoder_rejects_wrong_frames(good_clips: dict[str, Path], tmp_path: Path) -> None:
     info = probe(good_clips["vfr_mp4"])
-    with SegmentEncoder(tmp_path / "x.nut", info=info, scale=2) as encoder:
+    with SegmentEncoder(tmp_path / "x.nut", info=info, scale=2, encode=ENCODE) as encoder:
         image = np.zeros((info.height * 2, info.width * 2, 3), np.uint8)
         encoder.write(image, info.pts[0])
         with pytest.raises(ValueError, match="pts must increase"):

@@ -36,6 +36,7 @@ from vsr.logs import get_logger
 from vsr.media.encode import FIRST_PTS_KEY, REENCODE, SEGMENT_FORMAT, SegmentEncoder, join_mode
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
+from vsr.settings import EncodeSettings
 
 log = get_logger(__name__)
 
@@ -282,7 +283,10 @@ def _seconds(packet: Any) -> Fraction:
 
 
 def reencode_segments(
-    segments: Sequence[str | os.PathLike[str] | BinaryIO], info: VideoInfo, output: str | os.PathLike[str]
+    segments: Sequence[str | os.PathLike[str] | BinaryIO],
+    info: VideoInfo,
+    output: str | os.PathLike[str],
+    encode: EncodeSettings,
 ) -> int:
     """Decode `segments` in order and encode their frames once, at delivery quality, into one segment file
     (frames keep the source's pts); returns the frame count. The segments must already be validated."""
@@ -300,7 +304,7 @@ def reencode_segments(
                         )
                     if encoder is None:
                         scale = frame.width // info.width
-                        encoder = SegmentEncoder(output, info=info, scale=scale, crf=_delivery_crf())
+                        encoder = SegmentEncoder(output, info=info, scale=scale, encode=encode, crf=encode.crf)
                     encoder.write_frame(frame, info.pts[index])
                     index += 1
         if encoder is None:
@@ -313,17 +317,12 @@ def reencode_segments(
     return index
 
 
-def _delivery_crf() -> int:
-    from vsr.settings import get_settings
-
-    return int(get_settings().encode["crf"])
-
-
 def join_segments(
     segments: Sequence[str | os.PathLike[str] | BinaryIO],
     source: Source,
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
+    encode: EncodeSettings,
 ) -> JoinResult:
     """Join `segments` (in order) and the source's audio/subtitles into a faststart MP4 at `output`:
     re-encoded once when they are lossless mezzanines (seamless), else remuxed packet for packet."""
@@ -331,12 +330,12 @@ def join_segments(
         raise SegmentMismatchError("no segments to join")
     _segment_clocks(segments, info)  # refuse missing, duplicated or reordered segments before any work
     scale = _segment_scale(segments[0], info)
-    if join_mode(info, scale) != REENCODE:
+    if join_mode(info, scale, encode) != REENCODE:
         return _remux(segments, source, info, output)
     parent = os.path.dirname(os.fspath(output)) if isinstance(output, str | os.PathLike) else None
     with tempfile.TemporaryDirectory(prefix="vsr-reencode-", dir=parent or None) as work:
         single = os.path.join(work, f"video.{SEGMENT_FORMAT}")
-        reencode_segments(segments, info, single)
+        reencode_segments(segments, info, single, encode)
         result = _remux([single], source, info, output)
     log.info("join.reencoded", frames=result.frames)
     return result

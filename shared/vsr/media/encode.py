@@ -33,7 +33,7 @@ import numpy as np
 
 from vsr.media.colour import from_rgb_array
 from vsr.media.probe import VideoInfo
-from vsr.settings import get_settings
+from vsr.settings import EncodeSettings
 
 SEGMENT_FORMAT = "nut"
 FIRST_PTS_KEY = "vsr_first_pts"  # container metadata: the first frame's pts in the source time base
@@ -44,14 +44,13 @@ REENCODE = "reencode"
 REMUX = "remux"
 
 
-def join_mode(info: VideoInfo, scale: int) -> str:
+def join_mode(info: VideoInfo, scale: int, encode: EncodeSettings) -> str:
     """How this video's segments will be joined: REENCODE (seamless; lossless segments) or REMUX."""
-    settings = get_settings()
-    mode = str(settings.encode.get("join", REMUX))
+    mode = encode.join
     if mode not in (REENCODE, REMUX):
         raise ValueError(f"settings encode.join must be {REENCODE!r} or {REMUX!r}, got {mode!r}")
     megapixels = info.frame_count * info.width * info.height * scale * scale / 1e6
-    if mode == REENCODE and megapixels > settings.reencode_max_megapixels():
+    if mode == REENCODE and megapixels > encode.reencode_max_mpix:
         return REMUX
     return mode
 
@@ -70,25 +69,25 @@ class SegmentEncoder:
         *,
         info: VideoInfo,
         scale: int,
+        encode: EncodeSettings,
         crf: int | None = None,
         preset: str | None = None,
         codec: str | None = None,
         threads: int | None = None,
     ) -> None:
-        settings = get_settings().encode
         self.info = info
         self.width = info.width * scale
         self.height = info.height * scale
         self.pix_fmt = output_pix_fmt(self.width, self.height, info.bit_depth)
-        self.codec = codec or str(settings["codec"])
-        if crf is None and join_mode(info, scale) == REENCODE:
-            crf = int(settings["segment_crf"])  # a mezzanine: the assembler encodes the delivery once
+        self.codec = codec or encode.codec
+        if crf is None and join_mode(info, scale, encode) == REENCODE:
+            crf = encode.segment_crf  # a mezzanine: the assembler encodes the delivery once
         target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
         self._container: av.container.OutputContainer = av.open(target, mode="w", format=SEGMENT_FORMAT)
         try:
             self._stream = self._add_stream(
-                crf=int(settings["crf"] if crf is None else crf),
-                preset=str(preset or settings["preset"]),
+                crf=encode.crf if crf is None else int(crf),
+                preset=preset or encode.preset,
                 threads=threads,
             )
         except Exception:

@@ -30,7 +30,6 @@ from vsr.errors import (
     UnsupportedCodecError,
 )
 from vsr.logs import get_logger
-from vsr.settings import get_settings
 
 Source = str | os.PathLike[str] | BinaryIO
 
@@ -77,8 +76,22 @@ MEDIA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# The demuxers an upload may use (FFmpeg names). Owned here, beside the signatures above that they must agree
+# with: a security allow-list, not a tunable (no playlist or concat demuxer can read other files or URLs).
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "mov,mp4,m4a,3gp,3g2,mj2",
+    "matroska,webm",
+    "avi",
+    "mpegts",
+    "flv",
+    "mpeg",
+    "ogg",
+    "asf",
+)
+
+
 def allowed_formats() -> list[str]:
-    return list(get_settings().limits.allowed_formats)
+    return list(ALLOWED_FORMATS)
 
 
 def input_size(source: Source) -> int:

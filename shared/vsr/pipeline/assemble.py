@@ -124,7 +124,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         source = S3RangeReader(
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
-        join_segments(segments, source, info, output)
+        join_segments(segments, source, info, output, get_settings().encode_settings)
         join_s = time.monotonic() - join_started
 
         upload_started = time.monotonic()

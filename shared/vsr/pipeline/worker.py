@@ -134,7 +134,9 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         progress = ProgressReporter(
             message.job_id, message.segment.index, resources.table, settings.progress_interval_s
         )
-        result = process_segment(reader, message.segment, upscaler, info, output, on_frames=progress)
+        result = process_segment(
+            reader, message.segment, upscaler, info, output, encode=settings.encode_settings, on_frames=progress
+        )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
                 f"frames {message.segment.start_frame}-{message.segment.start_frame + message.segment.frame_count - 1}"

@@ -77,7 +77,10 @@ def evaluate(
     scale = model_info.scale
     originals, info = load_frames(Path(path), frames, scale)
     low = [box_downscale(f, scale) for f in originals]
-    upscaler = get_upscaler(model_info)
+    from vsr.settings import get_settings
+
+    settings = get_settings()  # this is the `vsr eval` command's edge
+    upscaler = get_upscaler(model_info, tile=settings.tile, tile_overlap=settings.tile_overlap)
     started = time.perf_counter()
     output = [from_float(upscaler.upscale(to_float([f])), f.dtype)[0] for f in low]
     if temporal_mode == "flow":
