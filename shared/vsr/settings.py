@@ -123,6 +123,11 @@ class Settings:
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
 
+    @property
+    def precision(self) -> str:
+        """fp32 | int8: int8 runs `<model>-int8` where that variant passed the fidelity gate, else fp32."""
+        return str(self.raw["model"].get("precision", "fp32"))
+
 
 def load_assembly_filter() -> dict[str, Any]:
     """The DynamoDB stream filter that fires assembly; Terraform reads the same file."""

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from vsr.aws import clients
 from vsr.logs import get_logger
+from vsr.models.registry import deployed_model_name
 from vsr.pipeline import jobs, modelstore
 from vsr.settings import Settings, get_settings
 
@@ -64,7 +65,7 @@ def resource_names(
         segment_dlq=f"{p}-segments-dlq",
         assembly_failures=f"{p}-assembly-failures",
         table=f"{p}-jobs",
-        model_key=f"models/{s.model_name}.onnx",
+        model_key=f"models/{deployed_model_name(s)}.onnx",
         ingest_function=f"{p}-ingest",
         worker_function=f"{p}-worker",
         assemble_function=f"{p}-assemble",
@@ -253,11 +254,12 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
         },
     )
 
+    model_name = deployed_model_name(s)
     if model_path is None:
         from vsr.models.registry import resolve_model
 
-        model_path = Path(resolve_model(s.model_name, None).path)
-    meta = upload_model(s3, names, model_path, s.model_name)
+        model_path = Path(resolve_model(model_name).path)
+    meta = upload_model(s3, names, model_path, model_name)
 
     return Provisioned(
         names=names,

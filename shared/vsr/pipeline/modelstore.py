@@ -24,6 +24,7 @@ import botocore.exceptions
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, aws_retry, is_transient
 from vsr.aws.resources import ConfigurationError, Resources
+from vsr.models.registry import INT8_SUFFIX
 
 META_NAME = "name"
 META_SCALE = "scale"
@@ -46,8 +47,18 @@ class ModelRef:
     sha256: str
     etag: str
 
+    @property
+    def precision(self) -> str:
+        return "int8" if self.name.endswith(INT8_SUFFIX) else "fp32"
+
     def to_message(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale, "key": self.key, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "scale": self.scale,
+            "key": self.key,
+            "sha256": self.sha256,
+            "precision": self.precision,
+        }
 
 
 def object_metadata(name: str, scale: int, macs_per_input_pixel: int, sha256: str) -> dict[str, str]:
