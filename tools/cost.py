@@ -1,10 +1,12 @@
 """Estimate the AWS cost of upscaling one minute of video, from the settings and the model's cost.
 
-    python tools/cost.py [--width 640 --height 360 --fps 25] [--arch arm64|x86_64] [--model NAME] [--json]
+    python tools/cost.py [--width 640 --height 360 --fps 25] [--arch arm64|x86_64] [--model NAME]
+                         [--precision fp32|int8] [--json]
 
 Formula (every term printed):
     inference FLOPs / minute = fps x 60 x width x height x 2 x macs_per_input_pixel
     worker vCPU-seconds      = FLOPs / (gflops_per_vcpu x 1e9)          (settings: segments.gflops_per_vcpu)
+                               / INT8_SPEEDUP for an int8 variant   (an assumption, stated below)
     worker GB-seconds        = vCPU-seconds / vcpus x memory_GB         (vcpus = min(max_vcpus, memory / mb_per_vcpu))
     + decode/encode overhead, ingest and assembly, requests (Lambda, SQS, DynamoDB, S3, KMS).
 Prices are AWS list prices for us-east-1 (no free tier); they change: check https://aws.amazon.com/lambda/pricing/.
@@ -38,6 +40,11 @@ WORKER_OVERHEAD_FRACTION = 0.10  # decode, colour conversion, encode, upload, co
 INGEST_SECONDS = 5.0  # one probe per job (ranged GETs, demux pass)
 ASSEMBLY_SECONDS_PER_MINUTE = 10.0  # packet remux of the segments + audio copy, upload
 S3_GETS_PER_SEGMENT = 40  # ranged 1 MiB reads of the source window + probe + model (warm containers skip it)
+# int8 variants do the same multiply-adds faster. Assumed speed-up over fp32: the ratio `make bench-int8`
+# measured for bare ONNX Runtime inference of realesr-animevideov3-x2-int8 vs our fp32 engine model on this
+# team's x86-64 machine (AVX-512 VNNI, 2 threads). Graviton (Lambda arm64) speed is NOT measured here: arm64
+# has int8 dot-product instructions (sdot/udot), but this factor is an x86 measurement applied to it.
+INT8_SPEEDUP = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class Estimate:
     frames: int
     tflop: float
     vcpus: float
+    precision: str
+    speedup_assumed: float
     seconds_per_frame: float
     frames_per_segment: int
     segments: int
@@ -71,14 +80,25 @@ def model_macs(name: str) -> int:
 
 
 def estimate(
-    width: int, height: int, fps: float, arch: str, macs: int, model: str, settings: Settings | None = None
+    width: int,
+    height: int,
+    fps: float,
+    arch: str,
+    macs: int,
+    model: str,
+    settings: Settings | None = None,
+    precision: str = "fp32",
 ) -> Estimate:
     s = settings or get_settings()
     seg = s.segments
     vcpus = s.worker_vcpus()
     frames = round(fps * 60)
-    per_frame = seconds_per_frame(
-        width, height, macs_per_input_pixel=macs, gflops_per_vcpu=float(seg["gflops_per_vcpu"]), vcpus=vcpus
+    speedup = INT8_SPEEDUP if precision == "int8" else 1.0
+    per_frame = (
+        seconds_per_frame(
+            width, height, macs_per_input_pixel=macs, gflops_per_vcpu=float(seg["gflops_per_vcpu"]), vcpus=vcpus
+        )
+        / speedup
     )
     worker = s.function("worker")
     per_segment = frames_per_segment(
@@ -116,6 +136,8 @@ def estimate(
         frames=frames,
         tflop=frames * width * height * 2 * macs / 1e12,
         vcpus=vcpus,
+        precision=precision,
+        speedup_assumed=speedup,
         seconds_per_frame=per_frame,
         frames_per_segment=per_segment,
         segments=segments,
@@ -130,7 +152,16 @@ def estimate(
 def describe(e: Estimate) -> str:
     return "\n".join(
         [
-            f"{e.width}x{e.height} @ {e.fps:g} fps, {e.model} ({e.macs_per_input_pixel:,} MAC/px), Lambda {e.arch}",
+            f"{e.width}x{e.height} @ {e.fps:g} fps, {e.model} ({e.macs_per_input_pixel:,} MAC/px, {e.precision}), "
+            f"Lambda {e.arch}",
+            *(
+                [
+                    f"  int8 assumed {e.speedup_assumed:g}x fp32 speed (measured on x86-64 AVX-512 VNNI by "
+                    "`make bench-int8`; Graviton speed not measured)"
+                ]
+                if e.precision == "int8"
+                else []
+            ),
             f"  frames/minute            {e.frames}",
             f"  inference                {e.tflop:,.1f} TFLOP",
             f"  worker                   {e.vcpus:.2f} vCPUs -> {e.seconds_per_frame:.2f} s/frame, "
@@ -151,11 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=sorted(LAMBDA_GB_S), default="arm64")
     parser.add_argument("--model", help="model name (default: settings model.name)")
     parser.add_argument("--macs", type=int, help="multiply-adds per input pixel (default: from the model)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8: the model's int8 variant")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = args.model or get_settings().model_name
     macs = args.macs or model_macs(model)
-    result = estimate(args.width, args.height, args.fps, args.arch, macs, model)
+    precision = "int8" if model.endswith("-int8") else args.precision
+    if precision == "int8" and not model.endswith("-int8"):
+        model += "-int8"
+    result = estimate(args.width, args.height, args.fps, args.arch, macs, model, precision=precision)
     output: Any = json.dumps(asdict(result)) if args.json else describe(result)
     print(output)
     return 0

@@ -40,3 +40,12 @@ def test_scaling() -> None:
     assert large.worker_gb_s == pytest.approx(4 * small.worker_gb_s)
     assert x86.lambda_compute_usd > small.lambda_compute_usd
     assert x86.worker_gb_s == pytest.approx(small.worker_gb_s)
+
+
+def test_int8_row_states_its_speed_assumption() -> None:
+    fp32 = cost.estimate(640, 360, 25, "arm64", MACS, "m")
+    int8 = cost.estimate(640, 360, 25, "arm64", MACS, "m-int8", precision="int8")
+    assert int8.seconds_per_frame == pytest.approx(fp32.seconds_per_frame / cost.INT8_SPEEDUP)
+    assert int8.worker_gb_s == pytest.approx(fp32.worker_gb_s / cost.INT8_SPEEDUP)
+    assert "Graviton speed not measured" in cost.describe(int8)
+    assert "int8" not in cost.describe(fp32).splitlines()[1]

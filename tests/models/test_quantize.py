@@ -62,13 +62,13 @@ def test_uint8_grid_and_mse_range() -> None:
     scale, zero = quantize.uint8_params(-1.0, 3.0)
     assert zero == 64 and scale == pytest.approx(4 / 255)
     rng = np.random.default_rng(0)
-    values = np.concatenate([rng.normal(0, 1, 100_000), [60.0]]).astype(np.float32)  # one outlier
+    values = rng.laplace(0, 1, 100_000).astype(np.float32)  # heavy tails, like conv activations
     mse = quantize.choose_range(values, "mse")
     minmax = quantize.choose_range(values, "minmax")
     err = {
         k: float(np.mean((quantize.fake_uint8(values, *p) - values) ** 2)) for k, p in (("mse", mse), ("mm", minmax))
     }
-    assert err["mse"] < err["mm"] / 4
+    assert err["mse"] < 0.9 * err["mm"]
 
 
 def test_gptq_rounding_reconstructs_the_layer_output_better_than_nearest() -> None:

@@ -95,6 +95,7 @@ def calibration_frames() -> tuple[np.ndarray, list[str]]:
     names.append(f"{names[1]} x{DARK_GAIN} (dark)")
     crops.append(_to8(crops[4] ** BRIGHT_GAMMA))
     names.append(f"{names[4]} ^{BRIGHT_GAMMA} (bright)")
+
     return np.stack(crops), names
 
 

@@ -7,6 +7,7 @@ method, the calibration frames and the measured fidelity. A variant that fails i
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,30 @@ log = get_logger(__name__)
 SHIPPED_RECIPE = quantize.Recipe()
 
 
-def _is_current(name: str) -> bool:
+def gate_record(name: str) -> Path:
+    """Where the last build's gate result is kept, passed or failed (so a failed build is not redone each time)."""
+    return registry.onnx_path(name).with_name(f"{name}{registry.INT8_SUFFIX}.gate.json")
+
+
+def _current_result(name: str, recipe: quantize.Recipe) -> dict | None:
+    """The recorded result when it was measured on this fp32 file with this quantiser and recipe."""
     variant = registry.onnx_path(f"{name}{registry.INT8_SUFFIX}")
-    meta = registry._read_sidecar(variant)
-    source = registry.onnx_path(name)
-    return (
-        variant.is_file()
-        and meta is not None
-        and meta.get("gate") == "pass"
-        and meta.get("fp32_onnx_sha256") == registry.sha256_of(source)
+    try:
+        meta = json.loads(gate_record(name).read_text())
+    except (OSError, ValueError):
+        return None
+    current = (
+        meta.get("fp32_onnx_sha256") == registry.sha256_of(registry.onnx_path(name))
         and meta.get("quantiser_version") == quantize.QUANTISER_VERSION
-        and meta.get("method") == SHIPPED_RECIPE.describe()
-        and meta.get("onnx_sha256") == registry.sha256_of(variant)
+        and meta.get("method") == recipe.describe()
     )
+    if not current:
+        return None
+    if meta.get("gate") == "pass" and not (
+        variant.is_file() and meta.get("onnx_sha256") == registry.sha256_of(variant)
+    ):
+        return None
+    return meta
 
 
 def build(name: str, recipe: quantize.Recipe = SHIPPED_RECIPE, force: bool = False) -> tuple[Path | None, dict]:
@@ -43,9 +55,10 @@ def build(name: str, recipe: quantize.Recipe = SHIPPED_RECIPE, force: bool = Fal
     if name not in registry.BUNDLED:
         raise ModelError(f"{name} is not a bundled model")
     variant = registry.onnx_path(f"{name}{registry.INT8_SUFFIX}")
-    if not force and _is_current(name):
-        return variant, registry._read_sidecar(variant) or {}
     source, _ = registry.convert_bundled(name)
+    recorded = None if force else _current_result(name, recipe)
+    if recorded is not None:
+        return (variant if recorded.get("gate") == "pass" else None), recorded
     threads = available_cpus()
     started = time.perf_counter()
     frames, frame_names = fidelity.calibration_frames()
@@ -75,6 +88,8 @@ def build(name: str, recipe: quantize.Recipe = SHIPPED_RECIPE, force: bool = Fal
     if not result.passed:
         for stale in (variant, variant.with_suffix(".json")):
             stale.unlink(missing_ok=True)
+        meta["failures"] = "; ".join(result.failures())
+        convert.write_json_atomic(gate_record(name), meta)
         log.error("int8_gate_failed", model=name, failures=result.failures())
         return None, meta
     tmp = convert.unique_temp(variant)
@@ -83,6 +98,7 @@ def build(name: str, recipe: quantize.Recipe = SHIPPED_RECIPE, force: bool = Fal
     tmp.replace(variant)
     meta["onnx_sha256"] = registry.sha256_of(variant)
     convert.write_json_atomic(variant.with_suffix(".json"), meta)
+    convert.write_json_atomic(gate_record(name), meta)
     log.info("int8_installed", model=variant.stem, psnr_min=meta["psnr_vs_fp32_min_db"], seconds=round(quantise_s, 1))
     return variant, meta
 
@@ -98,7 +114,8 @@ def build_command_line(name: str, force: bool = False) -> bool:
         f"{float(meta.get('near_8_fraction_min', 0)):.4%} within 8/255, warp x{meta.get('warp_error_ratio')}"
     )
     if path is None:
-        print(f"{label}: GATE FAILED, not installed: {summary} ({took:.1f} s)", flush=True)
+        why = meta.get("failures", "")
+        print(f"{label}: GATE FAILED, not installed: {why}; {summary} ({took:.1f} s)", flush=True)
         return False
     print(f"{label}: gate passed -> {path}: {summary} ({took:.1f} s)", flush=True)
     return True
