@@ -40,8 +40,8 @@ PROBE_SIZE = 16  # side of the input used to infer a user model's scale
 PRECISIONS = ("fp32", "int8")
 INT8_SUFFIX = "-int8"
 # bundled models `make models` quantises (vsr.models.int8); each ships only if it passes the fidelity gate.
-# x3 and x4 share x2's body weights: add them when x2 passes (each build costs minutes on 2 cores).
-INT8_SOURCES = ("realesr-animevideov3-x2",)
+# The result is recorded, so a build is redone only when the fp32 file, quantiser or recipe changes.
+INT8_SOURCES = ("realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4")
 
 _convert_lock = threading.Lock()
 
