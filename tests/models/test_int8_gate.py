@@ -69,3 +69,27 @@ def test_gate_metrics_catch_a_bad_picture() -> None:
     assert fidelity.near_fraction(frames[0], np.clip(frames[0] + 1 / 255, 0, 1)) == 1.0
     labels = [label for label, _ in fidelity.gate_frames()]
     assert {"dark scene", "flat gradient", "text and edges"} <= set(labels)
+
+
+@pytest.mark.parametrize("name", registry.INT8_SOURCES)
+def test_a_variant_that_failed_is_never_installed_or_used(shipped: list[str], name: str) -> None:
+    """The build's record says pass or fail; a failed variant leaves no model file and no way to select it."""
+    import json
+
+    from vsr.errors import UnsupportedModelError
+    from vsr.models import int8
+
+    record = int8.gate_record(name)
+    if not record.is_file():
+        pytest.skip(f"{name}-int8 was not built here (`make models` builds it)")
+    result = json.loads(record.read_text())
+    assert result["gate"] in ("pass", "fail") and result["per_frame_psnr_db"]
+    if result["gate"] == "fail":
+        assert result["failures"]
+        assert registry.int8_variant(name) is None
+        assert not registry.onnx_path(f"{name}{registry.INT8_SUFFIX}").exists()
+        with pytest.raises(UnsupportedModelError, match="passed the fidelity gate"):
+            registry.resolve_model(name, None, "int8")
+        assert registry.resolve_model(name, None, "int8", strict=False).precision == "fp32"
+    else:
+        assert name in shipped
