@@ -149,3 +149,14 @@ def test_settings_precision_and_the_deployed_model(model_dir: Path, monkeypatch:
     ref = ModelRef("b", "models/x-int8.onnx", "x-int8", 2, 1, "", "")
     assert ref.to_message()["precision"] == "int8"
     assert ModelRef("b", "models/x.onnx", "x", 2, 1, "", "").to_message()["precision"] == "fp32"
+
+
+def test_status_shows_the_precision_a_job_ran_with(capsys: pytest.CaptureFixture[str]) -> None:
+    from vsr import ops
+
+    job = {"job_id": "j", "status": "DONE", "input": {"bucket": "b", "key": "k"}, "done_count": 1}
+    job |= {"segment_count": 1, "remaining": 0, "segments": []}
+    ops._print_job({**job, "model": {"name": "m-int8", "scale": 2, "precision": "int8"}})
+    assert "m-int8 x2 (int8)" in capsys.readouterr().out
+    ops._print_job({**job, "model": {"name": "m", "scale": 2}})  # jobs recorded before precision existed
+    assert "m x2 (fp32)" in capsys.readouterr().out
