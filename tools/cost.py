@@ -42,7 +42,7 @@ ASSEMBLY_SECONDS_PER_MINUTE = 10.0  # packet remux of the segments + audio copy,
 S3_GETS_PER_SEGMENT = 40  # ranged 1 MiB reads of the source window + probe + model (warm containers skip it)
 # int8 variants do the same multiply-adds faster. Assumed speed-up over fp32: rounded down from what
 # `make bench-int8` measured for bare ONNX Runtime inference of realesr-animevideov3-x2-int8 vs our fp32 engine
-# model on this team's x86-64 machine (AVX-512 VNNI, 2 threads): 2.2x to 5x on a shared, noisy machine.
+# model on this team's x86-64 machine (AVX-512 VNNI, 2 threads): 2.3x to 5x on a shared, noisy machine.
 # Graviton (Lambda arm64) speed is NOT measured here: arm64 has int8 dot-product instructions (sdot/udot),
 # but this factor is an x86 measurement applied to it.
 INT8_SPEEDUP = 2.0
