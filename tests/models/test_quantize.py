@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from vsr.errors import UnsupportedModelError
-from vsr.models import quantize, registry
+from vsr.models import quantize, registry, samples
 from vsr.pipeline.modelstore import ModelRef
 from vsr.settings import get_settings
 
@@ -160,3 +160,18 @@ def test_status_shows_the_precision_a_job_ran_with(capsys: pytest.CaptureFixture
     assert "m-int8 x2 (int8)" in capsys.readouterr().out
     ops._print_job({**job, "model": {"name": "m", "scale": 2}})  # jobs recorded before precision existed
     assert "m x2 (fp32)" in capsys.readouterr().out
+
+
+def test_upscale_cli_refuses_int8_without_a_passed_variant(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vsr import cli
+
+    for suffix in (".onnx", ".json"):
+        source = registry.onnx_path("realesr-animevideov3-x2").with_suffix(suffix)
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    monkeypatch.setenv("VSR_MODEL_DIR", str(tmp_path))  # no int8 variant here
+    clip = str(samples.bikes_path())
+    code = cli.main(["upscale", clip, "-o", str(tmp_path / "o.mp4"), "--precision", "int8", "--no-progress"])
+    assert code == 2 and "no int8 variant that passed the fidelity gate" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
