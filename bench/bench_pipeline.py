@@ -63,6 +63,9 @@ def main() -> int:
     parser.add_argument(
         "--tile", type=int, default=None, help="engine tile size for (b); 0: no tiling (default: settings)"
     )
+    parser.add_argument(
+        "--precision", choices=("fp32", "int8"), default=None, help="engine model for (b) (default: settings)"
+    )
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args()
     threads = args.threads or available_cpus()
@@ -76,7 +79,8 @@ def main() -> int:
         images = [f.image for f in decode_window(clip, info.pts[0], info.frame_count)]
         frames = np.stack(images).astype(np.float32) / 255.0
 
-        model = registry.resolve_model(args.model)
+        precision = args.precision or get_settings().precision  # int8 only where the variant passed the gate
+        model = registry.resolve_model(args.model, None, precision, strict=args.precision is not None)
         net = load_net(args.model, threads, precise=False)
         tile = get_settings().tile if args.tile is None else args.tile
         upscaler = get_upscaler(
@@ -87,7 +91,7 @@ def main() -> int:
 
         ncnn_before = bench_ncnn(args.model, frames, threads, net)
         report = upscale_file(
-            clip, Path(tmp) / "out.mp4", model=args.model, tile=args.tile, progress=False, threads=threads
+            clip, Path(tmp) / "out.mp4", model=model.name, tile=args.tile, progress=False, threads=threads
         )
         ncnn_after = bench_ncnn(args.model, frames, threads, net)
 
@@ -106,7 +110,9 @@ def main() -> int:
         ("    model lookup + session", t["load_model_s"], "excluded from (b)"),
     ]
     tile = "settings" if args.tile is None else args.tile
-    print(f"{args.model}, {n} frames of bikes.mp4 at {info.width}x{info.height}, {threads} threads, tile {tile}")
+    print(
+        f"{model.name} ({model.precision}) vs ncnn {args.model} fp32, {n} frames of bikes.mp4 at {info.width}x{info.height}, {threads} threads, tile {tile}"
+    )
     print(f"{'stage':34} {'seconds':>9} {'ms/frame':>9}  note")
     for label, seconds, note in rows:
         print(f"{label:34} {seconds:9.2f} {1000 * seconds / n:9.1f}  {note}")
@@ -117,7 +123,8 @@ def main() -> int:
         print(
             json.dumps(
                 {
-                    "model": args.model,
+                    "model": model.name,
+                    "precision": model.precision,
                     "frames": n,
                     "size": f"{info.width}x{info.height}",
                     "threads": threads,

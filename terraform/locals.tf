@@ -45,12 +45,17 @@ locals {
   log_retention_days = coalesce(var.log_retention_days, local.settings.observability.log_retention_days)
   oldest_message_s   = local.settings.observability.oldest_message_alarm_s
 
-  model_name     = coalesce(var.model_name, local.settings.model.name)
-  model_dir      = coalesce(var.model_dir, "${path.module}/../.models")
-  model_file     = "${local.model_dir}/${local.model_name}.onnx"
-  model_sidecar  = "${local.model_dir}/${local.model_name}.json"
-  model_key      = "models/${local.model_name}.onnx"
-  model_meta_key = "models/${local.model_name}.json"
+  model_base      = coalesce(var.model_name, local.settings.model.name)
+  model_dir       = coalesce(var.model_dir, "${path.module}/../.models")
+  model_precision = coalesce(var.model_precision, lookup(local.settings.model, "precision", "fp32"))
+  # int8 runs `<model>-int8` only where `make models` installed that variant because it passed the fidelity
+  # gate (its sidecar says so); otherwise the fp32 model. Same rule as vsr.models.registry.deployed_model_name.
+  model_int8_passed = try(jsondecode(file("${local.model_dir}/${local.model_base}-int8.json")).gate == "pass", false)
+  model_name        = local.model_precision == "int8" && local.model_int8_passed ? "${local.model_base}-int8" : local.model_base
+  model_file        = "${local.model_dir}/${local.model_name}.onnx"
+  model_sidecar     = "${local.model_dir}/${local.model_name}.json"
+  model_key         = "models/${local.model_name}.onnx"
+  model_meta_key    = "models/${local.model_name}.json"
   # The converter's sidecar carries scale and macs_per_input_pixel: ingest plans segments from them without
   # reading the model (VSR_MODEL_SCALE / VSR_MODEL_MACS_PER_PIXEL, vsr.pipeline.modelstore.configured_model).
   model_meta = jsondecode(file(local.model_sidecar))

@@ -84,6 +84,17 @@ variable "model_name" {
   default     = null
 }
 
+variable "model_precision" {
+  description = "fp32 or int8: int8 uploads `<model_name>-int8` where that variant passed the fidelity gate (else fp32); null uses settings.json model.precision."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.model_precision == null || contains(["fp32", "int8"], coalesce(var.model_precision, "fp32"))
+    error_message = "model_precision must be fp32 or int8."
+  }
+}
+
 variable "model_dir" {
   description = "Folder holding the converted ONNX models and their JSON sidecars (`make models` writes them); null uses ../.models (the Makefile's VSR_MODEL_DIR default)."
   type        = string

@@ -1,12 +1,13 @@
 """Estimate the AWS cost of upscaling one minute of video, from the settings and the model's cost.
 
     python tools/cost.py [--width 640 --height 360 --fps 25] [--arch arm64|x86_64] [--model NAME]
-                         [--strategy cost|default|latency] [--json]
+                         [--strategy cost|default|latency] [--precision fp32|int8] [--json]
 
 The minute is planned by the same planner ingest uses (vsr.planning.plan_job) and played through the same
 pipeline model (vsr.simulation), so every term comes from settings.json:
     inference FLOPs / minute = fps x 60 x width x height x 2 x macs_per_input_pixel
     seconds per frame        = FLOPs per frame / (gflops_per_vcpu x 1e9 x vcpus)   (segments.*)
+                               / INT8_SPEEDUP for an int8 variant   (an assumption, stated below)
     worker billed seconds    = per segment: cold or warm start + setup + frames x s/frame x (1 + overhead)
                                + upload + bookkeeping                               (latency.*)
     Lambda GB-s x price      + ingest and assembly, requests (Lambda, SQS, DynamoDB, S3, KMS)   (pricing.*)
@@ -26,6 +27,13 @@ from vsr.planning import STRATEGIES, balanced_sizes, job_cost_usd, plan_job, sec
 from vsr.settings import Settings, get_settings
 from vsr.simulation import simulate
 
+# int8 variants do the same multiply-adds faster. Assumed speed-up over fp32: rounded down from what
+# `make bench-int8` measured for bare ONNX Runtime inference of realesr-animevideov3-x2-int8 vs our fp32 engine
+# model on this team's x86-64 machine (AVX-512 VNNI, 2 threads): 2.3x to 5x on a shared, noisy machine.
+# Graviton (Lambda arm64) speed is NOT measured here: arm64 has int8 dot-product instructions (sdot/udot),
+# but this factor is an x86 measurement applied to it.
+INT8_SPEEDUP = 2.0
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -38,6 +46,8 @@ class Estimate:
     frames: int
     tflop: float
     vcpus: float
+    precision: str
+    speedup_assumed: float
     seconds_per_frame: float
     frames_per_segment: int
     segments: int
@@ -68,13 +78,18 @@ def estimate(
     settings: Settings | None = None,
     strategy: str = "cost",
     scale: int = 2,
+    precision: str = "fp32",
 ) -> Estimate:
     s = settings or get_settings()
     capacity = s.worker_capacity
     sizes = dataclasses.replace(s.function_sizes, architecture=arch)
     frames = round(fps * 60)
-    per_frame = seconds_per_frame(
-        width, height, macs_per_input_pixel=macs, gflops_per_vcpu=capacity.gflops_per_vcpu, vcpus=capacity.vcpus
+    speedup = INT8_SPEEDUP if precision == "int8" else 1.0
+    per_frame = (
+        seconds_per_frame(
+            width, height, macs_per_input_pixel=macs, gflops_per_vcpu=capacity.gflops_per_vcpu, vcpus=capacity.vcpus
+        )
+        / speedup
     )
     plan = plan_job(
         range(frames),
@@ -112,6 +127,8 @@ def estimate(
         frames=frames,
         tflop=frames * width * height * 2 * macs / 1e12,
         vcpus=capacity.vcpus,
+        precision=precision,
+        speedup_assumed=speedup,
         seconds_per_frame=per_frame,
         frames_per_segment=plan.frames_per_segment,
         segments=plan.segments,
@@ -127,7 +144,16 @@ def estimate(
 def describe(e: Estimate) -> str:
     return "\n".join(
         [
-            f"{e.width}x{e.height} @ {e.fps:g} fps, {e.model} ({e.macs_per_input_pixel:,} MAC/px), Lambda {e.arch}",
+            f"{e.width}x{e.height} @ {e.fps:g} fps, {e.model} ({e.macs_per_input_pixel:,} MAC/px, {e.precision}), "
+            f"Lambda {e.arch}",
+            *(
+                [
+                    f"  int8 assumed {e.speedup_assumed:g}x fp32 speed (measured on x86-64 AVX-512 VNNI by "
+                    "`make bench-int8`; Graviton speed not measured)"
+                ]
+                if e.precision == "int8"
+                else []
+            ),
             f"  frames/minute            {e.frames}",
             f"  inference                {e.tflop:,.1f} TFLOP",
             f"  worker                   {e.vcpus:.2f} vCPUs -> {e.seconds_per_frame:.2f} s/frame, "
@@ -150,12 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", choices=STRATEGIES, default="cost", help="plan strategy (default: cost)")
     parser.add_argument("--model", help="model name (default: settings model.name)")
     parser.add_argument("--macs", type=int, help="multiply-adds per input pixel (default: from the model)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8: the model's int8 variant")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = args.model or get_settings().model_name
     macs = args.macs or model_macs(model)
     arch = args.arch or get_settings().architecture
-    result = estimate(args.width, args.height, args.fps, arch, macs, model, strategy=args.strategy)
+    precision = "int8" if model.endswith("-int8") else args.precision
+    if precision == "int8" and not model.endswith("-int8"):
+        model += "-int8"
+    result = estimate(args.width, args.height, args.fps, arch, macs, model, strategy=args.strategy, precision=precision)
     output: Any = json.dumps(asdict(result)) if args.json else describe(result)
     print(output)
     return 0

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-o", "--output", required=True, help="output video file (.mp4)")
     up.add_argument("--model", help="model name (see `vsr models list`) or path to an .onnx file")
     up.add_argument("--scale", type=_positive_int, help="output scale; picks the model variant of that scale")
+    up.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        help="int8: the model's quantised variant (only if it passed the fidelity gate); default: settings",
+    )
     up.add_argument("--segment-frames", type=_positive_int, help="frames per segment (default: planned)")
     up.add_argument("--tile", type=int, help="tile size in input pixels; 0 disables tiling")
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -78,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ml.set_defaults(command_key="models.list")
     mc = models_sub.add_parser("convert", help="convert the bundled ncnn models to ONNX")
     mc.add_argument("names", nargs="*", help="model names (default: all with --all)")
-    mc.add_argument("--all", action="store_true", help="convert every bundled model")
+    mc.add_argument("--all", action="store_true", help="convert every bundled model (and build its int8 variant)")
+    mc.add_argument("--no-int8", action="store_true", help="with --all: skip quantising the int8 variants")
     mc.add_argument("--force", action="store_true", help="convert again even if the ONNX file is current")
     mc.set_defaults(command_key="models.convert")
 

@@ -175,6 +175,9 @@ def _print_job(data: dict[str, Any]) -> None:
     print(f"job      {data['job_id']}")
     print(f"status   {data['status']}")
     print(f"input    s3://{source.get('bucket')}/{source.get('key')}")
+    model = data.get("model") or {}
+    if model:
+        print(f"model    {model.get('name')} x{model.get('scale')} ({model.get('precision', 'fp32')})")
     if data.get("probe"):
         p = data["probe"]
         print(f"probe    {json.dumps(p, default=str)}")

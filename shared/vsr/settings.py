@@ -356,6 +356,11 @@ class Settings:
         """Time the assembly may spend measuring; pairs left beyond it are counted as skipped."""
         return float(self.raw["quality"]["budget_s"])
 
+    @property
+    def precision(self) -> str:
+        """fp32 | int8: int8 runs `<model>-int8` where that variant passed the fidelity gate, else fp32."""
+        return str(self.raw["model"].get("precision", "fp32"))
+
 
 def load_assembly_filter() -> dict[str, Any]:
     """The DynamoDB stream filter that fires assembly; Terraform reads the same file."""

@@ -43,6 +43,7 @@ def upscale_file(
     *,
     model: str | None = None,
     scale: int | None = None,
+    precision: str | None = None,
     segment_frames: int | None = None,
     tile: int | None = None,
     progress: bool = True,
@@ -62,8 +63,9 @@ def upscale_file(
     probe_s = time.perf_counter() - started
 
     clock = time.perf_counter()
-    model_info = resolve_model(model, scale)
+    # the configured precision is a default (int8 only where the variant passed the gate); --precision insists
     settings = get_settings()
+    model_info = resolve_model(model, scale, precision or settings.precision, strict=precision is not None)
     upscaler = get_upscaler(
         model_info,
         tile=settings.tile if tile is None else tile,
@@ -114,6 +116,7 @@ def upscale_file(
         "input": str(source),
         "output": str(target),
         "model": model_info.name,
+        "precision": model_info.precision,
         "scale": model_info.scale,
         "frames": info.frame_count,
         "segments": len(segments),
@@ -148,6 +151,7 @@ def command(args: argparse.Namespace) -> int:
         args.output,
         model=args.model,
         scale=args.scale,
+        precision=args.precision,
         segment_frames=args.segment_frames,
         tile=args.tile,
         progress=not args.no_progress,
@@ -155,7 +159,7 @@ def command(args: argparse.Namespace) -> int:
     t = report["timings"]
     print(
         f"{report['output']}: {report['frames']} frames {report['size_in']} -> {report['size_out']} "
-        f"({report['model']}, {report['segments']} segments) in {t['wall_s']:.1f} s "
+        f"({report['model']}, {report['precision']}, {report['segments']} segments) in {t['wall_s']:.1f} s "
         f"[probe {t['probe_s']:.2f}, model {t['load_model_s']:.2f}, decode {t['decode_s']:.2f}, "
         f"infer {t['infer_s']:.2f}, encode {t['encode_s']:.2f}, join {t['join_s']:.2f}]"
     )

@@ -55,3 +55,13 @@ def test_faster_plans_cost_at_most_the_bound_more() -> None:
     default = cost.estimate(640, 360, 25, "arm64", MACS, "m", strategy="default")
     assert default.predicted_wall_s <= cheapest.predicted_wall_s
     assert default.total_usd <= cheapest.total_usd * (1 + s.segment_policy.max_cost_overhead) + 1e-6
+
+
+def test_int8_row_states_its_speed_assumption() -> None:
+    fp32 = cost.estimate(640, 360, 25, "arm64", MACS, "m")
+    int8 = cost.estimate(640, 360, 25, "arm64", MACS, "m-int8", precision="int8")
+    assert int8.seconds_per_frame == pytest.approx(fp32.seconds_per_frame / cost.INT8_SPEEDUP)
+    # inference halves; the fixed per-segment costs (cold start, setup, upload) do not
+    assert int8.worker_gb_s < 0.6 * fp32.worker_gb_s
+    assert "Graviton speed not measured" in cost.describe(int8)
+    assert "int8" not in cost.describe(fp32).splitlines()[1]

@@ -355,7 +355,9 @@ def test_evaluated_settings_match_python(evaluated: dict[str, Any]) -> None:
     assert evaluated["retention"] == s.raw["queues"]["message_retention_s"]
     assert evaluated["log_retention"] == s.raw["observability"]["log_retention_days"]
     assert evaluated["prefix"] == s.name_prefix
-    assert evaluated["model_key"] == f"models/{s.model_name}.onnx"
+    from vsr.models.registry import deployed_model_name  # the int8 variant where precision is int8 and it passed
+
+    assert evaluated["model_key"] == f"models/{deployed_model_name(s)}.onnx"
 
 
 def test_evaluated_aws_rules(evaluated: dict[str, Any]) -> None:

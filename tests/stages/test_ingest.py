@@ -41,7 +41,13 @@ def test_ingest_creates_one_job_and_one_message_per_segment(resources: Resources
     assert job is not None and job.status == jobs.PROCESSING
     assert job.input["key"] == key and job.segment_count == 3 and job.remaining == 3
     assert job.probe["frames"] == 120 and (job.probe["width"], job.probe["height"]) == (176, 144)
-    assert job.model == {"name": "realesr-animevideov3-x2", "scale": 2, "key": resources.model_key, "sha256": ""}
+    assert job.model == {
+        "name": "realesr-animevideov3-x2",
+        "scale": 2,
+        "key": resources.model_key,
+        "sha256": "",
+        "precision": "fp32",
+    }
     assert job.timings["ingest_s"] > 0 and job.timings["probe_s"] > 0
     messages = [parse_segment_message(m["Body"]) for m in drain(resources.segment_queue_url)]
     assert sorted(m.segment.index for m in messages) == [0, 1, 2]

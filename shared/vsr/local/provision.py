@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from vsr.aws import clients
 from vsr.aws.deployment import ResourceNames, model_sidecar_key, resource_names
 from vsr.logs import get_logger
+from vsr.models.registry import deployed_model_name
 from vsr.pipeline import jobs, modelstore
 from vsr.settings import Settings, get_settings
 
@@ -31,7 +32,7 @@ LOCAL_REGION = "us-east-1"
 def local_names(settings: Settings | None = None) -> ResourceNames:
     """The deployment contract's names for this settings' prefix and model, with moto's account and region."""
     s = settings or get_settings()
-    return resource_names(s.name_prefix, s.model_name, LOCAL_ACCOUNT_ID, LOCAL_REGION)
+    return resource_names(s.name_prefix, deployed_model_name(s), LOCAL_ACCOUNT_ID, LOCAL_REGION)
 
 
 @dataclass(frozen=True)
@@ -216,11 +217,12 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
         },
     )
 
+    model_name = deployed_model_name(s)
     if model_path is None:
         from vsr.models.registry import resolve_model
 
-        model_path = Path(resolve_model(s.model_name, None).path)
-    meta = upload_model(s3, names, model_path, s.model_name)
+        model_path = Path(resolve_model(model_name).path)
+    meta = upload_model(s3, names, model_path, model_name)
 
     return Provisioned(
         names=names,

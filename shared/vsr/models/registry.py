@@ -37,6 +37,11 @@ BUNDLED: dict[str, tuple[str, int]] = {
     "realesrgan-x4plus-anime": ("REALESRGAN_X4PLUSANIME_UP4X", 4),
 }
 PROBE_SIZE = 16  # side of the input used to infer a user model's scale
+PRECISIONS = ("fp32", "int8")
+INT8_SUFFIX = "-int8"
+# bundled models `make models` quantises (vsr.models.int8); each ships only if it passes the fidelity gate.
+# The result is recorded, so a build is redone only when the fp32 file, quantiser or recipe changes.
+INT8_SOURCES = ("realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4")
 
 _convert_lock = threading.Lock()
 
@@ -52,6 +57,7 @@ class ModelInfo:
     converted: bool = True
     licence: str = ""
     attribution: str = ""
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -165,7 +171,52 @@ def _info_from_meta(name: str, path: Path, meta: dict[str, str], converted: bool
         converted=converted,
         licence=meta.get("licence", ""),
         attribution=meta.get("attribution", ""),
+        precision=meta.get("precision", "fp32"),
     )
+
+
+def int8_variant(name: str) -> ModelInfo | None:
+    """The int8 variant of model `name` when one is installed and its sidecar records a passed gate."""
+    path = onnx_path(f"{name}{INT8_SUFFIX}")
+    meta = _read_sidecar(path)
+    if not path.is_file() or meta is None or meta.get("precision") != "int8" or meta.get("gate") != "pass":
+        return None
+    return _info_from_meta(path.stem, path, meta)
+
+
+def with_precision(info: ModelInfo, precision: str, strict: bool = True) -> ModelInfo:
+    """`info`, or its int8 variant (or, for "fp32", the fp32 original of an int8 model).
+
+    strict=False (a configured default, not an explicit request): int8 falls back to fp32 when this model has no
+    variant that passed the gate, and an explicitly named model is kept as named.
+    """
+    if precision not in PRECISIONS:
+        raise UnsupportedModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == info.precision or (precision == "fp32" and not strict):
+        return info
+    if precision == "fp32":
+        if info.name.endswith(INT8_SUFFIX):
+            return resolve_model(info.name.removesuffix(INT8_SUFFIX))
+        raise UnsupportedModelError(f"model {info.name} has no fp32 original")
+    variant = int8_variant(info.name)
+    if variant is not None:
+        return variant
+    if strict:
+        raise UnsupportedModelError(
+            f"model {info.name} has no int8 variant that passed the fidelity gate (`make models` builds them for "
+            f"{', '.join(INT8_SOURCES)}); use --precision fp32"
+        )
+    log.info("int8_unavailable_using_fp32", model=info.name)
+    return info
+
+
+def deployed_model_name(settings: Any = None) -> str:
+    """The model file the settings select: `model.name`, or its int8 variant when `model.precision` is int8 and
+    that variant passed the gate (what `vsr run` uploads; Terraform applies the same rule to the files)."""
+    settings = settings or get_settings()
+    if settings.precision == "int8" and int8_variant(settings.model_name) is not None:
+        return f"{settings.model_name}{INT8_SUFFIX}"
+    return settings.model_name
 
 
 def _bundled_info(name: str, convert_if_needed: bool) -> ModelInfo | None:
@@ -296,15 +347,26 @@ def _user_model(path: Path) -> ModelInfo:
         sha256=sha256_of(path),
         licence=meta.get("licence", ""),
         attribution=meta.get("attribution", ""),
+        precision=meta.get("precision", "fp32"),
     )
 
 
-def resolve_model(name_or_path: str | None = None, scale: int | None = None) -> ModelInfo:
+def resolve_model(
+    name_or_path: str | None = None, scale: int | None = None, precision: str | None = None, strict: bool = True
+) -> ModelInfo:
     """Find (converting on first use) the model to run.
 
     None -> the settings' model; `scale` picks the animevideov3 variant of that scale (and must match any other
-    named model); a path to an .onnx file is a user model.
+    named model); a path to an .onnx file is a user model (taken as it is). `precision` (fp32|int8; None: as
+    named) picks the int8 variant of a named model or the fp32 original of an int8 one (see `with_precision`).
     """
+    info = _resolve_named(name_or_path, scale)
+    if precision is None or (name_or_path is not None and (name_or_path.endswith(".onnx") or os.sep in name_or_path)):
+        return info
+    return with_precision(info, precision, strict)
+
+
+def _resolve_named(name_or_path: str | None, scale: int | None) -> ModelInfo:
     name = name_or_path or get_settings().model_name
     if name.endswith(".onnx") or os.sep in name:
         info = _user_model(Path(name))
@@ -312,7 +374,8 @@ def resolve_model(name_or_path: str | None = None, scale: int | None = None) -> 
             raise UnsupportedModelError(f"model {name} upscales by {info.scale}, not {scale}")
         return info
     if scale is not None and (name_or_path is None or name.startswith(ANIMEVIDEO_PREFIX)):
-        name = f"{ANIMEVIDEO_PREFIX}{scale}"
+        suffix = INT8_SUFFIX if name.endswith(INT8_SUFFIX) else ""
+        name = f"{ANIMEVIDEO_PREFIX}{scale}{suffix}"
     if name in BUNDLED:
         info = _bundled_info(name, convert_if_needed=True)
     else:
@@ -338,7 +401,9 @@ def list_command(args: argparse.Namespace) -> int:
         return 0
     for m in models:
         state = "converted" if m.converted else "not converted"
-        print(f"{m.name:28} x{m.scale}  {m.macs_per_input_pixel / 1e3:9.1f} kMAC/px  {state:13}  {m.path}")
+        print(
+            f"{m.name:30} x{m.scale}  {m.precision:4}  {m.macs_per_input_pixel / 1e3:9.1f} kMAC/px  {state:13}  {m.path}"
+        )
     return 0
 
 
@@ -354,4 +419,10 @@ def convert_command(args: argparse.Namespace) -> int:
         path, converted = convert_bundled(name, force=bool(args.force))
         took = time.perf_counter() - started
         print(f"{name}: {'converted' if converted else 'up to date'} -> {path} ({took:.2f} s)", flush=True)
+    if args.all and not getattr(args, "no_int8", False):
+        from vsr.models import int8  # operator side: onnx and the quantiser
+
+        for name in INT8_SOURCES:
+            if _source_files(name) is not None:
+                int8.build_command_line(name, force=bool(args.force))
     return 0

