@@ -90,7 +90,7 @@ from vsr.settings import get_settings
 
 settings = get_settings()
 started = time.perf_counter()
-upscaler = get_upscaler(resolve_model(None), tile=settings.tile, tile_overlap=settings.tile_overlap)
+upscaler = get_upscaler(resolve_model(settings.model_name), tile=settings.tile, tile_overlap=settings.tile_overlap)
 load_s = time.perf_counter() - started
 info = probe(source)
 segment = split_segments(info.pts, 1)[0]
@@ -162,7 +162,7 @@ def moto_round_trip_s() -> tuple[float, float]:
                 ExpressionAttributeValues={":one": {"N": "1"}},
             )
             samples.append((time.perf_counter() - clock) / 2)
-        model = resolve_model(None).path
+        model = resolve_model(get_settings().model_name).path
         s3.upload_file(str(model), "calibration", "model.onnx")
         clock = time.perf_counter()
         s3.download_file("calibration", "model.onnx", str(Path(tempfile.mkdtemp()) / "model.onnx"))

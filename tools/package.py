@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import os
 import platform
@@ -28,6 +27,8 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from vsr.hashing import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_SRC = ROOT / "shared" / "vsr"
@@ -323,14 +324,6 @@ def write_zip(source: Path, destination: Path, arc_prefix: str = "") -> int:
             archive.writestr(info, data, compresslevel=6)
     tmp.replace(destination)
     return total
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def artefact(name: str, zip_path: Path, unzipped: int) -> Artefact:

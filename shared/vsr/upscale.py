@@ -65,7 +65,13 @@ def upscale_file(
     clock = time.perf_counter()
     # the configured precision is a default (int8 only where the variant passed the gate); --precision insists
     settings = get_settings()
-    model_info = resolve_model(model, scale, precision or settings.precision, strict=precision is not None)
+    model_info = resolve_model(
+        model or (None if scale else settings.model_name),
+        scale,
+        precision or settings.precision,
+        strict=precision is not None,
+        gflops_per_vcpu=settings.worker_capacity.gflops_per_vcpu,
+    )
     upscaler = get_upscaler(
         model_info,
         tile=settings.tile if tile is None else tile,

@@ -357,7 +357,7 @@ def test_evaluated_settings_match_python(evaluated: dict[str, Any]) -> None:
     assert evaluated["prefix"] == s.name_prefix
     from vsr.models.registry import deployed_model_name  # the int8 variant where precision is int8 and it passed
 
-    assert evaluated["model_key"] == f"models/{deployed_model_name(s)}.onnx"
+    assert evaluated["model_key"] == f"models/{deployed_model_name(s.model_name, s.precision)}.onnx"
 
 
 def test_evaluated_aws_rules(evaluated: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ def test_runtime_modules_do_not_need_onnx(model_dir: Path, tmp_path: Path) -> No
         "import numpy as np\n"
         "from vsr.models.registry import resolve_model\n"
         "from vsr.engine import get_upscaler\n"
-        "m = resolve_model()\n"
+        'm = resolve_model("realesr-animevideov3-x2")\n'
         "print(m.name, get_upscaler(m, tile=0).upscale(np.zeros((1, 16, 16, 3), np.float32)).shape)\n"
     )
     env = {**os.environ, "VSR_MODEL_DIR": str(model_dir)}

@@ -145,7 +145,8 @@ def test_settings_precision_and_the_deployed_model(model_dir: Path, monkeypatch:
     expected = settings.model_name
     if settings.precision == "int8" and registry.int8_variant(settings.model_name) is not None:
         expected += registry.INT8_SUFFIX
-    assert registry.deployed_model_name() == expected
+    s = get_settings()
+    assert registry.deployed_model_name(s.model_name, s.precision) == expected
     ref = ModelRef("b", "models/x-int8.onnx", "x-int8", 2, 1, "", "")
     assert ref.to_message()["precision"] == "int8"
     assert ModelRef("b", "models/x.onnx", "x", 2, 1, "", "").to_message()["precision"] == "fp32"

@@ -41,7 +41,9 @@ def test_metadata_carries_source_hashes_and_attribution(model_dir: Path) -> None
 
 
 def test_resolve_default_scale_and_unknown(model_dir: Path) -> None:
-    assert registry.resolve_model().name == get_settings().model_name
+    assert registry.resolve_model(get_settings().model_name).name == get_settings().model_name
+    with pytest.raises(UnsupportedModelError, match="no model named"):
+        registry.resolve_model(None)  # the default is the caller's: settings are read at the edges
     assert registry.resolve_model(None, 3).name == "realesr-animevideov3-x3"
     assert registry.resolve_model("realesr-animevideov3-x2", 4).name == "realesr-animevideov3-x4"
     with pytest.raises(UnsupportedModelError, match="realesr-animevideov3-x2"):
@@ -85,8 +87,9 @@ def test_user_onnx_scale_from_metadata_and_from_a_probe(model_dir: Path, tmp_pat
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
-    info = registry.resolve_model(str(bare))
+    info = registry.resolve_model(str(bare), gflops_per_vcpu=get_settings().worker_capacity.gflops_per_vcpu)
     assert info.scale == 2 and info.macs_per_input_pixel > 0 and info.name == "bare"
+    assert registry.resolve_model(str(bare)).macs_per_input_pixel == 0  # no throughput given: cost unknown
     with pytest.raises(UnsupportedModelError):
         registry.resolve_model(str(bare), 4)
     with pytest.raises(UnsupportedModelError):

@@ -1,6 +1,6 @@
 """A load and fault run against `vsr serve`, and the fairness measurement (short jobs behind a long one).
 
-Shared by bench/bench_load.py (`make bench-load`, 100 uploads) and tests/pipeline/test_load.py (the CI-sized
+Shared by bench/bench_load.py (`make bench-load`, 100 uploads) and tests/local/test_load.py (the CI-sized
 run, about 12 uploads). Everything goes through a real `vsr serve` process (tests/support/serve.py):
 
 - uploads: real-footage clips in several containers and codecs (tests/clips.py) and about 10% bad files,
@@ -33,8 +33,8 @@ import av
 import boto3
 
 from tests import clips as clip_builders
-from tests.pipeline.conftest import overrides
-from tests.pipeline.media_checks import audio_packets, video_size, video_times
+from tests.local.conftest import overrides
+from tests.local.media_checks import audio_packets, video_size, video_times
 from tests.support.events import s3_notification
 from tests.support.serve import Served, serve
 from vsr.local.provision import local_names

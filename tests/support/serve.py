@@ -1,6 +1,6 @@
 """`vsr serve` as a user runs it: a subprocess on a fixed port, its output followed line by line, and the AWS CLI.
 
-Used by tests/pipeline/test_serve.py, tests/pipeline/test_load.py and bench/bench_load.py.
+Used by tests/local/test_serve.py, tests/local/test_load.py and bench/bench_load.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ Everything here is idempotent: running it against an endpoint that already has t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from vsr.aws import clients
 from vsr.aws.deployment import ResourceNames, model_sidecar_key, resource_names
+from vsr.hashing import sha256_file
 from vsr.logs import get_logger
 from vsr.models.registry import deployed_model_name
 from vsr.pipeline import jobs, modelstore
@@ -32,7 +32,7 @@ LOCAL_REGION = "us-east-1"
 def local_names(settings: Settings | None = None) -> ResourceNames:
     """The deployment contract's names for this settings' prefix and model, with moto's account and region."""
     s = settings or get_settings()
-    return resource_names(s.name_prefix, deployed_model_name(s), LOCAL_ACCOUNT_ID, LOCAL_REGION)
+    return resource_names(s.name_prefix, deployed_model_name(s.model_name, s.precision), LOCAL_ACCOUNT_ID, LOCAL_REGION)
 
 
 @dataclass(frozen=True)
@@ -144,14 +144,6 @@ def _allow_s3_to_send(sqs: Any, queue_url: str, arn: str, bucket: str) -> None:
     sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def upload_if_changed(s3: Any, bucket: str, key: str, path: Path, metadata: dict[str, str], content_type: str) -> None:
     """Upload unless the object already holds these bytes (compared by the sha256 kept in its metadata)."""
     sha = metadata["sha256"]
@@ -171,7 +163,7 @@ def upload_model(s3: Any, names: ResourceNames, model_path: Path, model_name: st
     beside it; returns the sidecar's content (scale, cost) for the functions' environment."""
     sidecar = model_path.with_suffix(".json")
     meta: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    metadata = {"name": model_name, "sha256": _sha256(model_path)}
+    metadata = {"name": model_name, "sha256": sha256_file(model_path)}
     if "scale" in meta and "macs_per_input_pixel" in meta:
         metadata = modelstore.object_metadata(
             model_name, int(meta["scale"]), int(meta["macs_per_input_pixel"]), metadata["sha256"]
@@ -180,7 +172,7 @@ def upload_model(s3: Any, names: ResourceNames, model_path: Path, model_name: st
     if sidecar.is_file():
         sidecar_key = model_sidecar_key(model_name)
         upload_if_changed(
-            s3, names.models_bucket, sidecar_key, sidecar, {"sha256": _sha256(sidecar)}, "application/json"
+            s3, names.models_bucket, sidecar_key, sidecar, {"sha256": sha256_file(sidecar)}, "application/json"
         )
     return meta
 
@@ -217,7 +209,7 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
         },
     )
 
-    model_name = deployed_model_name(s)
+    model_name = deployed_model_name(s.model_name, s.precision)
     if model_path is None:
         from vsr.models.registry import resolve_model
 

@@ -24,8 +24,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vsr.errors import UnsupportedModelError
+from vsr.hashing import sha256_file
 from vsr.logs import get_logger
-from vsr.models import CONVERTER_VERSION, ncnn, registry
+from vsr.models import CONVERTER_VERSION, ncnn
 
 log = get_logger(__name__)
 
@@ -269,8 +270,8 @@ def convert(
         "name": name,
         "scale": str(scale),
         "source": source,
-        "source_param_sha256": registry.sha256_of(param_path),
-        "source_bin_sha256": registry.sha256_of(bin_path),
+        "source_param_sha256": sha256_file(param_path),
+        "source_bin_sha256": sha256_file(bin_path),
         "macs_per_input_pixel": str(ncnn.macs_per_input_pixel(model)),
         "rewrites": ",".join(applied),
         "optimised": "1" if optimise else "0",

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from vsr.errors import ModelError, UnsupportedModelError
+from vsr.hashing import sha256_file
 from vsr.logs import get_logger
 from vsr.models import CONVERTER_VERSION
-from vsr.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -91,13 +91,7 @@ def _source_files(name: str) -> tuple[Path, Path] | None:
 
 @cache
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def sha256_of(path: Path) -> str:
@@ -210,13 +204,12 @@ def with_precision(info: ModelInfo, precision: str, strict: bool = True) -> Mode
     return info
 
 
-def deployed_model_name(settings: Any = None) -> str:
-    """The model file the settings select: `model.name`, or its int8 variant when `model.precision` is int8 and
-    that variant passed the gate (what `vsr run` uploads; Terraform applies the same rule to the files)."""
-    settings = settings or get_settings()
-    if settings.precision == "int8" and int8_variant(settings.model_name) is not None:
-        return f"{settings.model_name}{INT8_SUFFIX}"
-    return settings.model_name
+def deployed_model_name(model_name: str, precision: str) -> str:
+    """The model file settings `model.name` and `model.precision` select: the model, or its int8 variant when
+    precision is int8 and that variant passed the gate (what `vsr run` uploads; Terraform applies the same rule)."""
+    if precision == "int8" and int8_variant(model_name) is not None:
+        return f"{model_name}{INT8_SUFFIX}"
+    return model_name
 
 
 def _bundled_info(name: str, convert_if_needed: bool) -> ModelInfo | None:
@@ -304,8 +297,9 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     return props
 
 
-def _user_model(path: Path) -> ModelInfo:
-    """A user-supplied ONNX SR model (NCHW, RGB, 0..1): scale from metadata, else from one probe run."""
+def _user_model(path: Path, gflops_per_vcpu: float | None) -> ModelInfo:
+    """A user-supplied ONNX SR model (NCHW, RGB, 0..1): scale from metadata, else from one probe run; its cost
+    from metadata, else from the probe's speed at `gflops_per_vcpu` (0, unknown, when not given)."""
     if not path.is_file():
         raise UnsupportedModelError(f"model file {path} does not exist")
     meta = {**read_onnx_metadata(path), **(_read_sidecar(path) or {})}
@@ -334,10 +328,9 @@ def _user_model(path: Path) -> ModelInfo:
         if out.ndim != 4 or out.shape[1] != 3 or out.shape[2] != out.shape[3] or out.shape[2] % PROBE_SIZE:
             raise UnsupportedModelError(f"{path}: output shape {out.shape} is not an integer upscale of the input")
         meta.setdefault("scale", str(out.shape[2] // PROBE_SIZE))
-        if not macs:
-            # unknown graph cost: estimate from the probe's speed at the configured per-vCPU throughput
-            gflops = get_settings().worker_capacity.gflops_per_vcpu
-            macs = round(elapsed * gflops * 1e9 / 2 / PROBE_SIZE**2)
+        if not macs and gflops_per_vcpu:
+            # unknown graph cost: estimate from the probe's speed at the planner's per-vCPU throughput
+            macs = round(elapsed * gflops_per_vcpu * 1e9 / 2 / PROBE_SIZE**2)
     return ModelInfo(
         name=meta.get("name", path.stem),
         scale=int(meta["scale"]),
@@ -352,24 +345,33 @@ def _user_model(path: Path) -> ModelInfo:
 
 
 def resolve_model(
-    name_or_path: str | None = None, scale: int | None = None, precision: str | None = None, strict: bool = True
+    name_or_path: str | None,
+    scale: int | None = None,
+    precision: str | None = None,
+    strict: bool = True,
+    *,
+    gflops_per_vcpu: float | None = None,
 ) -> ModelInfo:
     """Find (converting on first use) the model to run.
 
-    None -> the settings' model; `scale` picks the animevideov3 variant of that scale (and must match any other
-    named model); a path to an .onnx file is a user model (taken as it is). `precision` (fp32|int8; None: as
-    named) picks the int8 variant of a named model or the fp32 original of an int8 one (see `with_precision`).
+    A name (the callers pass settings `model.name` by default) or a path to a user's .onnx file (taken as it is;
+    its cost is estimated at `gflops_per_vcpu` when it carries none); `scale` picks the animevideov3 variant of
+    that scale (and must match any other named model; with no name it names that variant). `precision`
+    (fp32|int8; None: as named) picks the int8 variant of a named model or the fp32 original of an int8 one
+    (see `with_precision`).
     """
-    info = _resolve_named(name_or_path, scale)
+    info = _resolve_named(name_or_path, scale, gflops_per_vcpu)
     if precision is None or (name_or_path is not None and (name_or_path.endswith(".onnx") or os.sep in name_or_path)):
         return info
     return with_precision(info, precision, strict)
 
 
-def _resolve_named(name_or_path: str | None, scale: int | None) -> ModelInfo:
-    name = name_or_path or get_settings().model_name
+def _resolve_named(name_or_path: str | None, scale: int | None, gflops_per_vcpu: float | None) -> ModelInfo:
+    if not name_or_path and scale is None:
+        raise UnsupportedModelError("no model named: give a model name (settings model.name) or a scale")
+    name = name_or_path or f"{ANIMEVIDEO_PREFIX}{scale}"
     if name.endswith(".onnx") or os.sep in name:
-        info = _user_model(Path(name))
+        info = _user_model(Path(name), gflops_per_vcpu)
         if scale is not None and info.scale != scale:
             raise UnsupportedModelError(f"model {name} upscales by {info.scale}, not {scale}")
         return info

@@ -11,7 +11,6 @@ sha256 is already there).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import threading
@@ -24,6 +23,7 @@ from vsr.aws import clients
 from vsr.aws.clients import as_transient, is_transient
 from vsr.aws.deployment import META_MACS, META_NAME, META_SCALE, META_SHA256
 from vsr.aws.resources import ConfigurationError, Resources
+from vsr.hashing import sha256_file
 from vsr.models.registry import INT8_SUFFIX
 
 _lock = threading.Lock()
@@ -66,7 +66,7 @@ def object_metadata(name: str, scale: int, macs_per_input_pixel: int, sha256: st
 
 def publish_model(path: Path, bucket: str, key: str, *, name: str, scale: int, macs_per_input_pixel: int) -> None:
     """Upload an .onnx with the metadata ingest reads (the local runtime's equivalent of Terraform's upload)."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     clients.s3().upload_file(
         str(path), bucket, key, ExtraArgs={"Metadata": object_metadata(name, scale, macs_per_input_pixel, digest)}
     )
@@ -134,14 +134,6 @@ def model_ref(bucket: str, key: str) -> ModelRef:
         ) from exc
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_local_model(bucket: str, key: str, directory: Path) -> Path:
     """The model file in `directory`, downloaded at most once per container (atomic rename, so a concurrent
     reader never sees half a file). An existing file with the same sha256 is reused."""
@@ -154,7 +146,7 @@ def ensure_local_model(bucket: str, key: str, directory: Path) -> Path:
             return cached
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / posixpath.basename(key)
-        if not (path.is_file() and sha256 and _sha256(path) == sha256):
+        if not (path.is_file() and sha256 and sha256_file(path) == sha256):
             partial = path.with_name(f".{path.name}.{os.getpid()}.part")
 
             what = f"download model s3://{bucket}/{key}"
@@ -166,7 +158,7 @@ def ensure_local_model(bucket: str, key: str, directory: Path) -> Path:
             clients.call(
                 what, lambda: clients.s3().download_file(bucket, key, str(partial)), on_error=transient_after_cleanup
             )
-            if sha256 and _sha256(partial) != sha256:
+            if sha256 and sha256_file(partial) != sha256:
                 partial.unlink(missing_ok=True)
                 raise ConfigurationError(f"model s3://{bucket}/{key} does not match its recorded sha256")
             partial.replace(path)

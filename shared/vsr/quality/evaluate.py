@@ -72,14 +72,13 @@ def evaluate(
     from vsr.engine import get_upscaler
     from vsr.models.registry import resolve_model
     from vsr.segment import from_float, to_float
-
-    model_info = resolve_model(model)
-    scale = model_info.scale
-    originals, info = load_frames(Path(path), frames, scale)
-    low = [box_downscale(f, scale) for f in originals]
     from vsr.settings import get_settings
 
     settings = get_settings()  # this is the `vsr eval` command's edge
+    model_info = resolve_model(model or settings.model_name)
+    scale = model_info.scale
+    originals, info = load_frames(Path(path), frames, scale)
+    low = [box_downscale(f, scale) for f in originals]
     upscaler = get_upscaler(model_info, tile=settings.tile, tile_overlap=settings.tile_overlap)
     started = time.perf_counter()
     output = [from_float(upscaler.upscale(to_float([f])), f.dtype)[0] for f in low]

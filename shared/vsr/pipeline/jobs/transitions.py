@@ -1,7 +1,7 @@
 """The job's state machine: which status moves are allowed, and the pure UpdateItem builders that make them.
 
 Every builder's condition only admits a move listed in TRANSITIONS, so DynamoDB enforces the state machine
-atomically; `tests/stages/test_jobs.py` checks the list and the builders against each other.
+atomically; `tests/pipeline/test_jobs.py` checks the list and the builders against each other.
 """
 
 from __future__ import annotations

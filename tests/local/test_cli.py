@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.conftest import SHORT_FRAMES, overrides
+from tests.local.conftest import SHORT_FRAMES, overrides
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,6 +55,6 @@ def test_vsr_run_bad_input_fails_with_reason_before_any_segment(clips: dict[str,
     assert code == 1, stderr[-3000:]
     assert summary["status"] == "FAILED" and summary["output"] is None
     assert "video" in summary["error"].lower()
-    # failed at ingest, once: no segment was planned, so no worker ever ran (no retry: tests/pipeline/test_failures)
+    # failed at ingest, once: no segment was planned, so no worker ever ran (no retry: tests/local/test_failures)
     assert summary["segments"] == 0 and summary["frames"] == 0
     assert summary["timings"]["stages"]["ingest_s"] > 0

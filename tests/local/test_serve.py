@@ -15,8 +15,8 @@ import boto3
 import pytest
 
 from tests import clips as clip_builders
-from tests.pipeline.conftest import overrides, wait_for
-from tests.pipeline.media_checks import video_size, video_times
+from tests.local.conftest import overrides, wait_for
+from tests.local.media_checks import video_size, video_times
 from tests.support.serve import Served, serve
 from vsr.local.provision import local_names
 from vsr.pipeline import jobs

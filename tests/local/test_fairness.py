@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests import clips as clip_builders
-from tests.pipeline.conftest import wait_for
-from tests.pipeline.media_checks import video_size, video_times
+from tests.local.conftest import wait_for
+from tests.local.media_checks import video_size, video_times
 from vsr.aws import clients
 from vsr.local.faults import FaultPlan
 from vsr.local.runtime import LocalRuntime

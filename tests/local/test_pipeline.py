@@ -11,8 +11,8 @@ from typing import Any
 import av
 import pytest
 
-from tests.pipeline.conftest import SHORT_FRAMES, wait_for
-from tests.pipeline.media_checks import audio_packets, video_size, video_times
+from tests.local.conftest import SHORT_FRAMES, wait_for
+from tests.local.media_checks import audio_packets, video_size, video_times
 from tests.support.events import s3_notification
 from vsr.aws import clients
 from vsr.local.runtime import LocalRuntime
