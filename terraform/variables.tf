@@ -96,7 +96,7 @@ variable "model_precision" {
 }
 
 variable "model_dir" {
-  description = "Folder holding the converted ONNX models and their JSON sidecars (`make models` writes them); null uses ../.models (the Makefile's VSR_MODEL_DIR default)."
+  description = "Folder holding the converted ONNX models and their JSON sidecars (`make models` writes them); null uses ~/.cache/vsr/models, the model directory of the CLI and make (vsr.models.registry.model_dir)."
   type        = string
   default     = null
 }

@@ -212,6 +212,10 @@ def test_terraform_mirrors_the_deployment_contract(tf: tfconfig.TerraformConfig)
     assert "source_hash" in tf.resource("aws_s3_object", "model")  # SSE-KMS etags are not MD5s
     # the work bucket's job files
     assert tf.locals["work_prefix"] == deployment.WORK_PREFIX
+    # one model-directory rule: Terraform's default is the registry's (what `make models` and the CLI use)
+    from vsr.models.registry import DEFAULT_MODEL_DIR
+
+    assert f'pathexpand("{DEFAULT_MODEL_DIR}")' in str(tf.locals["model_dir"])
     assert artifacts.segment_key("abc", 0).startswith(deployment.WORK_PREFIX)
     # the functions' environment: every variable the code reads, the fixed ones, and nothing stale
     env = tf.locals["function_env"]

