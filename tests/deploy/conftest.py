@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,14 @@ def terraform_init(terraform_bin: str, plugin_dir: Path, tmp_path_factory: pytes
 
 
 @pytest.fixture(scope="session")
-def tf_eval(terraform_bin: str, terraform_init: Path) -> Callable[[dict[str, str]], dict[str, Any]]:
-    """Evaluate named Terraform expressions (locals that need no AWS call) with `terraform console`."""
+def tf_eval(terraform_bin: str, terraform_init: Path) -> Callable[..., dict[str, Any]]:
+    """Evaluate named Terraform expressions (locals that need no AWS call) with `terraform console`, optionally
+    with `-var` assignments ("name=value")."""
 
-    def evaluate(expressions: dict[str, str]) -> dict[str, Any]:
+    def evaluate(expressions: dict[str, str], variables: Sequence[str] = ()) -> dict[str, Any]:
         body = ", ".join(f"{name} = {expr}" for name, expr in expressions.items())
         done = subprocess.run(
-            [terraform_bin, "console"],
+            [terraform_bin, "console", *(f"-var={v}" for v in variables)],
             input=f"jsonencode({{ {body} }})\n",
             cwd=tfconfig.TERRAFORM,
             env=terraform_env(terraform_init),
