@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import botocore.exceptions
+
 from vsr.admission import ModelCost, check_limits, cost_verdict, duration_s, plan_for, probe_summary
-from vsr.errors import InputError, PermanentError
+from vsr.errors import InputError, PermanentError, TransientError
 from vsr.media.probe import VideoInfo, probe
 from vsr.planning import STRATEGIES, JobPlan
 from vsr.settings import Settings, get_settings
@@ -110,6 +112,10 @@ def command(args: argparse.Namespace) -> int:
     except PermanentError as exc:
         print(f"vsr plan: {exc.reason}", file=sys.stderr)
         return 1
+    except (TransientError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        # not the video's fault: S3 unreachable, no credentials, no permission
+        print(f"vsr plan: cannot read {args.input}: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(as_json(info, cost, plans, settings)))
     else:

@@ -102,3 +102,7 @@ def test_vsr_plan_reads_an_s3_object_in_place_and_prints_json(
     missing = f"s3://{resources.input_bucket}/nope.mp4"
     assert cli.main(["plan", missing, "--endpoint", aws]) == 1
     assert "vsr plan:" in capsys.readouterr().err
+
+    # nothing listening at the endpoint: one line naming the input, exit 2 (not the video's fault)
+    assert cli.main(["plan", url, "--endpoint", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.startswith(f"vsr plan: cannot read {url}")
