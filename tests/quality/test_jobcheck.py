@@ -66,6 +66,11 @@ def test_measure_a_joined_output(real_clips: dict[str, Path], tmp_path: Path, mo
     info = probe(source)
     result = jobcheck.measure(output, probe(output).pts, source, info, 2, [0, 10, 20], samples=4, budget_s=600)
     report = result.report("out.preview.png")
+    # the pairs run on threads; one thread gives the same numbers, in the same order
+    alone = jobcheck.measure(
+        output, probe(output).pts, source, info, 2, [0, 10, 20], samples=4, budget_s=600, workers=1
+    ).report("out.preview.png")
+    assert {k: v for k, v in alone.items() if k != "seconds"} == {k: v for k, v in report.items() if k != "seconds"}
     assert [(p["segment"], p["frame"]) for p in report["boundary_pairs"]] == [(1, 10), (2, 20)]
     assert report["pairs"] == 6 and report["skipped_pairs"] == 0
     # nearest-neighbour aliases: its blocks jump where bicubic glides, so it flickers more than bicubic

@@ -38,11 +38,16 @@ def _match(a: np.ndarray, b: np.ndarray, guess: np.ndarray) -> np.ndarray:
     side = 2 * RADIUS + 1
     costs = np.empty((side, side, nby, nbx), np.float32)
     h, w = b.shape
-    for i, dy in enumerate(range(-RADIUS, RADIUS + 1)):
-        yy = np.clip(base_y + dy, 0, h - 1)
-        for j, dx in enumerate(range(-RADIUS, RADIUS + 1)):
-            xx = np.clip(base_x + dx, 0, w - 1)
-            costs[i, j] = np.abs(blocks - b[yy, xx]).sum(axis=(2, 3))
+    flat_b = b.ravel()
+    blocks = blocks.reshape(nby, nbx, BLOCK * BLOCK)
+    # Flat int32 offsets, clipped once per row shift and per column shift: a 1-D take per candidate is
+    # several times faster than 2-D fancy indexing with fresh int64 index arrays.
+    row_offsets = [(np.clip(base_y + dy, 0, h - 1) * w).astype(np.int32) for dy in range(-RADIUS, RADIUS + 1)]
+    columns = [np.clip(base_x + dx, 0, w - 1).astype(np.int32) for dx in range(-RADIUS, RADIUS + 1)]
+    for i, row_offset in enumerate(row_offsets):
+        for j, column in enumerate(columns):
+            candidate = flat_b.take((row_offset + column).reshape(nby, nbx, BLOCK * BLOCK))
+            costs[i, j] = np.abs(blocks - candidate).sum(axis=-1)
     costs += 1e-3 * (np.arange(side) - RADIUS)[:, None, None, None] ** 2  # ties: prefer the guess
     costs += 1e-3 * (np.arange(side) - RADIUS)[None, :, None, None] ** 2
     flat = costs.reshape(side * side, nby, nbx).argmin(axis=0)
@@ -101,17 +106,33 @@ def block_flow(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(dense[..., ::-1])  # (dx, dy)
 
 
+class Sampler:
+    """Bilinear sampling at (x, y) + flow[y, x], edges replicated (as vsr.quality.flow.warp), prepared once per
+    flow: the job check pulls back two images (output and bicubic) under each motion."""
+
+    def __init__(self, flow: np.ndarray) -> None:
+        h, w = flow.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        x = np.clip(xs + flow[..., 0], 0, w - 1).ravel()
+        y = np.clip(ys + flow[..., 1], 0, h - 1).ravel()
+        x0, y0 = np.floor(x).astype(np.int32), np.floor(y).astype(np.int32)
+        x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+        fx, fy = x - x0, y - y0
+        self.shape = (h, w)
+        self.index = (y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1)
+        self.weight = ((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = self.shape
+        if image.shape[:2] != (h, w):
+            raise ValueError(f"image is {image.shape[:2]}, the flow is for {(h, w)}")
+        flat = image.reshape(h * w, -1).astype(np.float32, copy=False)
+        out = np.zeros(flat.shape, np.float32)
+        for index, weight in zip(self.index, self.weight, strict=True):
+            out += flat.take(index, axis=0) * weight[:, None]
+        return out.reshape(image.shape)
+
+
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """`image` sampled bilinearly at (x, y) + flow[y, x], edges replicated (as vsr.quality.flow.warp)."""
-    h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    x = np.clip(xs + flow[..., 0], 0, w - 1)
-    y = np.clip(ys + flow[..., 1], 0, h - 1)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = x - x0, y - y0
-    if image.ndim == 3:
-        fx, fy = fx[..., None], fy[..., None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    return Sampler(flow)(image)

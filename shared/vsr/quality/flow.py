@@ -60,6 +60,13 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def sampler(flow: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """`warp` with `flow` fixed, its sampling grid computed once."""
+    cv2 = _cv2()
+    map_x, map_y = _sample_grid(flow)
+    return lambda image: cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def valid_mask(
     backward: np.ndarray, forward: np.ndarray, warper: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 ) -> np.ndarray:

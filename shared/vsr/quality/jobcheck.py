@@ -14,12 +14,15 @@ Also draws the preview: bicubic | output side by side, a detailed crop of the mi
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from vsr.cpus import available_cpus
 from vsr.logs import get_logger
 from vsr.media.decode import decode_window
 from vsr.media.probe import VideoInfo
@@ -94,7 +97,7 @@ def _pair(source: Source, pts: list[int], t: int) -> list[np.ndarray]:
 
 
 def measure(
-    output: Source,
+    output: str | os.PathLike[str],
     output_pts: list[int],
     source: Source,
     info: VideoInfo,
@@ -103,31 +106,61 @@ def measure(
     *,
     samples: int,
     budget_s: float,
+    workers: int | None = None,
 ) -> JobQuality:
-    """Measure the pairs (boundaries first, then samples) until the budget runs out."""
+    """Measure the pairs (boundaries first, then samples) until the budget runs out.
+
+    The input pairs are read one after another (`source` may be a single S3 reader, whose position is
+    shared); the rest of each pair (decoding the output, which is a local file, flow, bicubic, warping)
+    runs on `workers` threads, by default one per CPU: NumPy and FFmpeg release the GIL for the heavy parts,
+    and Lambda bills the assembler's every vCPU whether it is used or not.
+    """
     started = time.monotonic()
+
+    def over_budget() -> bool:
+        return time.monotonic() - started > budget_s
+
     boundaries, sampled = pick_pairs(info.frame_count, segment_starts, samples)
+    order = boundaries + sampled
     result = JobQuality()
     preview_at = sampled[len(sampled) // 2] if sampled else (boundaries[0] if boundaries else None)
     starts = {t: segment_starts.index(t) for t in boundaries}
-    for t in boundaries + sampled:
-        if time.monotonic() - started > budget_s:
-            result.skipped_pairs += 1
-            continue
-        low = _pair(source, info.pts, t)
+    low_pairs: dict[int, list[np.ndarray]] = {}
+    for t in order:
+        if over_budget():
+            break
+        low_pairs[t] = _pair(source, info.pts, t)
+
+    def judge(t: int) -> tuple[float, float, np.ndarray | None] | None:
+        if over_budget():
+            return None
+        low = low_pairs.pop(t)  # frees the input frames as the pairs are done
         high = _pair(output, output_pts, t)
         motion = temporal.PairMotion.from_low_res(low[0], low[1], scale, method="block")
         up = [bicubic(f, scale) for f in low]
-        ewarp_output = temporal.pair_warping_error(high[0], high[1], motion)
-        ewarp_bicubic = temporal.pair_warping_error(up[0], up[1], motion)
+        shown = preview_image(up[1], high[1]) if t == preview_at else None
+        return (
+            temporal.pair_warping_error(high[0], high[1], motion),
+            temporal.pair_warping_error(up[0], up[1], motion),
+            shown,
+        )
+
+    with ThreadPoolExecutor(max_workers=workers or available_cpus(), thread_name_prefix="jobcheck") as pool:
+        to_judge = list(low_pairs)
+        judged = list(pool.map(judge, to_judge))
+    for t, outcome in zip(to_judge, judged, strict=True):
+        if outcome is None:
+            continue
+        ewarp_output, ewarp_bicubic, shown = outcome
         result.ewarp_output.append(ewarp_output)
         result.ewarp_bicubic.append(ewarp_bicubic)
         if t in starts:
             result.boundary_pairs.append(
                 {"segment": starts[t], "frame": t, "ewarp_output": ewarp_output, "ewarp_bicubic": ewarp_bicubic}
             )
-        if t == preview_at:
-            result.preview = preview_image(up[1], high[1])
+        if shown is not None:
+            result.preview = shown
+    result.skipped_pairs = len(order) - len(result.ewarp_output)
     result.seconds = time.monotonic() - started
     log.info("quality.measured", pairs=len(result.ewarp_output), skipped=result.skipped_pairs, seconds=result.seconds)
     return result

@@ -31,7 +31,7 @@ def stabilise(
     for t in range(1, len(output)):
         current = output[t].astype(np.float32) / np.float32(peak)
         motion = temporal.PairMotion.from_low_res(low[t - 1], low[t], scale, method)
-        warped = motion.warp(previous, motion.backward)
+        warped = motion.pull_back(previous)
         disagreement = np.abs(warped - current).mean(axis=-1)
         weight = strength * motion.mask * np.exp(-((disagreement / tolerance) ** 2))
         blended = current + weight[..., None] * (warped - current)

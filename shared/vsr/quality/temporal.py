@@ -13,6 +13,7 @@ the original does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,7 +32,12 @@ class PairMotion:
 
     backward: np.ndarray  # flow t -> t-1 at the judged resolution
     mask: np.ndarray  # trusted pixels of frame t at the judged resolution
-    warp: Callable[[np.ndarray, np.ndarray], np.ndarray] = fl.warp
+    sampler: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]] = fl.sampler
+
+    @functools.cached_property
+    def pull_back(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Frame t-1 (any upscale of it, as float) warped onto frame t; prepared once, applied to many."""
+        return self.sampler(self.backward)
 
     @classmethod
     def from_low_res(
@@ -45,7 +51,7 @@ class PairMotion:
         a, b = blockflow.gray(previous), blockflow.gray(current)
         backward, forward = blockflow.block_flow(b, a), blockflow.block_flow(a, b)
         mask = fl.valid_mask(backward, forward, blockflow.warp)
-        return cls(fl.upscale_flow(backward, scale, smooth=False), fl.upscale_mask(mask, scale), blockflow.warp)
+        return cls(fl.upscale_flow(backward, scale, smooth=False), fl.upscale_mask(mask, scale), blockflow.Sampler)
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -57,11 +63,11 @@ def pair_warping_error(previous: np.ndarray, current: np.ndarray, motion: PairMo
     """Mean squared difference between `current` and `previous` warped onto it, over trusted pixels."""
     if previous.shape[:2] != motion.mask.shape:
         raise ValueError(f"frames are {previous.shape[:2]}, the motion is for {motion.mask.shape}")
-    warped = motion.warp(_unit(previous), motion.backward)
-    diff = np.sum((_unit(current) - warped) ** 2, axis=-1) / 3.0
+    difference = _unit(current) - motion.pull_back(_unit(previous))
+    squared = np.einsum("ijk,ijk->ij", difference, difference) / np.float32(3.0)  # mean over RGB
     trusted = motion.mask
-    count = int(trusted.sum())
-    return float(diff[trusted].sum() / count) if count else 0.0
+    count = int(np.count_nonzero(trusted))
+    return float(np.sum(squared, where=trusted, dtype=np.float64) / count) if count else 0.0
 
 
 def warping_error(frames: Sequence[np.ndarray], motions: Sequence[PairMotion]) -> float:
