@@ -98,7 +98,8 @@ class LatencyModel:
     assembly_cold_start_s: float
     assembly_s_per_frame: float  # packet remux and upload
     assembly_fixed_s: float  # lease, plan and probe reads, audio, report
-    quality_s_per_pair_mpix: float  # the job's own quality check, per measured frame pair and output megapixel
+    quality_cpu_s_per_pair_mpix: float  # the job's own quality check, per frame pair and output megapixel, one thread
+    quality_parallel_efficiency: float  # each extra thread of the check adds this fraction of one thread's speed
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> LatencyModel:
@@ -134,6 +135,7 @@ class AssemblyWork:
     reencode_max_mpix: float  # above it, segments are remuxed (Settings.reencode_max_megapixels)
     quality_sample_pairs: int
     quality_budget_s: float
+    quality_s_per_pair_mpix: float  # wall (= billed) seconds, with the check's threads on the assembler's vCPUs
 
 
 @dataclass(frozen=True)
@@ -255,8 +257,12 @@ class Settings:
         return SegmentPolicy.from_raw(self.raw["segments"])
 
     def worker_vcpus(self) -> float:
+        return self.function_vcpus("worker")
+
+    def function_vcpus(self, name: str) -> float:
+        """vCPUs Lambda gives a function of its memory size (one per `segments.mb_per_vcpu`, up to the cap)."""
         seg = self.raw["segments"]
-        return min(float(seg["max_vcpus"]), self.function("worker").memory_mb / float(seg["mb_per_vcpu"]))
+        return min(float(seg["max_vcpus"]), self.function(name).memory_mb / float(seg["mb_per_vcpu"]))
 
     @property
     def worker_capacity(self) -> WorkerCapacity:
@@ -325,14 +331,16 @@ class Settings:
 
     @property
     def assembly_work(self) -> AssemblyWork:
-        seg = self.raw["segments"]
-        vcpus = min(float(seg["max_vcpus"]), self.function("assemble").memory_mb / float(seg["mb_per_vcpu"]))
+        vcpus = self.function_vcpus("assemble")
+        latency = self.latency
+        check_speedup = 1.0 + max(0.0, vcpus - 1.0) * latency.quality_parallel_efficiency
         return AssemblyWork(
             reencode=str(self.raw["encode"].get("join", "remux")) == "reencode",
             reencode_s_per_output_mpix=1.0 / (float(self.raw["encode"]["reencode_mpix_per_vcpu_s"]) * vcpus),
             reencode_max_mpix=self.reencode_max_megapixels(),
             quality_sample_pairs=self.quality_sample_pairs,
             quality_budget_s=self.quality_budget_s,
+            quality_s_per_pair_mpix=latency.quality_cpu_s_per_pair_mpix / check_speedup,
         )
 
     def reencode_max_megapixels(self) -> float:
@@ -341,7 +349,7 @@ class Settings:
         `encode.reencode_mpix_per_vcpu_s` (bench: lossless segments -> libx264 veryfast CRF 18)."""
         seg = self.raw["segments"]
         assemble = self.function("assemble")
-        vcpus = min(float(seg["max_vcpus"]), assemble.memory_mb / float(seg["mb_per_vcpu"]))
+        vcpus = self.function_vcpus("assemble")
         rate = float(self.raw["encode"]["reencode_mpix_per_vcpu_s"])
         return rate * vcpus * assemble.timeout_s * float(seg["work_budget_fraction"])
 

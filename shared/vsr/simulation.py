@@ -68,7 +68,7 @@ def assembly_seconds(
     if work is not None:
         boundaries = max(0, len(segment_frames) - 1)
         pairs = boundaries + min(work.quality_sample_pairs, max(0, frames - 1 - boundaries))
-        quality = min(work.quality_budget_s, pairs * latency.quality_s_per_pair_mpix * output_mpix_per_frame)
+        quality = min(work.quality_budget_s, pairs * work.quality_s_per_pair_mpix * output_mpix_per_frame)
     return latency.assembly_fixed_s + join, quality
 
 

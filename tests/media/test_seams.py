@@ -131,7 +131,7 @@ def test_join_mode_falls_back_to_remux_beyond_what_the_assembler_can_reencode(
     info = probe(real_clips["carphone"])  # 120 frames 176x144: 12 output megapixels at x2
     assert join_mode(info, 2, get_settings().encode_settings) == REENCODE
     limit = get_settings().reencode_max_megapixels()
-    assert 5_000 < limit < 50_000  # 20 MP/s per vCPU x 1.7 vCPUs x 900 s x 0.5 with the default sizes
+    assert 5_000 < limit < 100_000  # 20 MP/s per vCPU x 5.8 vCPUs x 900 s x 0.5 with the default sizes
     frames_over = int(limit * 1e6 / (176 * 144 * 4)) + 1
     assert join_mode(dataclasses.replace(info, frame_count=frames_over), 2, get_settings().encode_settings) == REMUX
     monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", '{"encode": {"join": "remux"}}')
