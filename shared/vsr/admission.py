@@ -124,6 +124,7 @@ def plan_for(
         gflops_per_vcpu=capacity.gflops_per_vcpu,
         vcpus=capacity.vcpus,
     )
+    output_mpix = info.width * info.height * model.scale**2 / 1e6
     return plan_job(
         info.pts,
         seconds_per_frame=spf,
@@ -133,8 +134,11 @@ def plan_for(
         pricing=settings.pricing,
         sizes=sizes,
         strategy=strategy,
-        output_mpix_per_frame=info.width * info.height * model.scale**2 / 1e6,
+        output_mpix_per_frame=output_mpix,
         assembly=settings.assembly_work,
+        temporal_s_per_frame=settings.latency.temporal_s_per_output_mpix * output_mpix
+        if settings.temporal == "flow"
+        else 0.0,
     )
 
 

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--segment-frames", type=_positive_int, help="frames per segment (default: planned)")
     up.add_argument("--tile", type=int, help="tile size in input pixels; 0 disables tiling")
+    up.add_argument(
+        "--temporal",
+        choices=("off", "flow"),
+        help="flow: flow-guided stabilisation, across segments too (default: settings model.temporal)",
+    )
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     up.set_defaults(command_key="upscale")
 

@@ -244,12 +244,17 @@ def plan_job(
     warm_containers: int = 0,
     output_mpix_per_frame: float = 0.0,
     assembly: AssemblyWork | None = None,
+    temporal_s_per_frame: float = 0.0,
 ) -> JobPlan:
-    """THE planning entry point: segments for the frames at `pts`, chosen by `strategy` from predicted plans."""
+    """THE planning entry point: segments for the frames at `pts`, chosen by `strategy` from predicted plans.
+
+    `temporal_s_per_frame` > 0: the job is stabilised (settings model.temporal), so each frame costs that much
+    more and every segment but the first also upscales its context frames."""
     total = len(pts)
     if total == 0:
         raise ValueError("nothing to plan: no frames")
-    most_frames = max_frames_per_segment(seconds_per_frame, policy, capacity.timeout_s)
+    upscaled_context = policy.context_frames if temporal_s_per_frame > 0 else 0
+    most_frames = max_frames_per_segment(seconds_per_frame + temporal_s_per_frame, policy, capacity.timeout_s)
     predicted: list[PlanChoice] = []
     for count in candidate_counts(total, most_frames, policy.min_frames, capacity.concurrency):
         sizes_ = balanced_sizes(total, count)
@@ -262,6 +267,8 @@ def plan_job(
             warm_functions=warm_containers > 0,
             output_mpix_per_frame=output_mpix_per_frame,
             assembly=assembly,
+            context_frames=upscaled_context,
+            temporal_s_per_frame=temporal_s_per_frame,
         )
         predicted.append(
             PlanChoice(

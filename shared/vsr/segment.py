@@ -5,7 +5,9 @@ frames, upscaled output frames), so at most a few batches of frames exist at any
 segment length. Decoding and encoding run in background threads and overlap with inference (PyAV and ONNX
 Runtime release the GIL while they work).
 
-Context frames (`segment.context_before`) are decoded but not output; a future temporal model will use them.
+Context frames (`segment.context_before`) are decoded but not output. With temporal stabilisation
+(`stabiliser`, settings `model.temporal` = "flow") they are upscaled too and run through the stabiliser first,
+so the segment's first frame is blended with a state close to the one a single long run would have.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from vsr.media.encode import SegmentEncoder
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source
 from vsr.planning import Segment
+from vsr.quality.stabilise import Stabiliser
 from vsr.settings import EncodeSettings
 
 log = get_logger(__name__)
@@ -51,6 +54,7 @@ class SegmentResult:
     infer_s: float
     encode_s: float
     wall_s: float
+    temporal_s: float = 0.0  # stabilisation (settings model.temporal), context frames included
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -122,10 +126,13 @@ def process_segment(
     batch_frames: int = BATCH_FRAMES,
     overlap: bool = True,
     on_frames: Callable[[int], None] | None = None,
+    stabiliser: Stabiliser | None = None,
 ) -> SegmentResult:
     """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode)."""
     started = time.perf_counter()
     total = segment.context_before + segment.frame_count
+    keep_context = stabiliser is not None  # the stabiliser warms up on the context frames
+    context_left = segment.context_before if keep_context else 0
     timings = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0}
     encoder = SegmentEncoder(
         output, info=info, scale=upscaler.scale, encode=encode, crf=crf, preset=preset, codec=codec
@@ -148,7 +155,7 @@ def process_segment(
         frames = decode_window(source, segment.context_start_pts, total)
         clock = time.perf_counter()
         try:
-            for batch in _batches(_skip_context(frames, segment), batch_frames):
+            for batch in _batches(_skip_context(frames, segment, keep_context), batch_frames):
                 item = ([f.pts for f in batch], [f.image for f in batch])
                 timings["decode_s"] += time.perf_counter() - clock
                 if not put(inbox, item):
@@ -179,13 +186,23 @@ def process_segment(
             decoder, writer = _Worker(decode, "vsr-decode"), _Worker(encode, "vsr-encode")
             batches: Iterator[Any] = iter(inbox.get, _DONE)
         else:
-            batches = _serial_batches(source, segment, total, batch_frames, timings)
+            batches = _serial_batches(source, segment, total, batch_frames, timings, keep_context)
         for pts_list, images in batches:
             clock = time.perf_counter()
-            upscaled = from_float(upscaler.upscale(to_float(images)), images[0].dtype)
+            upscaled = list(from_float(upscaler.upscale(to_float(images)), images[0].dtype))
             timings["infer_s"] += time.perf_counter() - clock
+            if stabiliser is not None:
+                clock = time.perf_counter()
+                upscaled = [stabiliser.step(low, high) for low, high in zip(images, upscaled, strict=True)]
+                timings["temporal_s"] = timings.get("temporal_s", 0.0) + time.perf_counter() - clock
+                if context_left:
+                    dropped = min(context_left, len(pts_list))
+                    context_left -= dropped
+                    pts_list, upscaled = pts_list[dropped:], upscaled[dropped:]
+                    if not pts_list:
+                        continue
             if writer is not None:
-                if not put(outbox, (pts_list, list(upscaled)), writer):
+                if not put(outbox, (pts_list, upscaled), writer):
                     writer.join()  # the encoder thread died: raise its error
             else:
                 clock = time.perf_counter()
@@ -220,20 +237,20 @@ def process_segment(
     return result
 
 
-def _skip_context(frames: Iterable[Frame], segment: Segment) -> Iterator[Frame]:
-    """Drop the context frames; the first output frame must be the segment's first frame."""
+def _skip_context(frames: Iterable[Frame], segment: Segment, keep: bool = False) -> Iterator[Frame]:
+    """Drop the context frames (unless `keep`); the first output frame must be the segment's first frame."""
     for index, frame in enumerate(frames):
         if index == segment.context_before and frame.pts != segment.start_pts:
             raise CorruptInputError(f"segment {segment.index} does not start at pts {segment.start_pts}")
-        if index >= segment.context_before:
+        if keep or index >= segment.context_before:
             yield frame
 
 
 def _serial_batches(
-    source: Source, segment: Segment, total: int, batch_frames: int, timings: dict[str, float]
+    source: Source, segment: Segment, total: int, batch_frames: int, timings: dict[str, float], keep_context: bool
 ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     frames = decode_window(source, segment.context_start_pts, total)
-    batches = _batches(_skip_context(frames, segment), batch_frames)
+    batches = _batches(_skip_context(frames, segment, keep_context), batch_frames)
     while True:
         clock = time.perf_counter()
         batch = next(batches, None)

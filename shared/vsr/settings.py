@@ -100,6 +100,7 @@ class LatencyModel:
     assembly_fixed_s: float  # lease, plan and probe reads, audio, report
     quality_cpu_s_per_pair_mpix: float  # the job's own quality check, per frame pair and output megapixel, one thread
     quality_parallel_efficiency: float  # each extra thread of the check adds this fraction of one thread's speed
+    temporal_s_per_output_mpix: float  # stabilisation (model.temporal = flow) per frame and output megapixel
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> LatencyModel:
@@ -368,6 +369,14 @@ class Settings:
     def precision(self) -> str:
         """fp32 | int8: int8 runs `<model>-int8` where that variant passed the fidelity gate, else fp32."""
         return str(self.raw["model"].get("precision", "fp32"))
+
+    @property
+    def temporal(self) -> str:
+        """off | flow: flow-guided stabilisation of the output (vsr.quality.stabilise); off by default (README)."""
+        mode = str(self.raw["model"].get("temporal", "off"))
+        if mode not in ("off", "flow"):
+            raise ValueError(f'settings model.temporal is "{mode}"; expected "off" or "flow"')
+        return mode
 
 
 def load_assembly_filter() -> dict[str, Any]:

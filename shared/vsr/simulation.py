@@ -100,11 +100,14 @@ def simulate(
     warm_functions: bool = False,
     output_mpix_per_frame: float = 0.0,
     assembly: AssemblyWork | None = None,
+    context_frames: int = 0,
+    temporal_s_per_frame: float = 0.0,
 ) -> Simulation:
     """Play one job with segments of `segment_frames` output frames through the pipeline.
 
     `warm_containers` worker containers (and, with `warm_functions`, ingest and assembly) are already
-    initialised, as after a recent job: they skip the cold start.
+    initialised, as after a recent job: they skip the cold start. With temporal stabilisation, every segment but
+    the first also upscales its `context_frames`, and every upscaled frame pays `temporal_s_per_frame`.
     """
     if concurrency <= 0:
         raise ValueError("concurrency must be positive")
@@ -126,7 +129,8 @@ def simulate(
     first_start = math.inf
     done = ready
     clock = ready
-    for frames in segment_frames:
+    for index, frames in enumerate(segment_frames):
+        upscaled = frames + (context_frames if index > 0 else 0)
         while True:
             while running and running[0] <= clock:
                 heapq.heappop(running)
@@ -145,7 +149,7 @@ def simulate(
         else:
             cold_starts += 1
             start_cost = latency.worker_cold_start_s
-        duration = start_cost + segment_seconds(frames, seconds_per_frame, latency)
+        duration = start_cost + segment_seconds(upscaled, seconds_per_frame, latency) + upscaled * temporal_s_per_frame
         first_start = min(first_start, clock)
         worker_billed += duration
         heapq.heappush(running, clock + duration)

@@ -21,6 +21,7 @@ from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT
 from vsr.media.probe import VideoInfo, probe
 from vsr.planning import Segment, plan_segments
+from vsr.quality.stabilise import MODES, Stabiliser
 from vsr.segment import process_segment
 from vsr.settings import get_settings
 
@@ -48,6 +49,7 @@ def upscale_file(
     tile: int | None = None,
     progress: bool = True,
     threads: int | None = None,
+    temporal: str | None = None,
 ) -> dict[str, Any]:
     """Upscale `input` into the MP4 `output`; returns a report (frames, segments, per-stage seconds)."""
     from vsr.engine import get_upscaler  # ONNX Runtime: loaded only when a video is upscaled
@@ -81,6 +83,9 @@ def upscale_file(
     load_s = time.perf_counter() - clock
 
     segments = plan(info, model_info, segment_frames)
+    temporal_mode = temporal or settings.temporal
+    if temporal_mode not in MODES:
+        raise InputError(f'temporal mode "{temporal_mode}": expected one of {", ".join(MODES)}')
     log.info(
         "upscale.planned",
         model=model_info.name,
@@ -88,7 +93,7 @@ def upscale_file(
         frames=info.frame_count,
         segments=len(segments),
     )
-    totals = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0}
+    totals = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0, "temporal_s": 0.0}
     bar = _progress_bar(info.frame_count, progress)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vsr-upscale-", dir=target.parent))
@@ -104,6 +109,8 @@ def upscale_file(
                 part,
                 encode=settings.encode_settings,
                 on_frames=bar.update if bar else None,
+                # one stabiliser per segment, warmed up on its context frames, exactly as a worker runs it
+                stabiliser=Stabiliser(model_info.scale) if temporal_mode == "flow" else None,
             )
             for key in totals:
                 totals[key] += getattr(result, key)
@@ -123,6 +130,7 @@ def upscale_file(
         "output": str(target),
         "model": model_info.name,
         "precision": model_info.precision,
+        "temporal": temporal_mode,
         "scale": model_info.scale,
         "frames": info.frame_count,
         "segments": len(segments),
@@ -161,6 +169,7 @@ def command(args: argparse.Namespace) -> int:
         segment_frames=args.segment_frames,
         tile=args.tile,
         progress=not args.no_progress,
+        temporal=args.temporal,
     )
     t = report["timings"]
     print(

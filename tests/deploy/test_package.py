@@ -261,7 +261,7 @@ for function in ("ingest", "worker", "assemble"):  # each function zip's handler
     handler = runpy.run_path(sys.argv[3] + f"/{function}/handler.py")["handler"]
     assert callable(handler)
 for dev_only in ("vsr.local", "vsr.cli", "vsr.ops", "vsr.plan_command", "vsr.models.convert", "vsr.models.rewrite",
-                 "vsr.models.ncnn_reference", "vsr.models.samples", "vsr.quality.evaluate", "vsr.quality.stabilise"):
+                 "vsr.models.ncnn_reference", "vsr.models.samples", "vsr.quality.evaluate"):
     assert importlib.util.find_spec(dev_only) is None, dev_only + " must not ship in the layer"
 import vsr.settings
 from vsr.quality import jobcheck, preview, temporal  # the in-job quality check: NumPy + PyAV, no OpenCV
@@ -271,6 +271,10 @@ a = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
 b = np.roll(a, 2, axis=1)
 motion = temporal.PairMotion.from_low_res(a, b, 2, "block")
 error = temporal.pair_warping_error(jobcheck.bicubic(a, 2), jobcheck.bicubic(b, 2), motion)
+from vsr.quality.stabilise import Stabiliser  # model.temporal = "flow" in the worker: NumPy only as well
+stabiliser = Stabiliser(2)
+steady = [stabiliser.step(low, jobcheck.bicubic(low, 2)) for low in (a, b)]
+assert steady[1].shape == (96, 128, 3) and "cv2" not in sys.modules
 assert preview.png_bytes(preview.side_by_side([a, b], ["x", "y"])).startswith(b"\x89PNG")
 print(json.dumps({"shape": list(upscaled.shape), "frames": frames, "vsr": vsr.settings.__file__, "ewarp": error}))
 """

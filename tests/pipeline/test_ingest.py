@@ -49,6 +49,7 @@ def test_ingest_creates_one_job_and_one_message_per_segment(resources: Resources
         "key": resources.model_key,
         "sha256": "",
         "precision": "fp32",
+        "temporal": "off",  # settings model.temporal, fixed for the job at ingest
     }
     assert job.timings["ingest_s"] > 0 and job.timings["probe_s"] > 0
     messages = [parse_segment_message(m["Body"]) for m in drain(resources.segment_queue_url)]

@@ -150,6 +150,33 @@ def test_assembly_after_a_crashed_assembler_finishes_the_job(
     assert [s["frames"] for s in report["segments"]["items"]] == [FRAMES // 2, FRAMES // 2]
 
 
+def test_a_job_ingested_with_temporal_flow_is_stabilised_in_every_worker(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch, model_path: Path, clip: Path
+) -> None:
+    """model.temporal is fixed for the job at ingest: the worker follows the job, not its own settings."""
+    overrides = {"segments": {"max_frames": FRAMES // 2}, "model": {"temporal": "flow"}}
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps(overrides))
+    monkeypatch.setenv("VSR_MODEL_SCALE", "2")
+    monkeypatch.setenv("VSR_MODEL_MACS_PER_PIXEL", str(ANIMEVIDEO_MACS))
+    modelstore.reset_cache()
+    publish_real_model(resources, model_path)
+    body = upload_input(resources, "in/steady.mp4", clip.read_bytes())
+    assert ingest.handle_event(sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
+    (job,) = jobs.list_jobs()
+    assert job.model["temporal"] == "flow"
+    messages = sorted(drain(resources.segment_queue_url), key=lambda m: json.loads(m["Body"])["segment"]["index"])
+    assert json.loads(messages[1]["Body"])["segment"]["context_before"] == 2  # the stabiliser's warm-up frames
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps({"segments": {"max_frames": FRAMES // 2}}))  # now "off"
+    assert worker.handle_event(sqs_event_from_messages(messages), None) == {"batchItemFailures": []}
+    done = jobs.get_job(job.job_id)
+    assert done is not None and done.remaining == 0 and done.segment_totals["frames"] == FRAMES
+    assert done.segment_totals["temporal_s"] > 0
+    for index in (0, 1):
+        head = clients.s3().head_object(Bucket=resources.work_bucket, Key=artifacts.segment_key(job.job_id, index))
+        meta = artifacts.parse_segment_metadata(head["Metadata"])
+        assert meta["frames"] == FRAMES // 2 and meta["temporal_s"] > 0
+
+
 def test_worker_permanent_error_fails_the_job_once_and_acks(
     resources: Resources, job_with_messages: tuple[str, list[dict]]
 ) -> None:

@@ -256,3 +256,24 @@ def test_the_quality_check_runs_on_the_assemblers_vcpus() -> None:
     speedup = 1 + (vcpus - 1) * lat.quality_parallel_efficiency
     assert work.quality_s_per_pair_mpix == pytest.approx(lat.quality_cpu_s_per_pair_mpix / speedup)
     assert work.quality_s_per_pair_mpix < lat.quality_cpu_s_per_pair_mpix
+
+
+def test_stabilisation_is_billed_per_upscaled_frame_and_context() -> None:
+    """model.temporal = flow: every frame pays the stabiliser, and every segment but the first upscales its
+    context frames too; the planner sees both (fewer segments pay off less)."""
+    lat = get_settings().latency
+    plain = simulate([50, 50], seconds_per_frame=1.0, concurrency=2, latency=lat)
+    steady = simulate(
+        [50, 50], seconds_per_frame=1.0, concurrency=2, latency=lat, context_frames=2, temporal_s_per_frame=0.25
+    )
+    extra_first = 50 * 0.25
+    extra_second = segment_seconds(52, 1.0, lat) - segment_seconds(50, 1.0, lat) + 52 * 0.25
+    assert steady.worker_billed_s == pytest.approx(plain.worker_billed_s + extra_first + extra_second)
+    assert steady.wall_s == pytest.approx(plain.wall_s + extra_second)  # the second segment is the last to end
+
+    kwargs = {"seconds_per_frame": _spf(640, 360), **_settings_inputs()}
+    off = plan_job(list(range(250)), **kwargs)
+    on = plan_job(list(range(250)), temporal_s_per_frame=0.4, **kwargs)
+    assert on.options["cost"].predicted_cost_usd > off.options["cost"].predicted_cost_usd
+    assert on.chosen.predicted_wall_s > off.chosen.predicted_wall_s
+    assert sum(s.frame_count for s in on.segments) == 250

@@ -78,6 +78,8 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
 
     settings = get_settings()
     model = configured_model(resources)
+    # the job's segments all stabilise (or not) alike, whatever the settings are when each one runs
+    job_model = {**model.to_message(), "temporal": settings.temporal}
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()
@@ -98,7 +100,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
             input_ref=input_ref,
             now=time.time(),
             ttl_s=settings.job_ttl_s,
-            model=model.to_message(),
+            model=job_model,
             error=jobs.error_dict(exc),
             timings={"ingest_s": time.monotonic() - started},
             ingest_message_id=message_id,
@@ -117,7 +119,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         input_ref=input_ref,
         now=time.time(),
         ttl_s=settings.job_ttl_s,
-        model=model.to_message(),
+        model=job_model,
         probe=probe_summary(info),
         artifacts={
             "bucket": resources.work_bucket,
@@ -136,7 +138,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         if current is None or not message_id or current.ingest_message_id != message_id:
             log.info("ingest.lost_race")
             return job_id
-    _enqueue(job_id, segments, input_ref, model.to_message(), resources, started)
+    _enqueue(job_id, segments, input_ref, job_model, resources, started)
     return job_id
 
 

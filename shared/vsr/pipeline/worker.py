@@ -42,6 +42,7 @@ from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
+from vsr.quality.stabilise import Stabiliser
 from vsr.segment import process_segment
 from vsr.settings import get_settings
 
@@ -130,8 +131,16 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         progress = ProgressReporter(
             message.job_id, message.segment.index, resources.table, settings.progress_interval_s
         )
+        stabiliser = Stabiliser(model.scale) if message.model.get("temporal") == "flow" else None
         result = process_segment(
-            reader, message.segment, upscaler, info, output, encode=settings.encode_settings, on_frames=progress
+            reader,
+            message.segment,
+            upscaler,
+            info,
+            output,
+            encode=settings.encode_settings,
+            on_frames=progress,
+            stabiliser=stabiliser,
         )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
@@ -143,6 +152,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "infer_s": float(result.infer_s),
             "encode_s": float(result.encode_s),
             "process_s": float(result.wall_s),
+            "temporal_s": float(result.temporal_s),
         }
         key = artifacts.segment_key(message.job_id, message.segment.index)
         artifacts.upload_file(

@@ -42,7 +42,7 @@ TTL_ATTRIBUTE = "expires_at"
 
 # decode/infer/encode overlap (process_segment pipelines them in threads), so process_s, the wall time of
 # decode -> upscale -> encode, is the compute time; wall_s is the whole invocation (setup and upload too).
-SEGMENT_TIMING_FIELDS = ("decode_s", "infer_s", "encode_s", "process_s", "wall_s")
+SEGMENT_TIMING_FIELDS = ("decode_s", "infer_s", "encode_s", "temporal_s", "process_s", "wall_s")
 MAX_ERROR_CHARS = 1000  # keeps seg_errors bounded however many segments fail
 
 _serializer = TypeSerializer()
