@@ -111,6 +111,8 @@ def test_worker_counts_each_segment_once_and_assembly_completes_once(
         clients.s3().get_object(Bucket=resources.output_bucket, Key="in/clip.upscaled-x2.json")["Body"].read()
     )
     assert report["job_id"] == job_id and report["model"]["scale"] == 2
+    assert report["model"]["precision"] == "fp32" and report["model"]["temporal"] == "off"
+    assert report["timings"]["segments_temporal_s"] == 0
     assert report["output"]["frames"] == FRAMES and report["segments"]["count"] == 2
     assert 0 <= report["overhead"]["overhead_fraction"] < 1 and report["overhead"]["compute_s"] > 0
 
@@ -175,6 +177,12 @@ def test_a_job_ingested_with_temporal_flow_is_stabilised_in_every_worker(
         head = clients.s3().head_object(Bucket=resources.work_bucket, Key=artifacts.segment_key(job.job_id, index))
         meta = artifacts.parse_segment_metadata(head["Metadata"])
         assert meta["frames"] == FRAMES // 2 and meta["temporal_s"] > 0
+    assert assemble.handle_event(stream_event(job.job_id), None) == {"jobs": {job.job_id: assemble.ASSEMBLED}}
+    report = json.loads(
+        clients.s3().get_object(Bucket=resources.output_bucket, Key="in/steady.upscaled-x2.json")["Body"].read()
+    )
+    assert report["model"]["temporal"] == "flow" and report["timings"]["segments_temporal_s"] > 0
+    assert report["output"]["frames"] == FRAMES
 
 
 def test_worker_permanent_error_fails_the_job_once_and_acks(

@@ -256,7 +256,10 @@ def build_report(
     (model, session, probe), uploads, bookkeeping, assembly. `overhead_fraction` = overhead / billed seconds.
     `job_wall_s` (upload event to COMPLETE) also includes queueing and waiting for free workers.
     """
-    sums = {name: sum(float(s.get(name, 0.0)) for s in per_segment) for name in ("decode_s", "infer_s", "encode_s")}
+    sums = {
+        name: sum(float(s.get(name, 0.0)) for s in per_segment)
+        for name in ("decode_s", "infer_s", "encode_s", "temporal_s")
+    }
     worker_wall = float(job.segment_totals.get("wall_s", 0.0))
     ingest_s = float(job.timings.get("ingest_s", 0.0))
     compute = float(job.segment_totals.get("process_s", 0.0))
@@ -275,7 +278,13 @@ def build_report(
             "frames": frames,
             "bytes": output.stat().st_size,
         },
-        "model": {"name": job.model.get("name"), "scale": scale, "sha256": job.model.get("sha256")},
+        "model": {
+            "name": job.model.get("name"),
+            "scale": scale,
+            "sha256": job.model.get("sha256"),
+            "precision": job.model.get("precision", "fp32"),
+            "temporal": job.model.get("temporal", "off"),
+        },
         "fps": f"{rate.numerator}/{rate.denominator}" if rate else None,
         "segments": {"count": job.segment_count, "items": per_segment},
         "timings": {
@@ -284,6 +293,7 @@ def build_report(
             "segments_decode_s": sums["decode_s"],
             "segments_infer_s": sums["infer_s"],
             "segments_encode_s": sums["encode_s"],
+            "segments_temporal_s": sums["temporal_s"],
             "segments_process_s": compute,
             "segments_wall_s": worker_wall,
             "job_wall_s": time.time() - job.created_at,
