@@ -48,17 +48,31 @@ def job_with_messages(
     """An ingested job of two 8-frame segments and its two segment messages (received from the queue)."""
     # progress_interval_s 0: the worker reports every batch, so its last report is the segment's frame count
     overrides = {"segments": {"max_frames": FRAMES // 2}, "jobs": {"progress_interval_s": 0}}
+    job, messages = _ingest(resources, monkeypatch, model_path, clip, overrides, "in/clip.mp4")
+    return job.job_id, messages
+
+
+def _ingest(
+    resources: Resources,
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
+    clip: Path,
+    overrides: dict,
+    key: str,
+) -> tuple[jobs.Job, list[dict]]:
+    """Upload `clip` as `key` under these settings, run ingest on its event: the job and its two segment
+    messages, in segment order."""
     monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps(overrides))
     monkeypatch.setenv("VSR_MODEL_SCALE", "2")
     monkeypatch.setenv("VSR_MODEL_MACS_PER_PIXEL", str(ANIMEVIDEO_MACS))
     modelstore.reset_cache()
     publish_real_model(resources, model_path)
-    body = upload_input(resources, "in/clip.mp4", clip.read_bytes())
+    body = upload_input(resources, key, clip.read_bytes())
     assert ingest.handle_event(sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
     (job,) = jobs.list_jobs()
     messages = sorted(drain(resources.segment_queue_url), key=lambda m: json.loads(m["Body"])["segment"]["index"])
     assert len(messages) == 2
-    return job.job_id, messages
+    return job, messages
 
 
 def _audio_packets(path: Path | str) -> list[bytes]:
@@ -157,16 +171,8 @@ def test_a_job_ingested_with_temporal_flow_is_stabilised_in_every_worker(
 ) -> None:
     """model.temporal is fixed for the job at ingest: the worker follows the job, not its own settings."""
     overrides = {"segments": {"max_frames": FRAMES // 2}, "model": {"temporal": "flow"}}
-    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps(overrides))
-    monkeypatch.setenv("VSR_MODEL_SCALE", "2")
-    monkeypatch.setenv("VSR_MODEL_MACS_PER_PIXEL", str(ANIMEVIDEO_MACS))
-    modelstore.reset_cache()
-    publish_real_model(resources, model_path)
-    body = upload_input(resources, "in/steady.mp4", clip.read_bytes())
-    assert ingest.handle_event(sqs_event([("m1", body)]), None) == {"batchItemFailures": []}
-    (job,) = jobs.list_jobs()
+    job, messages = _ingest(resources, monkeypatch, model_path, clip, overrides, "in/steady.mp4")
     assert job.model["temporal"] == "flow"
-    messages = sorted(drain(resources.segment_queue_url), key=lambda m: json.loads(m["Body"])["segment"]["index"])
     assert json.loads(messages[1]["Body"])["segment"]["context_before"] == 2  # the stabiliser's warm-up frames
     monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps({"segments": {"max_frames": FRAMES // 2}}))  # now "off"
     assert worker.handle_event(sqs_event_from_messages(messages), None) == {"batchItemFailures": []}
