@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from vsr import logs
 from vsr.errors import VsrError
+from vsr.settings import TEMPORAL_MODES
 
 # command name -> "module:function"; functions take the parsed namespace and return an exit code.
 COMMANDS: dict[str, str] = {
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tile", type=int, help="tile size in input pixels; 0 disables tiling")
     up.add_argument(
         "--temporal",
-        choices=("off", "flow"),
+        choices=TEMPORAL_MODES,
         help="flow: flow-guided stabilisation, across segments too (default: settings model.temporal)",
     )
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=_positive_int, default=12, help="frames to compare from the start (default 12)")
     ev.add_argument("--side-by-side", metavar="OUT", help="write bicubic | model | original to OUT.png or OUT.mp4")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("--temporal", choices=["off", "flow"], default="off", help="flow-guided stabilisation first")
+    ev.add_argument("--temporal", choices=TEMPORAL_MODES, default="off", help="flow-guided stabilisation first")
     ev.set_defaults(command_key="eval")
 
     models = sub.add_parser("models", help="list or convert super-resolution models")

@@ -133,7 +133,7 @@ def process_segment(
     total = segment.context_before + segment.frame_count
     keep_context = stabiliser is not None  # the stabiliser warms up on the context frames
     context_left = segment.context_before if keep_context else 0
-    timings = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0}
+    timings = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0, "temporal_s": 0.0}
     encoder = SegmentEncoder(
         output, info=info, scale=upscaler.scale, encode=encode, crf=crf, preset=preset, codec=codec
     )
@@ -194,7 +194,7 @@ def process_segment(
             if stabiliser is not None:
                 clock = time.perf_counter()
                 upscaled = [stabiliser.step(low, high) for low, high in zip(images, upscaled, strict=True)]
-                timings["temporal_s"] = timings.get("temporal_s", 0.0) + time.perf_counter() - clock
+                timings["temporal_s"] += time.perf_counter() - clock
                 if context_left:
                     dropped = min(context_left, len(pts_list))
                     context_left -= dropped

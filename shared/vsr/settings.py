@@ -32,6 +32,9 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
+
+
 @dataclass(frozen=True)
 class FunctionSettings:
     timeout_s: int
@@ -374,8 +377,8 @@ class Settings:
     def temporal(self) -> str:
         """off | flow: flow-guided stabilisation of the output (vsr.quality.stabilise); off by default (README)."""
         mode = str(self.raw["model"].get("temporal", "off"))
-        if mode not in ("off", "flow"):
-            raise ValueError(f'settings model.temporal is "{mode}"; expected "off" or "flow"')
+        if mode not in TEMPORAL_MODES:
+            raise ValueError(f'settings model.temporal is "{mode}"; expected one of {", ".join(TEMPORAL_MODES)}')
         return mode
 
 

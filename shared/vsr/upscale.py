@@ -21,9 +21,9 @@ from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT
 from vsr.media.probe import VideoInfo, probe
 from vsr.planning import Segment, plan_segments
-from vsr.quality.stabilise import MODES, Stabiliser
+from vsr.quality.stabilise import Stabiliser
 from vsr.segment import process_segment
-from vsr.settings import get_settings
+from vsr.settings import TEMPORAL_MODES, get_settings
 
 log = get_logger(__name__)
 
@@ -67,6 +67,9 @@ def upscale_file(
     clock = time.perf_counter()
     # the configured precision is a default (int8 only where the variant passed the gate); --precision insists
     settings = get_settings()
+    temporal_mode = temporal or settings.temporal
+    if temporal_mode not in TEMPORAL_MODES:
+        raise InputError(f'temporal mode "{temporal_mode}": expected one of {", ".join(TEMPORAL_MODES)}')
     model_info = resolve_model(
         model or (None if scale else settings.model_name),
         scale,
@@ -83,9 +86,6 @@ def upscale_file(
     load_s = time.perf_counter() - clock
 
     segments = plan(info, model_info, segment_frames)
-    temporal_mode = temporal or settings.temporal
-    if temporal_mode not in MODES:
-        raise InputError(f'temporal mode "{temporal_mode}": expected one of {", ".join(MODES)}')
     log.info(
         "upscale.planned",
         model=model_info.name,

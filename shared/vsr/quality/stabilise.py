@@ -22,7 +22,6 @@ from vsr.quality import temporal
 
 STRENGTH = 0.6
 TOLERANCE = 0.3
-MODES = ("off", "flow")
 
 
 class Stabiliser:
