@@ -197,6 +197,94 @@ class FunctionSizes:
     assemble_mb: int
 
 
+TIERS = ("lambda", "gpu")  # worker tiers: Lambda CPUs (always deployed) and the opt-in ECS GPU fleet
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    """One GPU instance type the fleet may launch; `effective_tflops` is the model's sustained rate on its GPU
+    (an assumption unless docs/planning.md says it was measured)."""
+
+    name: str
+    gpu: str
+    vcpus: int
+    memory_mb: int
+    hourly_usd: float
+    effective_tflops: float
+
+
+@dataclass(frozen=True)
+class GpuTier:
+    """The ECS GPU fleet as the planner and `vsr worker` see it (settings `gpu`; Terraform reads the same).
+
+    Times are assumptions about AWS (docs/planning.md): an instance boots, joins the cluster and pulls the image
+    in `boot_s` when the fleet is at zero; a task on a running instance starts in `task_start_s`; the scaling
+    alarm reacts after `scale_out_s`; an idle fleet is billed `scale_in_idle_s` more before it scales to zero.
+    """
+
+    enabled: bool
+    instance: GpuInstance  # the type the planner prices (the fleet may launch any of `instance_types`)
+    instance_types: tuple[GpuInstance, ...]
+    max_tasks: int
+    boot_s: float
+    task_start_s: float
+    scale_out_s: float
+    scale_in_idle_s: float
+    min_billed_s: float
+    segment_work_s: float  # target seconds of GPU work per segment (the heartbeat keeps it invisible meanwhile)
+    segment_bytes_per_output_pixel: float  # lossless segment size estimate, for the disk limit
+    disk_bytes: int
+    disk_budget_fraction: float  # of the task's disk one segment's files may use
+    visibility_timeout_s: int
+    max_receive_count: int
+    poll_wait_s: int
+    drain_s: float  # on SIGTERM, a running segment may finish within this; else it is released
+    providers: tuple[str, ...]
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> GpuTier:
+        types = tuple(
+            GpuInstance(
+                name=name,
+                gpu=str(spec["gpu"]),
+                vcpus=int(spec["vcpus"]),
+                memory_mb=int(spec["memory_mb"]),
+                hourly_usd=float(spec["hourly_usd"]),
+                effective_tflops=float(spec["effective_tflops"]),
+            )
+            for name, spec in raw["instance_types"].items()
+        )
+        planned = next((t for t in types if t.name == raw["planned_instance_type"]), None)
+        if planned is None:
+            raise ValueError(
+                f"settings gpu.planned_instance_type {raw['planned_instance_type']!r} is not in instance_types"
+            )
+        return cls(
+            enabled=bool(raw["enabled"]),
+            instance=planned,
+            instance_types=types,
+            max_tasks=int(raw["max_tasks"]),
+            boot_s=float(raw["boot_s"]),
+            task_start_s=float(raw["task_start_s"]),
+            scale_out_s=float(raw["scale_out_s"]),
+            scale_in_idle_s=float(raw["scale_in_idle_s"]),
+            min_billed_s=float(raw["min_billed_s"]),
+            segment_work_s=float(raw["segment_work_s"]),
+            segment_bytes_per_output_pixel=float(raw["segment_bytes_per_output_pixel"]),
+            disk_bytes=int(raw["disk_gb"]) * 1024**3,
+            disk_budget_fraction=float(raw["disk_budget_fraction"]),
+            visibility_timeout_s=int(raw["visibility_timeout_s"]),
+            max_receive_count=int(raw["max_receive_count"]),
+            poll_wait_s=int(raw["poll_wait_s"]),
+            drain_s=float(raw["drain_s"]),
+            providers=tuple(str(p) for p in raw["providers"]),
+        )
+
+    def seconds_per_frame(self, width: int, height: int, macs_per_input_pixel: float) -> float:
+        """GPU seconds for one frame at the planned instance's sustained rate (2 FLOPs per multiply-add)."""
+        return 2.0 * macs_per_input_pixel * width * height / (self.instance.effective_tflops * 1e12)
+
+
 @dataclass(frozen=True)
 class Settings:
     raw: dict[str, Any]
@@ -372,6 +460,21 @@ class Settings:
     def precision(self) -> str:
         """fp32 | int8: int8 runs `<model>-int8` where that variant passed the fidelity gate, else fp32."""
         return str(self.raw["model"].get("precision", "fp32"))
+
+    @property
+    def gpu(self) -> GpuTier:
+        return GpuTier.from_raw(self.raw["gpu"])
+
+    def enabled_tiers(self) -> tuple[str, ...]:
+        """The worker tiers this deployment has: Lambda always, the GPU fleet when settings gpu.enabled."""
+        return TIERS if bool(self.raw["gpu"]["enabled"]) else ("lambda",)
+
+    def providers(self, tier: str) -> tuple[str, ...]:
+        """ONNX Runtime execution providers, in order of preference, for a worker of `tier`."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown worker tier {tier!r}; expected one of {', '.join(TIERS)}")
+        raw = self.raw["gpu"]["providers"] if tier == "gpu" else self.raw["lambda_providers"]
+        return tuple(str(p) for p in raw)
 
     @property
     def temporal(self) -> str:

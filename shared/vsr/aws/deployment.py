@@ -22,6 +22,9 @@ ENV_VARS: dict[str, str] = {
     "models_bucket": "VSR_MODELS_BUCKET",
     "ingest_queue_url": "VSR_INGEST_QUEUE_URL",
     "segment_queue_url": "VSR_SEGMENT_QUEUE_URL",
+    # the GPU tier's segment queue (settings gpu.enabled): ingest sends a job planned for that tier there; empty
+    # when the fleet is off. On the GPU worker itself VSR_SEGMENT_QUEUE_URL is this queue (one worker, two queues).
+    "gpu_segment_queue_url": "VSR_GPU_SEGMENT_QUEUE_URL",
     "table": "VSR_TABLE",
     "model_key": "VSR_MODEL_KEY",
     # the model's scale and cost, from the converter's sidecar, so ingest never reads the model bucket
@@ -31,6 +34,9 @@ ENV_VARS: dict[str, str] = {
 # Set on every function besides ENV_VARS: where Lambda may write the model (its only writable place is /tmp).
 FIXED_ENV: dict[str, str] = {"VSR_MODEL_DIR": "/tmp/vsr-models"}
 # Also set by Terraform: VSR_LOG_LEVEL and VSR_SETTINGS_OVERRIDES (vsr.settings).
+# Which worker tier a process is (lambda | gpu): it picks the ONNX Runtime providers (settings) and is recorded
+# with every segment. The ECS task definition sets it to gpu; unset means lambda.
+WORKER_TIER_ENV = "VSR_WORKER_TIER"
 
 MODELS_PREFIX = "models/"
 # S3 user metadata on the model object (what Terraform's aws_s3_object.model writes and ingest reads)
@@ -63,12 +69,17 @@ class ResourceNames:
     ingest_dlq: str
     segment_queue: str
     segment_dlq: str
+    gpu_segment_queue: str
+    gpu_segment_dlq: str
     assembly_failures: str
     table: str
     model_key: str
     ingest_function: str
     worker_function: str
     assemble_function: str
+    gpu_cluster: str
+    gpu_service: str
+    gpu_repository: str
 
 
 def table_name(prefix: str) -> str:
@@ -76,7 +87,7 @@ def table_name(prefix: str) -> str:
 
 
 def queue_name(prefix: str, queue: str) -> str:
-    """`ingest` or `segments`, and their dead-letter queues `ingest-dlq` / `segments-dlq`."""
+    """`ingest`, `segments` or `segments-gpu`, and their dead-letter queues (`<queue>-dlq`)."""
     return f"{prefix}-{queue}"
 
 
@@ -92,10 +103,15 @@ def resource_names(prefix: str, model_name: str, account_id: str, region: str) -
         ingest_dlq=queue_name(prefix, "ingest-dlq"),
         segment_queue=queue_name(prefix, "segments"),
         segment_dlq=queue_name(prefix, "segments-dlq"),
+        gpu_segment_queue=queue_name(prefix, "segments-gpu"),
+        gpu_segment_dlq=queue_name(prefix, "segments-gpu-dlq"),
         assembly_failures=f"{prefix}-assembly-failures",
         table=table_name(prefix),
         model_key=model_key(model_name),
         ingest_function=f"{prefix}-ingest",
         worker_function=f"{prefix}-worker",
         assemble_function=f"{prefix}-assemble",
+        gpu_cluster=f"{prefix}-gpu",
+        gpu_service=f"{prefix}-gpu-worker",
+        gpu_repository=f"{prefix}-gpu-worker",
     )

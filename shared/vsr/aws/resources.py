@@ -29,6 +29,7 @@ class Resources:
     models_bucket: str = ""
     ingest_queue_url: str = ""
     segment_queue_url: str = ""
+    gpu_segment_queue_url: str = ""
     table: str = ""
     model_key: str = ""
     model_scale: str = ""
