@@ -13,15 +13,18 @@ from fractions import Fraction
 from typing import Any, cast
 
 from vsr.errors import BadRequestError, CostLimitError, LimitExceededError
+from vsr.fleet import GpuFleet
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import ALLOWED_FORMATS
 from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
-from vsr.settings import Limits, Settings
+from vsr.settings import TIERS, Limits, Settings
 
 # S3 user metadata a user may set on an upload (`aws s3 cp --metadata vsr-plan=cost`); S3 lower-cases names.
 PLAN_METADATA_KEY = "vsr-plan"
 # What a user may ask for: the two extremes of the default cost bound.
 REQUESTABLE_STRATEGIES: tuple[Strategy, ...] = ("latency", "cost")
+# `--metadata vsr-tier=gpu` forces the worker tier (else the planner chooses among the deployment's tiers).
+TIER_METADATA_KEY = "vsr-tier"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,25 @@ def requested_strategy(metadata: Mapping[str, str] | None) -> Strategy:
             f"{' or '.join(REQUESTABLE_STRATEGIES)} (or leave it out for the default plan)"
         )
     return cast(Strategy, wanted)
+
+
+def requested_tier(metadata: Mapping[str, str] | None, enabled: tuple[str, ...]) -> str | None:
+    """The worker tier an upload forces through its user metadata; None lets the planner choose."""
+    value = {k.lower(): v for k, v in (metadata or {}).items()}.get(TIER_METADATA_KEY)
+    if value is None or value.strip() == "":
+        return None
+    wanted = value.strip().lower()
+    if wanted not in TIERS:
+        raise BadRequestError(
+            f"the upload's metadata {TIER_METADATA_KEY}={value!r} is not understood; use {' or '.join(TIERS)} "
+            "(or leave it out to let the planner choose)"
+        )
+    if wanted not in enabled:
+        raise BadRequestError(
+            f"the upload asks for the {wanted} tier ({TIER_METADATA_KEY}={value}), which this deployment does not "
+            "have; enable the GPU fleet (Terraform gpu_fleet_enabled = true, settings gpu.enabled) or leave it out"
+        )
+    return wanted
 
 
 def duration_s(info: VideoInfo) -> float:
@@ -86,10 +108,12 @@ def cost_verdict(plan: PlanChoice, limits: Limits) -> str | None:
     """None when the plan's predicted cost is within the limit, else the user-facing reason."""
     if plan.predicted_cost_usd <= limits.max_job_cost_usd:
         return None
+    where = f"{plan.instance_type} GPU fleet" if plan.tier == "gpu" else f"Lambda {plan.arch}"
+    hint = "" if plan.tier == "gpu" else "; the GPU tier (Terraform gpu_fleet_enabled) costs far less for long videos"
     return (
         f"the job's predicted cost is ${plan.predicted_cost_usd:.2f} ({plan.segments} segments, "
-        f"{plan.arch}), above the limit of ${limits.max_job_cost_usd:.2f}; raise limits.max_job_cost_usd in "
-        "settings.json (or VSR_SETTINGS_OVERRIDES) to accept it, or upload a shorter or smaller video"
+        f"{where}), above the limit of ${limits.max_job_cost_usd:.2f}; raise limits.max_job_cost_usd in "
+        f"settings.json (or VSR_SETTINGS_OVERRIDES) to accept it, or upload a shorter or smaller video{hint}"
     )
 
 
@@ -107,8 +131,10 @@ def plan_for(
     *,
     concurrency: int | None = None,
     architecture: str | None = None,
+    tier: str | None = None,
 ) -> JobPlan:
-    """The job's plan from the settings (the worker's capacity, latency model and prices)."""
+    """The job's plan from the settings (the worker's capacity, latency model and prices), over the deployment's
+    tiers (settings gpu.enabled), or only `tier` when the job forces one."""
     if strategy not in STRATEGIES:
         raise BadRequestError(f"unknown plan strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     capacity = settings.worker_capacity
@@ -125,6 +151,19 @@ def plan_for(
         vcpus=capacity.vcpus,
     )
     output_mpix = info.width * info.height * model.scale**2 / 1e6
+    tiers = (tier,) if tier else settings.enabled_tiers()
+    fleet = (
+        GpuFleet.for_job(
+            settings.gpu,
+            width=info.width,
+            height=info.height,
+            scale=model.scale,
+            macs_per_input_pixel=model.macs_per_input_pixel,
+            min_frames=settings.segment_policy.min_frames,
+        )
+        if "gpu" in tiers
+        else None
+    )
     return plan_job(
         info.pts,
         seconds_per_frame=spf,
@@ -139,6 +178,8 @@ def plan_for(
         temporal_s_per_frame=settings.latency.temporal_s_per_output_mpix * output_mpix
         if settings.temporal == "flow"
         else 0.0,
+        gpu=fleet,
+        tiers=tiers,
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from vsr import logs
 from vsr.errors import VsrError
-from vsr.settings import TEMPORAL_MODES
+from vsr.settings import TEMPORAL_MODES, TIERS
 
 # command name -> "module:function"; functions take the parsed namespace and return an exit code.
 COMMANDS: dict[str, str] = {
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--concurrency", type=_positive_int, help="worker concurrency (default: settings)")
     plan.add_argument("--arch", choices=["arm64", "x86_64"], help="Lambda architecture (default: settings)")
     plan.add_argument("--model", help="model name (default: settings model.name)")
+    plan.add_argument("--tier", choices=TIERS, help="plan only this worker tier (as vsr-tier metadata forces it)")
+    plan.add_argument("--gpu-fleet", action="store_true", help="plan as if the GPU fleet were enabled")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     _add_endpoint(plan)
     plan.set_defaults(command_key="plan")

@@ -9,6 +9,7 @@ Exit codes: 0 when the default plan would be accepted, 1 for bad input or a job 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from vsr.admission import ModelCost, check_limits, cost_verdict, duration_s, pla
 from vsr.errors import InputError, PermanentError, TransientError
 from vsr.media.probe import VideoInfo, probe
 from vsr.planning import STRATEGIES, JobPlan
-from vsr.settings import Settings, get_settings
+from vsr.settings import Settings, deep_merge, get_settings
 
 
 def model_cost(name: str | None, settings: Settings) -> ModelCost:
@@ -58,22 +59,35 @@ def build(
     model: str | None = None,
     concurrency: int | None = None,
     architecture: str | None = None,
+    tier: str | None = None,
 ) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
     cost = model_cost(model, settings)
     info = probe_input(location)
     check_limits(info, cost.scale, settings.limits)
     plans = {
-        strategy: plan_for(info, cost, settings, strategy, concurrency=concurrency, architecture=architecture)
+        strategy: plan_for(
+            info, cost, settings, strategy, concurrency=concurrency, architecture=architecture, tier=tier
+        )
         for strategy in STRATEGIES
     }
     return info, cost, plans
+
+
+ROW_ORDER = ("cost", "latency", "default")
+
+
+def tier_rows(plans: dict[str, JobPlan]) -> list[dict[str, Any]]:
+    """Each planned tier's cost, latency and default plans (what ingest chooses among), tier by tier."""
+    options = plans["default"].tier_options
+    return [options[tier][strategy].to_dict() for tier in options for strategy in ROW_ORDER]
 
 
 def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> dict[str, Any]:
     default = plans["default"].chosen
     return {
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
-        "plans": [plans[strategy].chosen.to_dict() for strategy in ("cost", "latency", "default")],
+        "plans": tier_rows(plans),
+        "chosen": {"strategy": "default", "tier": default.tier, "plan": default.to_dict()},
         "max_job_cost_usd": settings.limits.max_job_cost_usd,
         "accepted": cost_verdict(default, settings.limits) is None,
         "reason": cost_verdict(default, settings.limits),
@@ -83,17 +97,28 @@ def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], setting
 def as_table(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> str:
     default = plans["default"].chosen
     lines = [
-        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} "
-        f"(x{cost.scale}), Lambda {default.arch}, {default.concurrency} workers, "
-        f"{default.seconds_per_frame:.3f} s/frame predicted",
-        f"{'plan':<8} {'segments':>8} {'frames/segment':>14} {'wall':>10} {'cost':>10}",
+        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})",
+        f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
+        f"{'wall':>10} {'cost':>10}",
     ]
-    for strategy in ("cost", "latency", "default"):
-        plan = plans[strategy].chosen
-        lines.append(
-            f"{strategy:<8} {plan.segments:>8} {plan.frames_per_segment:>14} {plan.predicted_wall_s:>9.1f}s "
-            f"{'$' + format(plan.predicted_cost_usd, '.4f'):>10}"
+    for row in tier_rows(plans):
+        tier = "gpu" if row["tier"] == "gpu" else "lambda"
+        mark = (
+            "  <- chosen"
+            if row == dataclasses.replace(default, strategy=row["strategy"]).to_dict()
+            and (row["strategy"] == "default")
+            else ""
         )
+        lines.append(
+            f"{tier:<6} {row['strategy']:<8} {row['segments']:>8} {row['frames_per_segment']:>14} "
+            f"{row['concurrency']:>8} {row['seconds_per_frame']:>8.3f} {row['predicted_wall_s']:>9.1f}s "
+            f"{'$' + format(row['predicted_cost_usd'], '.4f'):>10}{mark}"
+        )
+    where = f"GPU fleet ({default.instance_type})" if default.tier == "gpu" else f"Lambda {default.arch}"
+    lines.append(
+        f"chosen: {where}, {default.segments} segments, {default.predicted_wall_s:.1f} s, "
+        f"${default.predicted_cost_usd:.4f}"
+    )
     verdict = cost_verdict(default, settings.limits)
     lines.append(f"refused: {verdict}" if verdict else f"accepted (cost limit ${settings.limits.max_job_cost_usd:.2f})")
     return "\n".join(lines)
@@ -101,13 +126,23 @@ def as_table(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settin
 
 def command(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if getattr(args, "gpu_fleet", False):  # plan as a deployment with the fleet would
+        settings = Settings(raw=deep_merge(settings.raw, {"gpu": {"enabled": True}}))
+    if getattr(args, "tier", None) and args.tier not in settings.enabled_tiers():
+        print(f"vsr plan: the {args.tier} tier is not enabled (settings gpu.enabled, or --gpu-fleet)", file=sys.stderr)
+        return 2
     if args.endpoint:
         from vsr.aws import clients
 
         clients.use_endpoint(args.endpoint)
     try:
         info, cost, plans = build(
-            args.input, settings=settings, model=args.model, concurrency=args.concurrency, architecture=args.arch
+            args.input,
+            settings=settings,
+            model=args.model,
+            concurrency=args.concurrency,
+            architecture=args.arch,
+            tier=getattr(args, "tier", None),
         )
     except PermanentError as exc:
         print(f"vsr plan: {exc.reason}", file=sys.stderr)

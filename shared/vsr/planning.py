@@ -9,6 +9,10 @@ wall time and cost of every candidate segment count with `vsr.simulation` and pi
 - `cost`: the cheapest plan (fewest invocations, so fewest cold starts and segment overheads);
 - `latency`: the fastest plan, using up to the worker concurrency, whatever it costs;
 - `default`: the fastest plan whose cost is at most (1 + segments.max_cost_overhead) x the cheapest.
+
+Over every worker tier the deployment has (Lambda always, the GPU fleet when enabled, vsr.fleet): the
+candidates of both tiers are pooled before the strategy picks, so the same rule chooses the tier too. A job
+may force a tier; then only that tier's candidates are pooled.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from vsr.fleet import GpuFleet, fleet_cost_usd, simulate_fleet
 from vsr.settings import AssemblyWork, FunctionSizes, LatencyModel, Pricing, SegmentPolicy, WorkerCapacity
 from vsr.simulation import Simulation, simulate
 
@@ -148,13 +153,16 @@ class PlanChoice:
     predicted_wall_s: float
     predicted_cost_usd: float
     seconds_per_frame: float
+    tier: str = "lambda"  # lambda | gpu: which segment queue, and so which workers, the job's segments go to
+    instance_type: str | None = None  # the GPU tier's priced instance type
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanChoice:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        defaults = {"tier": "lambda", "instance_type": None}  # plans recorded before the GPU tier
+        return cls(**{name: data.get(name, defaults.get(name)) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,8 @@ class JobPlan:
 
     chosen: PlanChoice
     segments: list[Segment]
-    options: dict[str, PlanChoice]
+    options: dict[str, PlanChoice]  # per strategy, over the pooled tiers
+    tier_options: dict[str, dict[str, PlanChoice]] = dataclasses.field(default_factory=dict)  # tier -> strategy
 
 
 def job_cost_usd(sim: Simulation, sizes: FunctionSizes, pricing: Pricing) -> float:
@@ -245,49 +254,135 @@ def plan_job(
     output_mpix_per_frame: float = 0.0,
     assembly: AssemblyWork | None = None,
     temporal_s_per_frame: float = 0.0,
+    gpu: GpuFleet | None = None,
+    tiers: Sequence[str] = ("lambda",),
 ) -> JobPlan:
-    """THE planning entry point: segments for the frames at `pts`, chosen by `strategy` from predicted plans.
+    """THE planning entry point: segments for the frames at `pts`, chosen by `strategy` from predicted plans of
+    every tier in `tiers` ("lambda", and "gpu" when `gpu` describes the fleet).
 
     `temporal_s_per_frame` > 0: the job is stabilised (settings model.temporal), so each frame costs that much
     more and every segment but the first also upscales its context frames."""
     total = len(pts)
     if total == 0:
         raise ValueError("nothing to plan: no frames")
+    if not tiers:
+        raise ValueError("no worker tier to plan for")
     upscaled_context = policy.context_frames if temporal_s_per_frame > 0 else 0
-    most_frames = max_frames_per_segment(seconds_per_frame + temporal_s_per_frame, policy, capacity.timeout_s)
-    predicted: list[PlanChoice] = []
-    for count in candidate_counts(total, most_frames, policy.min_frames, capacity.concurrency):
-        sizes_ = balanced_sizes(total, count)
-        sim = simulate(
-            sizes_,
-            seconds_per_frame=seconds_per_frame,
-            concurrency=capacity.concurrency,
+    by_tier: dict[str, list[PlanChoice]] = {}
+    if "lambda" in tiers:
+        most_frames = max_frames_per_segment(seconds_per_frame + temporal_s_per_frame, policy, capacity.timeout_s)
+        by_tier["lambda"] = []
+        for count in candidate_counts(total, most_frames, policy.min_frames, capacity.concurrency):
+            sizes_ = balanced_sizes(total, count)
+            sim = simulate(
+                sizes_,
+                seconds_per_frame=seconds_per_frame,
+                concurrency=capacity.concurrency,
+                latency=latency,
+                warm_containers=warm_containers,
+                warm_functions=warm_containers > 0,
+                output_mpix_per_frame=output_mpix_per_frame,
+                assembly=assembly,
+                context_frames=upscaled_context,
+                temporal_s_per_frame=temporal_s_per_frame,
+            )
+            by_tier["lambda"].append(
+                PlanChoice(
+                    strategy="",
+                    arch=sizes.architecture,
+                    concurrency=capacity.concurrency,
+                    segments=count,
+                    frames_per_segment=sizes_[0],
+                    predicted_wall_s=round(sim.wall_s, 3),
+                    predicted_cost_usd=round(job_cost_usd(sim, sizes, pricing), 6),
+                    seconds_per_frame=round(seconds_per_frame, 6),
+                )
+            )
+    if "gpu" in tiers:
+        if gpu is None:
+            raise ValueError("the GPU tier was asked for without a fleet to plan it on")
+        by_tier["gpu"] = _gpu_candidates(
+            total,
+            gpu,
+            policy=policy,
             latency=latency,
-            warm_containers=warm_containers,
-            warm_functions=warm_containers > 0,
+            pricing=pricing,
+            sizes=sizes,
             output_mpix_per_frame=output_mpix_per_frame,
             assembly=assembly,
             context_frames=upscaled_context,
             temporal_s_per_frame=temporal_s_per_frame,
         )
-        predicted.append(
+    pooled = [choice for choices in by_tier.values() for choice in choices]
+    options = {
+        name: dataclasses.replace(choose(pooled, name, policy.max_cost_overhead), strategy=name) for name in STRATEGIES
+    }
+    tier_options = {
+        tier: {
+            name: dataclasses.replace(choose(choices, name, policy.max_cost_overhead), strategy=name)
+            for name in STRATEGIES
+        }
+        for tier, choices in by_tier.items()
+    }
+    chosen = options[strategy]
+    return JobPlan(
+        chosen=chosen,
+        segments=split_segments(pts, chosen.segments, policy.context_frames),
+        options=options,
+        tier_options=tier_options,
+    )
+
+
+def gpu_job_cost_usd(run_sim: Simulation, instance_cost_usd: float, sizes: FunctionSizes, pricing: Pricing) -> float:
+    """The GPU tier: instance time plus ingest and assembly on Lambda and the same requests, but no worker
+    invocations (the fleet's tasks poll the queue)."""
+    lambda_part = job_cost_usd(dataclasses.replace(run_sim, worker_billed_s=0.0), sizes, pricing)
+    return lambda_part - run_sim.invocations * pricing.lambda_request + instance_cost_usd
+
+
+def _gpu_candidates(
+    total: int,
+    gpu: GpuFleet,
+    *,
+    policy: SegmentPolicy,
+    latency: LatencyModel,
+    pricing: Pricing,
+    sizes: FunctionSizes,
+    output_mpix_per_frame: float,
+    assembly: AssemblyWork | None,
+    context_frames: int,
+    temporal_s_per_frame: float,
+) -> list[PlanChoice]:
+    """The GPU tier's candidate plans: from the fewest segments its per-segment limit allows up to one more wave
+    of tasks (GPU segments are far longer than Lambda's: a task takes minutes of work per message)."""
+    choices = []
+    for count in candidate_counts(total, gpu.max_frames, policy.min_frames, gpu.tasks):
+        sizes_ = balanced_sizes(total, count)
+        run = simulate_fleet(
+            sizes_,
+            gpu,
+            latency,
+            output_mpix_per_frame=output_mpix_per_frame,
+            assembly=assembly,
+            context_frames=context_frames,
+            temporal_s_per_frame=temporal_s_per_frame,
+        )
+        cost = gpu_job_cost_usd(run.simulation, fleet_cost_usd(run, gpu), sizes, pricing)
+        choices.append(
             PlanChoice(
                 strategy="",
                 arch=sizes.architecture,
-                concurrency=capacity.concurrency,
+                concurrency=gpu.tasks,
                 segments=count,
                 frames_per_segment=sizes_[0],
-                predicted_wall_s=round(sim.wall_s, 3),
-                predicted_cost_usd=round(job_cost_usd(sim, sizes, pricing), 6),
-                seconds_per_frame=round(seconds_per_frame, 6),
+                predicted_wall_s=round(run.simulation.wall_s, 3),
+                predicted_cost_usd=round(cost, 6),
+                seconds_per_frame=round(gpu.seconds_per_frame, 6),
+                tier="gpu",
+                instance_type=gpu.instance_type,
             )
         )
-    options = {
-        name: dataclasses.replace(choose(predicted, name, policy.max_cost_overhead), strategy=name)
-        for name in STRATEGIES
-    }
-    chosen = options[strategy]
-    return JobPlan(chosen=chosen, segments=split_segments(pts, chosen.segments, policy.context_frames), options=options)
+    return choices
 
 
 def eta_s(*, predicted_wall_s: float, elapsed_s: float, frames_done: int, frames_total: int) -> float | None:

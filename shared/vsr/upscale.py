@@ -35,7 +35,7 @@ def plan(info: VideoInfo, model: Any, segment_frames: int | None) -> list[Segmen
     if segment_frames:
         return plan_segments(info.pts, segment_frames, settings.segment_policy.context_frames)
     cost = ModelCost(name=model.name, scale=model.scale, macs_per_input_pixel=model.macs_per_input_pixel)
-    return plan_for(info, cost, settings, "cost", concurrency=1).segments
+    return plan_for(info, cost, settings, "cost", concurrency=1, tier="lambda").segments
 
 
 def upscale_file(
