@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "serve": "vsr.local.serve:serve_command",
     "status": "vsr.ops:status_command",
     "redrive": "vsr.ops:redrive_command",
+    "worker": "vsr.pipeline.poller:command",
 }
 
 
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_endpoint(status)
     status.set_defaults(command_key="status")
+
+    worker = sub.add_parser("worker", help="poll a segment queue and upscale its segments (the GPU fleet's task)")
+    worker.add_argument("--tier", choices=TIERS, default="gpu", help="worker tier: its ONNX Runtime providers")
+    worker.add_argument("--queue-url", help="segment queue (default: VSR_SEGMENT_QUEUE_URL)")
+    worker.add_argument("--wait-s", type=int, help="SQS long-poll seconds (default: settings gpu.poll_wait_s)")
+    _add_endpoint(worker)
+    worker.set_defaults(command_key="worker")
 
     redrive = sub.add_parser("redrive", help="return dead-letter messages to their source queues")
     redrive.add_argument("--queue", choices=["ingest", "segments", "all"], default="all")

@@ -1,4 +1,4 @@
-"""Run a super-resolution ONNX model on batches of frames with ONNX Runtime (CPU).
+"""Run a super-resolution ONNX model on batches of frames with ONNX Runtime (CPU, or CUDA on the GPU tier).
 
 One `InferenceSession` per model per process (`get_upscaler` caches it), so a warm Lambda container pays
 the session start once. Frames larger than a tile are processed in overlapping tiles (vsr.tiling) so memory
@@ -38,21 +38,42 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
-_upscalers: dict[tuple[str, str, int, int, int, bool | None], Upscaler] = {}
+CPU_ONLY: tuple[str, ...] = ("CPUExecutionProvider",)
+
+_sessions: dict[tuple[str, int, tuple[str, ...]], ort.InferenceSession] = {}
+_upscalers: dict[tuple[str, str, int, int, int, bool | None, tuple[str, ...]], Upscaler] = {}
 _lock = threading.Lock()
+_fallbacks_logged: set[tuple[str, ...]] = set()
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    key = (str(path), threads)
+def usable_providers(preferred: tuple[str, ...], available: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The preferred providers this ONNX Runtime build has, in order, always ending with the CPU provider; a
+    missing one (the GPU provider in a CPU wheel, or without a driver) is logged once per process."""
+    have = tuple(ort.get_available_providers()) if available is None else available
+    usable = tuple(p for p in preferred if p in have)
+    if "CPUExecutionProvider" not in usable:
+        usable += ("CPUExecutionProvider",)
+    missing = tuple(p for p in preferred if p not in have)
+    if missing and missing not in _fallbacks_logged:
+        _fallbacks_logged.add(missing)
+        log.warning("engine.provider_missing", missing=list(missing), using=list(usable), available=list(have))
+    return usable
+
+
+def _session(path: Path, threads: int, providers: tuple[str, ...] = CPU_ONLY) -> ort.InferenceSession:
+    key = (str(path), threads, providers)
     with _lock:
         session = _sessions.get(key)
         if session is None:
             started = time.perf_counter()
-            session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), session_options(threads), providers=list(providers))
             _sessions[key] = session
             log.info(
-                "session_created", model=str(path), threads=threads, seconds=round(time.perf_counter() - started, 3)
+                "session_created",
+                model=str(path),
+                threads=threads,
+                providers=session.get_providers(),
+                seconds=round(time.perf_counter() - started, 3),
             )
     return session
 
@@ -65,7 +86,9 @@ class Upscaler:
     `threads`: CPUs to use; None -> `available_cpus()`.
     `parallel`: run independent frames/tiles concurrently, one ORT thread each, instead of one at a time on
     all threads (no thread barriers per op, so it holds up better when decode/encode compete for the CPUs);
-    None -> True (see bench/bench_model.py for the measurement).
+    None -> True (see bench/bench_model.py for the measurement) on CPU; a GPU session runs one at a time.
+    `providers`: ONNX Runtime execution providers in order of preference (the tier's typed setting); those
+    this build lacks are dropped (`usable_providers`), and `self.providers` says what the session really uses.
     """
 
     def __init__(
@@ -75,14 +98,19 @@ class Upscaler:
         tile_overlap: int = 0,
         threads: int | None = None,
         parallel: bool | None = None,
+        providers: tuple[str, ...] = CPU_ONLY,
     ) -> None:
         self.model = model
         self.scale = int(model.scale)
         self.tile = int(tile)
         self.tile_overlap = int(tile_overlap)
         self.threads = threads or available_cpus()
-        self.parallel = True if parallel is None else parallel
-        self.session = _session(Path(model.path), self.threads)
+        self._requested = usable_providers(providers)
+        self.session = _session(Path(model.path), self.threads, self._requested)
+        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
+        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+        # several CPU sessions side by side beat one on all threads; a GPU wants one stream of work
+        self.parallel = (not self.on_gpu) if parallel is None else parallel
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -103,7 +131,11 @@ class Upscaler:
         items = [(i, t) for i in range(n) for t in plan_tiles(height, width, self.tile, self.tile_overlap)]
         workers = min(len(items), self.threads) if self.parallel else 1
         # one frame (or tile) per ORT call: batching several in one call does not pay on CPU (bench_model.py)
-        session = self.session if workers == 1 else _session(Path(self.model.path), max(1, self.threads // workers))
+        session = (
+            self.session
+            if workers == 1
+            else _session(Path(self.model.path), max(1, self.threads // workers), self._requested)
+        )
 
         def work(item: tuple[int, Tile]) -> None:
             i, t = item
@@ -138,17 +170,19 @@ def get_upscaler(
     tile_overlap: int = 0,
     threads: int | None = None,
     parallel: bool | None = None,
+    providers: tuple[str, ...] = CPU_ONLY,
 ) -> Upscaler:
-    """A process-wide Upscaler per (model, tile, overlap, threads, parallel); ORT sessions are shared per model.
-    `tile` 0 never tiles; the callers at the edge pass settings model.tile / model.tile_overlap."""
+    """A process-wide Upscaler per (model, tile, overlap, threads, parallel, providers); ORT sessions are shared
+    per model. `tile` 0 never tiles; the callers at the edge pass settings model.tile / model.tile_overlap and
+    the tier's providers (Settings.providers)."""
     resolved_tile = int(tile)
     resolved_overlap = int(tile_overlap)
     resolved_threads = threads or available_cpus()
-    key = (str(model.path), model.sha256, resolved_tile, resolved_overlap, resolved_threads, parallel)
+    key = (str(model.path), model.sha256, resolved_tile, resolved_overlap, resolved_threads, parallel, providers)
     with _lock:
         upscaler = _upscalers.get(key)
     if upscaler is None:
-        upscaler = Upscaler(model, resolved_tile, resolved_overlap, resolved_threads, parallel)
+        upscaler = Upscaler(model, resolved_tile, resolved_overlap, resolved_threads, parallel, providers)
         with _lock:
             upscaler = _upscalers.setdefault(key, upscaler)
     return upscaler

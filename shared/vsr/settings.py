@@ -403,11 +403,13 @@ class Settings:
     def assembly_lease_s(self) -> int:
         return int(self.raw["jobs"]["assembly_lease_s"])
 
-    def segment_window(self) -> int:
+    def segment_window(self, tier: str = "lambda") -> int:
         """Segment messages of one job in the queue at a time (0: all of them): segments.window_per_worker times
-        the segment queue's concurrency, so one job can still keep every worker busy while a later job's
-        segments queue behind only that window, not behind the whole of a long job."""
-        return max(0, self.segment_policy.window_per_worker * self.worker_max_concurrency)
+        the tier's segment queue concurrency (Lambda's event source maximum, or the fleet's task maximum), so one
+        job can still keep every worker busy while a later job's segments queue behind only that window, not
+        behind the whole of a long job."""
+        concurrency = self.gpu.max_tasks if tier == "gpu" else self.worker_max_concurrency
+        return max(0, self.segment_policy.window_per_worker * concurrency)
 
     @property
     def encode_settings(self) -> EncodeSettings:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from vsr.aws.deployment import ENV_VARS
+from vsr.aws.deployment import ENV_VARS, WORKER_TIER_ENV
 from vsr.errors import VsrError
 
 
@@ -50,3 +50,12 @@ class Resources:
         if missing:
             raise ConfigurationError(f"missing environment variables: {', '.join(missing)}")
         return self
+
+
+def worker_tier(environ: Mapping[str, str] | None = None) -> str:
+    """The worker tier this process is (`VSR_WORKER_TIER`, set on the GPU fleet's task; Lambda by default)."""
+    env = os.environ if environ is None else environ
+    tier = env.get(WORKER_TIER_ENV, "").strip() or "lambda"
+    if tier not in ("lambda", "gpu"):
+        raise ConfigurationError(f"{WORKER_TIER_ENV}={tier!r}; expected lambda or gpu")
+    return tier

@@ -304,6 +304,7 @@ def build_report(
             "overhead_s": overhead,
             "overhead_fraction": overhead / billed if billed > 0 else 0.0,
         },
+        "execution": execution_summary(job),
         # What the planner predicted beside what happened (the assembly's own upload is not in billed_s yet).
         "plan": {
             **job.plan,
@@ -312,3 +313,18 @@ def build_report(
             "measured_segments": job.segment_count,
         },
     }
+
+
+def execution_summary(job: jobs.Job) -> dict[str, Any]:
+    """Which tier the job was planned for and what its segments really ran on: a GPU-sized plan that ran on
+    CPU (the GPU provider missing on a worker) says so here, with a warning, never silently."""
+    planned = str(job.plan.get("tier", "lambda"))
+    ran = sorted(job.executions)
+    summary: dict[str, Any] = {"planned_tier": planned, "ran_on": ran}
+    on_cpu = [e for e in ran if e.startswith("gpu:") and e.endswith(":CPUExecutionProvider")]
+    if planned == "gpu" and on_cpu:
+        summary["warning"] = (
+            "planned for the GPU tier, but segments ran on the CPU provider (no usable GPU provider on "
+            f"{len(on_cpu)} worker kind(s)): the plan's timings do not apply"
+        )
+    return summary

@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from vsr import logs
-from vsr.admission import check_cost, check_limits, plan_for, probe_summary, requested_strategy
+from vsr.admission import check_cost, check_limits, plan_for, probe_summary, requested_strategy, requested_tier
 from vsr.aws import clients
-from vsr.aws.resources import Resources
+from vsr.aws.resources import ConfigurationError, Resources
 from vsr.aws.s3io import S3RangeReader
 from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
@@ -88,10 +88,11 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         input_ref["size"] = info.size_bytes
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
+        tier = requested_tier(metadata, settings.enabled_tiers())
         check_limits(info, model.scale, settings.limits)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
-        job_plan = plan_for(info, model.cost, settings, strategy)
+        job_plan = plan_for(info, model.cost, settings, strategy, tier=tier)
         check_cost(job_plan.chosen, settings.limits)
     except PermanentError as exc:
         item = jobs.new_job_item(
@@ -138,7 +139,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         if current is None or not message_id or current.ingest_message_id != message_id:
             log.info("ingest.lost_race")
             return job_id
-    _enqueue(job_id, segments, input_ref, job_model, resources, started)
+    _enqueue(job_id, segments, input_ref, job_model, resources, started, job_plan.chosen.tier)
     return job_id
 
 
@@ -152,7 +153,7 @@ def _creator_is_gone(job: jobs.Job, message_id: str) -> bool:
 def resume_enqueue(job: jobs.Job, resources: Resources, started: float) -> None:
     log.warning("ingest.resume_enqueue", segments=job.segment_count)
     segments = artifacts.load_plan(job.artifacts["bucket"], job.job_id)
-    _enqueue(job.job_id, segments, job.input, job.model, resources, started)
+    _enqueue(job.job_id, segments, job.input, job.model, resources, started, str(job.plan.get("tier", "lambda")))
 
 
 def _enqueue(
@@ -162,18 +163,29 @@ def _enqueue(
     model: dict[str, Any],
     resources: Resources,
     started: float,
+    tier: str = "lambda",
 ) -> None:
     enqueue_started = time.monotonic()
     probe_loc = {"bucket": resources.work_bucket, "key": artifacts.probe_key(job_id)}
-    size = get_settings().segment_window()  # the rest follow as segments finish (vsr.pipeline.window)
+    size = get_settings().segment_window(tier)  # the rest follow as segments finish (vsr.pipeline.window)
     messages = [
         SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size)
         for s in window.initial(segments, size)
     ]
-    send_segments(resources.segment_queue_url, messages)
+    send_segments(segment_queue_for(tier, resources), messages)
     now = time.monotonic()
     jobs.mark_processing(job_id, {"enqueue_s": now - enqueue_started, "ingest_s": now - started}, resources.table)
-    log.info("ingest.enqueued", segments=len(segments), sent=len(messages), window=size)
+    log.info("ingest.enqueued", segments=len(segments), sent=len(messages), window=size, tier=tier)
+
+
+def segment_queue_for(tier: str, resources: Resources) -> str:
+    """The segment queue of the job's tier; the GPU one exists only where the fleet is deployed."""
+    if tier != "gpu":
+        return resources.segment_queue_url
+    if not resources.gpu_segment_queue_url:
+        # settings say the fleet exists but this function was not given its queue: an operator's mistake
+        raise ConfigurationError("the job was planned for the GPU tier, but VSR_GPU_SEGMENT_QUEUE_URL is not set")
+    return resources.gpu_segment_queue_url
 
 
 def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:

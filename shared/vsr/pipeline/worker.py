@@ -31,9 +31,9 @@ import structlog
 
 from vsr import logs
 from vsr.aws import clients
-from vsr.aws.resources import ConfigurationError, Resources
+from vsr.aws.resources import ConfigurationError, Resources, worker_tier
 from vsr.aws.s3io import S3RangeReader
-from vsr.engine import get_upscaler
+from vsr.engine import get_upscaler, usable_providers
 from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
@@ -87,7 +87,7 @@ def process_record(record: SqsRecord, resources: Resources, request_id: str | No
                 timings, frames = run_segment(message, resources)
             # Release the job's next segment BEFORE counting this one: "done" then implies "released".
             window.release_next(message, job.segment_count, resources.work_bucket, resources.segment_queue_url)
-            jobs.mark_segment_done(message.job_id, index, timings, frames, resources.table)
+            jobs.mark_segment_done(message.job_id, index, timings, frames, resources.table, execution=execution_label())
             return True
         except PermanentError as exc:
             log.warning("worker.permanent_failure", code=exc.code, reason=exc.reason)
@@ -109,7 +109,12 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
     model_path = ensure_local_model(resources.models_bucket, resources.model_key, model_dir())
     try:
         model = _resolve_cached(model_path)
-        upscaler = get_upscaler(model, tile=settings.tile, tile_overlap=settings.tile_overlap)
+        upscaler = get_upscaler(
+            model,
+            tile=settings.tile,
+            tile_overlap=settings.tile_overlap,
+            providers=settings.providers(worker_tier()),
+        )
     except ModelError as exc:  # a broken deployment, not the user's video: retry, then DLQ and redrive after a fix
         raise ConfigurationError(f"the deployed model cannot be used: {exc.reason}") from exc
     expected_scale = message.model.get("scale")
@@ -166,6 +171,13 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         return timings, int(result.frames)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def execution_label() -> str:
+    """ "<tier>:<provider>" this process runs segments on, recorded with each counted segment (the job report
+    shows a GPU-planned job that fell back to CPU)."""
+    tier = worker_tier()
+    return f"{tier}:{usable_providers(get_settings().providers(tier))[0]}"
 
 
 class ProgressReporter:

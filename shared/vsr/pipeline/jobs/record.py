@@ -131,6 +131,7 @@ class Job:
     expires_at: int | None = None
     ingest_message_id: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)  # the chosen plan's predictions (vsr.planning.PlanChoice)
+    executions: set[str] = field(default_factory=set)  # "<tier>:<provider>" of every counted segment
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Job:
@@ -161,6 +162,7 @@ class Job:
             expires_at=data.get(TTL_ATTRIBUTE),
             ingest_message_id=data.get("ingest_message_id"),
             plan=data.get("plan", {}),
+            executions={str(e) for e in data.get("executions", set())},
         )
 
     @property
@@ -204,6 +206,7 @@ class Job:
             "completed_at": self.completed_at,
             "expires_at": self.expires_at,
             "plan": self.plan,
+            "executions": sorted(self.executions),
         }
 
 

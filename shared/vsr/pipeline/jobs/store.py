@@ -114,12 +114,13 @@ def mark_segment_done(
     timings: Mapping[str, float],
     frames: int = 0,
     table: str | None = None,
+    execution: str | None = None,
 ) -> bool:
     """Count a finished segment with ONE conditional update; False (and nothing changed) for a duplicate,
     an unknown job or a job that is no longer running."""
     new = _update(
         "mark segment done",
-        segment_done_update(index, timings, frames, time.time()),
+        segment_done_update(index, timings, frames, time.time(), execution),
         _table(table),
         job_id,
         return_new=True,

@@ -91,10 +91,16 @@ def mark_processing_update(now: float, timings: Mapping[str, Any]) -> Update:
     return Update(f"SET {', '.join(sets)}", _status_in(sources_of(PROCESSING), values), names, values)
 
 
-def segment_done_update(index: int, timings: Mapping[str, float], frames: int, now: float) -> Update:
-    """ADD the index to `done` and decrement `remaining`, only if not counted yet and the job still runs."""
+def segment_done_update(
+    index: int, timings: Mapping[str, float], frames: int, now: float, execution: str | None = None
+) -> Update:
+    """ADD the index to `done` and decrement `remaining`, only if not counted yet and the job still runs.
+    `execution` ("gpu:CUDAExecutionProvider", ...) joins the set of tiers and providers the job's segments ran on."""
     values: dict[str, Any] = {":idx_set": {index}, ":idx": index, ":minus1": -1, ":zero": 0, ":now": now}
     adds = ["done :idx_set", "remaining :minus1"]
+    if execution:
+        values[":exec"] = {execution}
+        adds.append("executions :exec")
     for name in SEGMENT_TIMING_FIELDS:
         values[f":{name}"] = float(timings.get(name, 0.0))
         adds.append(f"seg_{name} :{name}")
