@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("input", help="input video file")
     run.add_argument("-o", "--output-dir", default="out", help="where to download the result (default: out)")
     run.add_argument("--workers", type=_positive_int, help="worker concurrency (default: reserved concurrency)")
+    run.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
+    run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
     _add_endpoint(run)
     run.set_defaults(command_key="run")
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive_int, help="worker concurrency (default: from the CPUs)")
     serve.add_argument("--inbox", help="folder whose fully written files are uploaded to the input bucket")
     serve.add_argument("--outbox", help="folder that receives outputs, reports and <name>.error.json")
+    serve.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
     serve.add_argument("--log-dir", help="where the function containers' logs go (default: a temp folder)")
     serve.add_argument("--fault-plan", help=argparse.SUPPRESS)  # JSON file, vsr.local.faults: load tests only
     serve.set_defaults(command_key="serve")
@@ -129,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(command_key="worker")
 
     redrive = sub.add_parser("redrive", help="return dead-letter messages to their source queues")
-    redrive.add_argument("--queue", choices=["ingest", "segments", "all"], default="all")
+    redrive.add_argument("--queue", choices=["ingest", "segments", "segments-gpu", "all"], default="all")
     _add_endpoint(redrive)
     redrive.set_defaults(command_key="redrive")
     return parser

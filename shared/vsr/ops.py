@@ -34,7 +34,7 @@ from vsr.settings import get_settings
 
 log = get_logger(__name__)
 
-QUEUES = ("ingest", "segments")
+QUEUES = ("ingest", "segments", "segments-gpu")  # segments-gpu: the GPU fleet's, where it is deployed
 MOVE_TASK_DEADLINE_S = 300.0  # how long `vsr redrive` follows an AWS message move task before reporting
 MOVE_TASK_POLL_S = 2.0
 NOT_IMPLEMENTED_CODES = frozenset(
@@ -54,11 +54,26 @@ def table_name() -> str:
 
 def source_queue_url(queue: str) -> str:
     env = Resources.from_env()
-    url = env.ingest_queue_url if queue == "ingest" else env.segment_queue_url
+    url = {
+        "ingest": env.ingest_queue_url,
+        "segments": env.segment_queue_url,
+        "segments-gpu": env.gpu_segment_queue_url,
+    }[queue]
     if url:
         return url
-    name = deployment.queue_name(get_settings().name_prefix, "ingest" if queue == "ingest" else "segments")
+    name = deployment.queue_name(get_settings().name_prefix, queue)
     return str(clients.sqs().get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def queue_exists(queue: str) -> bool:
+    """False for the GPU queue of a deployment without the fleet."""
+    try:
+        source_queue_url(queue)
+    except botocore.exceptions.ClientError as exc:
+        if "NonExistentQueue" in exc.response["Error"]["Code"] or "QueueDoesNotExist" in exc.response["Error"]["Code"]:
+            return False
+        raise
+    return True
 
 
 @dataclass(frozen=True)
@@ -377,6 +392,9 @@ def redrive_command(args: argparse.Namespace) -> int:
     selected = QUEUES if args.queue == "all" else (args.queue,)
     failed = 0
     for queue in selected:
+        if queue == "segments-gpu" and not queue_exists(queue):
+            print(f"{queue}: not deployed (no GPU fleet); nothing to redrive")
+            continue
         result = redrive(queue)
         failed += result["failed"]
         line = f"{queue}: moved {result['moved']} message(s) back from the dead-letter queue ({result['method']})"

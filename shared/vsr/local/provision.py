@@ -44,6 +44,8 @@ class Provisioned:
     ingest_dlq_url: str
     segment_queue_url: str
     segment_dlq_url: str
+    gpu_segment_queue_url: str
+    gpu_segment_dlq_url: str
     assembly_failures_url: str
     table_stream_arn: str
     model_meta: dict[str, Any]
@@ -57,6 +59,7 @@ class Provisioned:
             "VSR_MODELS_BUCKET": n.models_bucket,
             "VSR_INGEST_QUEUE_URL": self.ingest_queue_url,
             "VSR_SEGMENT_QUEUE_URL": self.segment_queue_url,
+            "VSR_GPU_SEGMENT_QUEUE_URL": self.gpu_segment_queue_url,
             "VSR_TABLE": n.table,
             "VSR_MODEL_KEY": n.model_key,
             **({"VSR_MODEL_SCALE": str(self.model_meta["scale"])} if "scale" in self.model_meta else {}),
@@ -85,7 +88,7 @@ def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
 
 
 def _ensure_queue_pair(
-    sqs: Any, settings: Settings, name: str, dlq_name: str, consumer: str, max_receive: int
+    sqs: Any, settings: Settings, name: str, dlq_name: str, visibility_s: int, max_receive: int
 ) -> tuple[str, str]:
     retention = str(int(settings.raw["queues"]["message_retention_s"]))
     dlq_url = _ensure_queue(sqs, dlq_name, {"MessageRetentionPeriod": retention})
@@ -94,7 +97,7 @@ def _ensure_queue_pair(
         sqs,
         name,
         {
-            "VisibilityTimeout": str(settings.visibility_timeout_s(consumer)),
+            "VisibilityTimeout": str(visibility_s),
             "MessageRetentionPeriod": retention,
             "RedrivePolicy": json.dumps(redrive),
         },
@@ -190,10 +193,15 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
     for bucket in (names.input_bucket, names.output_bucket, names.work_bucket, names.models_bucket):
         _ensure_bucket(s3, bucket)
     ingest_url, ingest_dlq_url = _ensure_queue_pair(
-        sqs, s, names.ingest_queue, names.ingest_dlq, "ingest", s.ingest_max_receive_count
+        sqs, s, names.ingest_queue, names.ingest_dlq, s.visibility_timeout_s("ingest"), s.ingest_max_receive_count
     )
     segment_url, segment_dlq_url = _ensure_queue_pair(
-        sqs, s, names.segment_queue, names.segment_dlq, "worker", s.segment_max_receive_count
+        sqs, s, names.segment_queue, names.segment_dlq, s.visibility_timeout_s("worker"), s.segment_max_receive_count
+    )
+    # The GPU fleet's queue (Terraform creates it only with the fleet; locally it is cheap to always have it).
+    gpu = s.gpu
+    gpu_url, gpu_dlq_url = _ensure_queue_pair(
+        sqs, s, names.gpu_segment_queue, names.gpu_segment_dlq, gpu.visibility_timeout_s, gpu.max_receive_count
     )
     stream_arn = _ensure_table(ddb, names.table)
     # The assembly stream mapping's on-failure destination (records whose assembly failed every retry).
@@ -222,6 +230,8 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
         ingest_dlq_url=ingest_dlq_url,
         segment_queue_url=segment_url,
         segment_dlq_url=segment_dlq_url,
+        gpu_segment_queue_url=gpu_url,
+        gpu_segment_dlq_url=gpu_dlq_url,
         assembly_failures_url=failures_url,
         table_stream_arn=stream_arn,
         model_meta=meta,

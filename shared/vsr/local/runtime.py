@@ -42,6 +42,7 @@ from vsr.errors import VsrError
 from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
+from vsr.local.fleet import LocalGpuFleet
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
@@ -165,9 +166,12 @@ class LocalRuntime:
         fault_plan: FaultPlan | None = None,
         model_path: Path | None = None,
         functions: tuple[str, ...] = FUNCTIONS,
+        gpu_workers: int = 0,
     ) -> None:
         self.endpoint = endpoint
         self.functions = functions
+        self.gpu_workers = int(gpu_workers or 0)
+        self.gpu_fleet: LocalGpuFleet | None = None
         self.settings = get_settings()
         self.workers, self.cpus_per_worker = plan_concurrency(workers, self.settings)
         self._work_dir = Path(work_dir or tempfile.mkdtemp(prefix="vsr-local-"))
@@ -236,10 +240,28 @@ class LocalRuntime:
             )
         for loop in self.loops:
             loop.start()
-        log.info("runtime_started", endpoint=self.endpoint, workers=self.workers, cpus_per_worker=self.cpus_per_worker)
+        if self.gpu_workers > 0:
+            rules = self.fault_plan.for_function("gpu-worker") if self.fault_plan else None
+            self.gpu_fleet = LocalGpuFleet(
+                self.gpu_workers,
+                self._gpu_task_env,
+                self.log_dir,
+                drain_s=self.settings.gpu.drain_s,
+                fault_plan_json=rules.to_json() if rules else None,
+            )
+            self.gpu_fleet.start()
+        log.info(
+            "runtime_started",
+            endpoint=self.endpoint,
+            workers=self.workers,
+            cpus_per_worker=self.cpus_per_worker,
+            gpu_workers=self.gpu_workers,
+        )
 
     def stop(self) -> None:
         self._stop.set()
+        if self.gpu_fleet is not None:
+            self.gpu_fleet.stop()
         for loop in self.loops:
             loop.shutdown()
         for loop in self.loops:
@@ -256,6 +278,8 @@ class LocalRuntime:
         # source mapping's MaximumConcurrency: ingest plans for them and sizes each job's segment window from it.
         overrides = json.loads(env.get("VSR_SETTINGS_OVERRIDES") or "{}")
         overrides = deep_merge(overrides, {"queues": {"worker_max_concurrency": self.workers}})
+        if self.gpu_workers > 0:  # as Terraform tells the functions that the fleet exists, and its size
+            overrides = deep_merge(overrides, {"gpu": {"enabled": True, "max_tasks": self.gpu_workers}})
         env["VSR_SETTINGS_OVERRIDES"] = json.dumps(overrides)
         env.update(
             {
@@ -268,6 +292,17 @@ class LocalRuntime:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        return env
+
+    def _gpu_task_env(self, serial: int) -> dict[str, str]:
+        """The ECS task's environment: the worker's, with the GPU queue as its segment queue."""
+        assert self.resources is not None
+        tmp = self._work_dir / f"gpu-worker-{serial}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = self._container_env("worker", tmp)
+        env["VSR_SEGMENT_QUEUE_URL"] = self.resources.gpu_segment_queue_url
+        for name in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"):
+            env.pop(name, None)  # not a Lambda
         return env
 
     def _factory(self, function: str, cpus: tuple[int, ...] | None = None) -> Callable[[], Container]:
@@ -296,13 +331,14 @@ class LocalRuntime:
         return [loop for loop in self.loops if isinstance(loop, SqsPoller) and loop.name.startswith("worker")]
 
     # --- jobs -----------------------------------------------------------------------------------------
-    def submit(self, path: Path, key: str | None = None) -> str:
-        """Upload `path` to the input bucket (S3 notifies ingest); return the job id that upload gets."""
+    def submit(self, path: Path, key: str | None = None, metadata: dict[str, str] | None = None) -> str:
+        """Upload `path` to the input bucket (S3 notifies ingest) with optional user metadata (vsr-tier,
+        vsr-plan); return the job id that upload gets."""
         assert self.resources is not None
         bucket = self.resources.names.input_bucket
         key = key or path.name
         s3 = clients.s3()
-        s3.upload_file(str(path), bucket, key)
+        s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": metadata} if metadata else None)
         head = s3.head_object(Bucket=bucket, Key=key)
         return jobs.job_id_for(bucket, key, head.get("VersionId"), head.get("ETag"))
 
@@ -313,7 +349,8 @@ class LocalRuntime:
     def dlq_depth(self) -> int:
         assert self.resources is not None
         total = 0
-        for url in (self.resources.segment_dlq_url, self.resources.ingest_dlq_url):
+        r = self.resources
+        for url in (r.segment_dlq_url, r.ingest_dlq_url, r.gpu_segment_dlq_url):
             attrs = clients.sqs().get_queue_attributes(
                 QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
             )["Attributes"]
@@ -544,14 +581,19 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"vsr run: no such file: {source}", file=sys.stderr)
         return 2
     out_dir = Path(args.output_dir)
-    with local_stack(endpoint=args.endpoint, workers=args.workers, log_dir=out_dir / "logs") as runtime:
+    gpu_workers = getattr(args, "gpu_workers", None) or 0
+    with local_stack(
+        endpoint=args.endpoint, workers=args.workers, log_dir=out_dir / "logs", gpu_workers=gpu_workers
+    ) as runtime:
+        gpu = f" and {gpu_workers} GPU-tier `vsr worker` process(es)" if gpu_workers else ""
         print(
             f"vsr run: local AWS at {runtime.endpoint}; {runtime.workers} worker container(s) x "
-            f"{runtime.cpus_per_worker} CPU; logs in {runtime.log_dir}",
+            f"{runtime.cpus_per_worker} CPU{gpu}; logs in {runtime.log_dir}",
             file=sys.stderr,
         )
         started = time.time()
-        job_id = runtime.submit(source)
+        tier = getattr(args, "tier", None)
+        job_id = runtime.submit(source, metadata={"vsr-tier": tier} if tier else None)
         progress = Progress()
         try:
             outcome = runtime.wait(job_id, started=started, on_update=progress)

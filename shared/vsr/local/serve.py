@@ -297,6 +297,7 @@ def serve_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_dir=Path(args.log_dir) if args.log_dir else None,
             fault_plan=fault_plan,
+            gpu_workers=getattr(args, "gpu_workers", 0) or 0,
         ) as runtime:
             print(banner(runtime, inbox, outbox), flush=True)
             server = Server(runtime, inbox=inbox, outbox=outbox, stop=stop)
