@@ -18,13 +18,16 @@ import pytest
 
 from tests.local.conftest import SHORT_FRAMES, overrides, wait_for
 from tests.local.media_checks import audio_packets, video_times
+from vsr.admission import ModelCost, plan_for
 from vsr.aws import clients
 from vsr.local.faults import FaultPlan
 from vsr.local.runtime import LocalRuntime
+from vsr.media.probe import probe
 from vsr.pipeline import jobs
-from vsr.settings import deep_merge
+from vsr.settings import Settings, deep_merge, get_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+MODEL = ModelCost(name="realesr-animevideov3-x2", scale=2, macs_per_input_pixel=619_200)
 
 # 176x144 frames take ~0.011 s each on the planned GPU: 0.07 s of work per segment cuts the clip into 6-frame
 # segments, so a job has several segments and the window and the count are exercised on this tier too.
@@ -82,24 +85,31 @@ def test_a_job_forced_to_the_gpu_tier_runs_on_vsr_worker_processes_and_completes
 def test_a_job_over_lambdas_cost_limit_is_accepted_on_the_gpu_tier(
     aws: Any, monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path], tmp_path: Path
 ) -> None:
-    # A Lambda plan of this clip costs more than the limit; the fleet (cheap and already paid-for boot) does not.
-    cheap_fleet = {
-        "limits": {"max_job_cost_usd": 0.0002},
+    # A fleet that is cheap for this clip (short boot, no idle tail), and a cost limit between its plan and the
+    # cheapest Lambda plan of the same clip, both predicted by the planner ingest uses
+    cheap_fleet: dict[str, Any] = {
         "gpu": {
             "boot_s": 1,
             "scale_in_idle_s": 0,
             "min_billed_s": 1,
             "instance_types": {"g4dn.xlarge": {"hourly_usd": 0.01}},
-        },
+        }
     }
-    endpoint = configure(monkeypatch, aws(), cheap_fleet)
+    configure(monkeypatch, aws(), cheap_fleet)
+    settings = Settings(raw=deep_merge(get_settings().raw, {"gpu": {"enabled": True, "max_tasks": 1}}))
+    info = probe(clips["short_audio"])
+    lambda_cost = plan_for(info, MODEL, settings, "cost", concurrency=1, tier="lambda").chosen.predicted_cost_usd
+    gpu_cost = plan_for(info, MODEL, settings, tier="gpu").chosen.predicted_cost_usd
+    assert gpu_cost < lambda_cost
+    limit = (gpu_cost + lambda_cost) / 2
+    endpoint = configure(monkeypatch, aws(), deep_merge(cheap_fleet, {"limits": {"max_job_cost_usd": limit}}))
     with LocalRuntime(endpoint, workers=1, gpu_workers=1, log_dir=tmp_path / "logs") as runtime:
         started = time.time()
         job_id = runtime.submit(clips["short_audio"])
         outcome = runtime.wait(job_id, started=started, timeout_s=300)
         _assert_frame_exact(runtime, outcome, clips["short_audio"], tmp_path / "out")
     assert outcome.job.plan["tier"] == "gpu"
-    assert outcome.job.plan["predicted_cost_usd"] <= 0.0002
+    assert outcome.job.plan["predicted_cost_usd"] <= limit
 
 
 def _blocked_task(markers: Path) -> int:
