@@ -94,6 +94,21 @@ def test_vsr_plan_reads_an_s3_object_in_place_and_prints_json(
         set(p) >= {"segments", "frames_per_segment", "predicted_wall_s", "predicted_cost_usd"} for p in data["plans"]
     )
     assert data["accepted"] is True
+    assert all(p["tier"] == "lambda" for p in data["plans"])  # no fleet in these settings
+    assert data["chosen"]["tier"] == "lambda" and data["chosen"]["strategy"] == "default"
+
+    # with the fleet, both tiers are printed and the chosen one is named (a 10 s clip stays on Lambda)
+    assert cli.main(["plan", str(BIKES), "--json", "--gpu-fleet"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert [(p["tier"], p["strategy"]) for p in both["plans"]] == [
+        (tier, strategy) for tier in ("lambda", "gpu") for strategy in ("cost", "latency", "default")
+    ]
+    assert both["chosen"]["tier"] == "lambda"
+    assert cli.main(["plan", str(BIKES), "--json", "--gpu-fleet", "--tier", "gpu"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert {p["tier"] for p in forced["plans"]} == {"gpu"} and forced["chosen"]["tier"] == "gpu"
+    assert cli.main(["plan", str(BIKES), "--tier", "gpu"]) == 2  # the fleet is not enabled
+    assert "not enabled" in capsys.readouterr().err
 
     assert cli.main(["plan", str(BIKES)]) == 0
     table = capsys.readouterr().out
@@ -106,3 +121,39 @@ def test_vsr_plan_reads_an_s3_object_in_place_and_prints_json(
     # nothing listening at the endpoint: one line naming the input, exit 2 (not the video's fault)
     assert cli.main(["plan", url, "--endpoint", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err.startswith(f"vsr plan: cannot read {url}")
+
+
+def test_vsr_tier_metadata_without_the_fleet_fails_the_job_once_with_a_reason(resources: Resources) -> None:
+    publish_fake_model(resources)
+    job = _ingest(resources, "bikes.mp4", {"vsr-tier": "gpu"})
+    assert job.status == jobs.FAILED and job.error is not None
+    assert job.error["code"] == "bad_request" and "gpu_fleet_enabled" in job.error["reason"]
+    assert drain(resources.segment_queue_url) == []
+
+
+def test_a_job_planned_for_the_gpu_tier_is_enqueued_on_the_gpu_queue_with_its_window(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vsr.aws import clients
+
+    gpu_queue = clients.sqs().create_queue(QueueName=f"{resources.segment_queue_url.rsplit('/', 1)[1]}-gpu")["QueueUrl"]
+    monkeypatch.setenv("VSR_GPU_SEGMENT_QUEUE_URL", gpu_queue)
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps({"gpu": {"enabled": True, "segment_work_s": 2}}))
+    publish_fake_model(resources)
+    job = _ingest(resources, "bikes.mp4", {"vsr-tier": "gpu"})
+    assert job.status == jobs.PROCESSING and job.plan["tier"] == "gpu"
+    assert drain(resources.segment_queue_url) == []  # nothing for the Lambda workers
+    messages = [parse_segment_message(m["Body"]) for m in drain(gpu_queue)]
+    window = get_settings().segment_window("gpu")
+    assert len(messages) == min(job.segment_count, window) and job.segment_count > 1
+    assert all(m.window == window for m in messages)
+
+
+def test_a_gpu_plan_without_the_gpu_queue_is_a_configuration_error_that_is_retried(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VSR_GPU_SEGMENT_QUEUE_URL", raising=False)
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps({"gpu": {"enabled": True}}))
+    publish_fake_model(resources)
+    body = upload_input(resources, "bikes.mp4", BIKES.read_bytes(), {"vsr-tier": "gpu"})
+    assert ingest.handle_event(sqs_event([("m1", body)]), None) == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
