@@ -2,6 +2,7 @@
 
     python tools/cost.py [--width 640 --height 360 --fps 25] [--arch arm64|x86_64] [--model NAME]
                          [--strategy cost|default|latency] [--precision fp32|int8] [--json]
+                         [--tier lambda|gpu] [--minutes N]
 
 The minute is planned by the same planner ingest uses (vsr.planning.plan_job) and played through the same
 pipeline model (vsr.simulation), so every term comes from settings.json:
@@ -12,6 +13,12 @@ pipeline model (vsr.simulation), so every term comes from settings.json:
                                + upload + bookkeeping                               (latency.*)
     Lambda GB-s x price      + ingest and assembly, requests (Lambda, SQS, DynamoDB, S3, KMS)   (pricing.*)
 Prices are AWS list prices for us-east-1 (no free tier); they change: check https://aws.amazon.com/lambda/pricing/.
+
+`--tier gpu` prices the same minutes on the GPU fleet (settings `gpu`, vsr.fleet): a fleet that starts at zero,
+boots, runs the segments at the planned instance's throughput and is billed until it scales back to zero, plus
+ingest and assembly on Lambda. The GPU throughput (`effective_tflops`) is an ASSUMPTION, stated in the output:
+no GPU was measured here (docs/planning.md says where the figure comes from). `--minutes N` prices an N-minute
+job and reports per minute: the fleet's boot and idle tail are paid once per job, so long jobs cost less a minute.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vsr.fleet import GpuFleet, fleet_cost_usd, simulate_fleet
 from vsr.planning import STRATEGIES, balanced_sizes, job_cost_usd, plan_job, seconds_per_frame
 from vsr.settings import Settings, get_settings
 from vsr.simulation import simulate
@@ -141,6 +149,109 @@ def estimate(
     )
 
 
+@dataclass(frozen=True)
+class GpuEstimate:
+    width: int
+    height: int
+    fps: float
+    minutes: float
+    model: str
+    instance_type: str
+    gpu: str
+    hourly_usd: float
+    effective_tflops_assumed: float
+    seconds_per_frame: float
+    frames: int
+    segments: int
+    frames_per_segment: int
+    instances: int
+    instance_billed_s: float
+    instance_usd: float
+    lambda_and_requests_usd: float
+    total_usd: float
+    usd_per_minute: float
+    predicted_wall_s: float
+
+
+def estimate_gpu(
+    width: int,
+    height: int,
+    fps: float,
+    macs: int,
+    model: str,
+    settings: Settings | None = None,
+    strategy: str = "cost",
+    scale: int = 2,
+    minutes: float = 1.0,
+) -> GpuEstimate:
+    """An N-minute job on the GPU fleet, planned by the planner ingest uses with only the GPU tier."""
+    s = settings or get_settings()
+    tier = s.gpu
+    frames = round(fps * 60 * minutes)
+    fleet = GpuFleet.for_job(
+        tier, width=width, height=height, scale=scale, macs_per_input_pixel=macs, min_frames=s.segment_policy.min_frames
+    )
+    mpix = width * height * scale**2 / 1e6
+    plan = plan_job(
+        range(frames),
+        seconds_per_frame=fleet.seconds_per_frame,
+        policy=s.segment_policy,
+        capacity=s.worker_capacity,
+        latency=s.latency,
+        pricing=s.pricing,
+        sizes=s.function_sizes,
+        strategy=strategy,  # type: ignore[arg-type]
+        output_mpix_per_frame=mpix,
+        assembly=s.assembly_work,
+        gpu=fleet,
+        tiers=("gpu",),
+    ).chosen
+    run = simulate_fleet(
+        balanced_sizes(frames, plan.segments), fleet, s.latency, output_mpix_per_frame=mpix, assembly=s.assembly_work
+    )
+    instance_usd = fleet_cost_usd(run, fleet)
+    return GpuEstimate(
+        width=width,
+        height=height,
+        fps=fps,
+        minutes=minutes,
+        model=model,
+        instance_type=tier.instance.name,
+        gpu=tier.instance.gpu,
+        hourly_usd=tier.instance.hourly_usd,
+        effective_tflops_assumed=tier.instance.effective_tflops,
+        seconds_per_frame=fleet.seconds_per_frame,
+        frames=frames,
+        segments=plan.segments,
+        frames_per_segment=plan.frames_per_segment,
+        instances=run.instances,
+        instance_billed_s=run.instance_billed_s,
+        instance_usd=instance_usd,
+        lambda_and_requests_usd=plan.predicted_cost_usd - instance_usd,
+        total_usd=plan.predicted_cost_usd,
+        usd_per_minute=plan.predicted_cost_usd / minutes,
+        predicted_wall_s=plan.predicted_wall_s,
+    )
+
+
+def describe_gpu(e: GpuEstimate) -> str:
+    return "\n".join(
+        [
+            f"{e.width}x{e.height} @ {e.fps:g} fps, {e.minutes:g}-minute job, {e.model}, GPU fleet "
+            f"{e.instance_type} ({e.gpu}, ${e.hourly_usd:.3f}/h on demand)",
+            f"  ASSUMED throughput       {e.effective_tflops_assumed:g} TFLOP/s sustained -> "
+            f"{e.seconds_per_frame:.3f} s/frame ({1 / e.seconds_per_frame:.1f} fps); not measured here",
+            f"  frames                   {e.frames} in {e.segments} segments of up to {e.frames_per_segment}",
+            f"  instances                {e.instances}, billed {e.instance_billed_s:,.0f} s in all "
+            "(boot and the idle tail until scale-in included)",
+            f"  EC2                      ${e.instance_usd:.3f}",
+            f"  Lambda ingest/assembly + requests  ${e.lambda_and_requests_usd:.3f}",
+            f"  total                    ${e.total_usd:.3f} = ${e.usd_per_minute:.3f} per minute of video",
+            f"  predicted job wall time  {e.predicted_wall_s:,.0f} s (from a fleet at zero)",
+        ]
+    )
+
+
 def describe(e: Estimate) -> str:
     return "\n".join(
         [
@@ -177,8 +288,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model name (default: settings model.name)")
     parser.add_argument("--macs", type=int, help="multiply-adds per input pixel (default: from the model)")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8: the model's int8 variant")
+    parser.add_argument("--tier", choices=("lambda", "gpu"), default="lambda", help="worker tier to price")
+    parser.add_argument("--minutes", type=float, default=1.0, help="GPU tier: job length in minutes (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.tier == "gpu":
+        name = args.model or get_settings().model_name
+        gpu = estimate_gpu(
+            args.width,
+            args.height,
+            args.fps,
+            args.macs or model_macs(name),
+            name,
+            strategy=args.strategy,
+            minutes=args.minutes,
+        )
+        print(json.dumps(asdict(gpu)) if args.json else describe_gpu(gpu))
+        return 0
     model = args.model or get_settings().model_name
     macs = args.macs or model_macs(model)
     arch = args.arch or get_settings().architecture

@@ -65,3 +65,15 @@ def test_int8_row_states_its_speed_assumption() -> None:
     assert int8.worker_gb_s < 0.6 * fp32.worker_gb_s
     assert "Graviton speed not measured" in cost.describe(int8)
     assert "int8" not in cost.describe(fp32).splitlines()[1]
+
+
+def test_gpu_tier_prices_instance_time_and_states_its_throughput_assumption() -> None:
+    s = get_settings()
+    e = cost.estimate_gpu(854, 480, 25, MACS, "m", minutes=30)
+    lam = cost.estimate(854, 480, 25, "arm64", MACS, "m")
+    assert e.instance_usd == pytest.approx(e.instance_billed_s / 3600 * s.gpu.instance.hourly_usd)
+    assert e.total_usd == pytest.approx(e.instance_usd + e.lambda_and_requests_usd)
+    assert e.usd_per_minute * 10 <= lam.total_usd  # the goal: at least 10x lower a minute at 480p
+    assert "ASSUMED throughput" in cost.describe_gpu(e)
+    one = cost.estimate_gpu(854, 480, 25, MACS, "m", minutes=1)
+    assert one.usd_per_minute > e.usd_per_minute  # boot and idle tail are paid once per job
