@@ -24,7 +24,7 @@ from vsr.errors import TransientError
 
 T = TypeVar("T")
 
-SERVICES = ("s3", "sqs", "dynamodb", "dynamodbstreams")
+SERVICES = ("s3", "sqs", "dynamodb", "dynamodbstreams", "events")
 FALLBACK_REGION = "us-east-1"  # only used against a local endpoint where no region is configured
 
 # botocore standard mode: exponential backoff on throttling, 5xx and connection errors inside one call.
@@ -116,6 +116,10 @@ def dynamodb() -> Any:
 
 def dynamodbstreams() -> Any:
     return client("dynamodbstreams")
+
+
+def events() -> Any:
+    return client("events")
 
 
 def use_endpoint(endpoint: str) -> None:

@@ -25,6 +25,8 @@ ENV_VARS: dict[str, str] = {
     # the GPU tier's segment queue (settings gpu.enabled): ingest sends a job planned for that tier there; empty
     # when the fleet is off. On the GPU worker itself VSR_SEGMENT_QUEUE_URL is this queue (one worker, two queues).
     "gpu_segment_queue_url": "VSR_GPU_SEGMENT_QUEUE_URL",
+    # the EventBridge bus job state changes go to (vsr.pipeline.jobs.notify); empty: no events
+    "event_bus": "VSR_EVENT_BUS",
     "table": "VSR_TABLE",
     "model_key": "VSR_MODEL_KEY",
     # the model's scale and cost, from the converter's sidecar, so ingest never reads the model bucket

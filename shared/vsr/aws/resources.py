@@ -30,6 +30,7 @@ class Resources:
     ingest_queue_url: str = ""
     segment_queue_url: str = ""
     gpu_segment_queue_url: str = ""
+    event_bus: str = ""
     table: str = ""
     model_key: str = ""
     model_scale: str = ""

@@ -27,6 +27,7 @@ log = get_logger(__name__)
 
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 LOCAL_REGION = "us-east-1"
+LOCAL_EVENT_BUS = "default"  # job events go to the default bus, as with Terraform's events_enabled
 
 
 def local_names(settings: Settings | None = None) -> ResourceNames:
@@ -46,6 +47,7 @@ class Provisioned:
     segment_dlq_url: str
     gpu_segment_queue_url: str
     gpu_segment_dlq_url: str
+    job_events_url: str  # a local observer of the job events (vsr run / vsr serve print them)
     assembly_failures_url: str
     table_stream_arn: str
     model_meta: dict[str, Any]
@@ -60,6 +62,7 @@ class Provisioned:
             "VSR_INGEST_QUEUE_URL": self.ingest_queue_url,
             "VSR_SEGMENT_QUEUE_URL": self.segment_queue_url,
             "VSR_GPU_SEGMENT_QUEUE_URL": self.gpu_segment_queue_url,
+            "VSR_EVENT_BUS": LOCAL_EVENT_BUS,
             "VSR_TABLE": n.table,
             "VSR_MODEL_KEY": n.model_key,
             **({"VSR_MODEL_SCALE": str(self.model_meta["scale"])} if "scale" in self.model_meta else {}),
@@ -105,6 +108,21 @@ def _ensure_queue_pair(
     allow = {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn(sqs, url)]}
     sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"RedriveAllowPolicy": json.dumps(allow)})
     return url, dlq_url
+
+
+def _ensure_job_event_rule(sqs: Any, name: str, retention: str) -> str:
+    """A rule on the bus that sends every job event to a queue the local runtime reads (what a user's own rule
+    with an SQS target would do on AWS)."""
+    from vsr.pipeline.jobs import notify
+
+    url = _ensure_queue(sqs, name, {"MessageRetentionPeriod": retention})
+    events = clients.events()
+    pattern = {"source": [notify.SOURCE], "detail-type": [notify.DETAIL_TYPE]}
+    events.put_rule(Name=name, EventBusName=LOCAL_EVENT_BUS, EventPattern=json.dumps(pattern), State="ENABLED")
+    events.put_targets(
+        Rule=name, EventBusName=LOCAL_EVENT_BUS, Targets=[{"Id": "local-observer", "Arn": queue_arn(sqs, url)}]
+    )
+    return url
 
 
 def _ensure_bucket(s3: Any, name: str) -> None:
@@ -208,6 +226,8 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
     retention = str(int(s.raw["queues"]["message_retention_s"]))
     failures_url = _ensure_queue(sqs, names.assembly_failures, {"MessageRetentionPeriod": retention})
 
+    events_url = _ensure_job_event_rule(sqs, f"{s.name_prefix}-job-events", retention)
+
     ingest_arn = queue_arn(sqs, ingest_url)
     _allow_s3_to_send(sqs, ingest_url, ingest_arn, names.input_bucket)
     s3.put_bucket_notification_configuration(
@@ -232,6 +252,7 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
         segment_dlq_url=segment_dlq_url,
         gpu_segment_queue_url=gpu_url,
         gpu_segment_dlq_url=gpu_dlq_url,
+        job_events_url=events_url,
         assembly_failures_url=failures_url,
         table_stream_arn=stream_arn,
         model_meta=meta,

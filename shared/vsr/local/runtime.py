@@ -43,6 +43,7 @@ from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import SqsPoller, StreamPoller
 from vsr.local.faults import FaultPlan
 from vsr.local.fleet import LocalGpuFleet
+from vsr.local.job_events import EventWatcher, Listener, event_line
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
@@ -167,11 +168,14 @@ class LocalRuntime:
         model_path: Path | None = None,
         functions: tuple[str, ...] = FUNCTIONS,
         gpu_workers: int = 0,
+        event_listeners: list[Listener] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.functions = functions
         self.gpu_workers = int(gpu_workers or 0)
         self.gpu_fleet: LocalGpuFleet | None = None
+        self.event_listeners = list(event_listeners or [])
+        self.events: EventWatcher | None = None
         self.settings = get_settings()
         self.workers, self.cpus_per_worker = plan_concurrency(workers, self.settings)
         self._work_dir = Path(work_dir or tempfile.mkdtemp(prefix="vsr-local-"))
@@ -240,6 +244,8 @@ class LocalRuntime:
             )
         for loop in self.loops:
             loop.start()
+        self.events = EventWatcher(r.job_events_url, self.event_listeners)
+        self.events.start()
         if self.gpu_workers > 0:
             rules = self.fault_plan.for_function("gpu-worker") if self.fault_plan else None
             self.gpu_fleet = LocalGpuFleet(
@@ -267,6 +273,8 @@ class LocalRuntime:
         for loop in self.loops:
             loop.join(timeout=30)
             loop.shutdown()  # a container started during shutdown
+        if self.events is not None:
+            self.events.stop()
 
     # --- containers -----------------------------------------------------------------------------------
     def _container_env(self, function: str, tmp: Path) -> dict[str, str]:
@@ -582,8 +590,16 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     out_dir = Path(args.output_dir)
     gpu_workers = getattr(args, "gpu_workers", None) or 0
+
+    def show_event(event: dict[str, Any]) -> None:
+        print(event_line(event), file=sys.stderr, flush=True)
+
     with local_stack(
-        endpoint=args.endpoint, workers=args.workers, log_dir=out_dir / "logs", gpu_workers=gpu_workers
+        endpoint=args.endpoint,
+        workers=args.workers,
+        log_dir=out_dir / "logs",
+        gpu_workers=gpu_workers,
+        event_listeners=[show_event],
     ) as runtime:
         gpu = f" and {gpu_workers} GPU-tier `vsr worker` process(es)" if gpu_workers else ""
         print(

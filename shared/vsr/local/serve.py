@@ -298,6 +298,7 @@ def serve_command(args: argparse.Namespace) -> int:
             log_dir=Path(args.log_dir) if args.log_dir else None,
             fault_plan=fault_plan,
             gpu_workers=getattr(args, "gpu_workers", 0) or 0,
+            event_listeners=event_listeners(getattr(args, "events_to", None)),
         ) as runtime:
             print(banner(runtime, inbox, outbox), flush=True)
             server = Server(runtime, inbox=inbox, outbox=outbox, stop=stop)
@@ -313,3 +314,13 @@ def serve_command(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     print("vsr serve: stopped", flush=True)
     return 0
+
+
+def event_listeners(events_to: str | None) -> list[Any]:
+    """Every job event as one printed line, and POSTed to `--events-to URL` (a local webhook consumer)."""
+    from vsr.local.job_events import event_line, http_poster
+
+    listeners: list[Any] = [lambda event: print(event_line(event), flush=True)]
+    if events_to:
+        listeners.append(http_poster(events_to))
+    return listeners

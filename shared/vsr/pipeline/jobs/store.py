@@ -12,7 +12,8 @@ from vsr.aws import clients
 from vsr.aws.clients import is_conditional_check_failed
 from vsr.aws.resources import Resources
 from vsr.logs import get_logger
-from vsr.pipeline.jobs.record import KEY, Job, deserialize, error_dict, serialize
+from vsr.pipeline.jobs import notify
+from vsr.pipeline.jobs.record import FAILED, KEY, QUEUED, Job, deserialize, error_dict, serialize
 from vsr.pipeline.jobs.transitions import (
     Update,
     complete_update,
@@ -71,6 +72,8 @@ def create_job(item: Mapping[str, Any], table: str | None = None) -> bool:
 
     created = clients.call("create job", put)
     log.info("job_created" if created else "job_exists", job_id=item[KEY], status=item["status"])
+    if created and item["status"] in (QUEUED, FAILED):  # the job exists (or was refused at the door): say so once
+        notify.emit(Job.from_item(serialize(item)), "ACCEPTED" if item["status"] == QUEUED else "FAILED")
     return bool(created)
 
 
@@ -104,7 +107,9 @@ def iter_jobs(table: str | None = None, limit: int | None = None) -> Iterator[Jo
 
 def mark_processing(job_id: str, timings: Mapping[str, Any] | None = None, table: str | None = None) -> bool:
     """QUEUED -> PROCESSING once every segment message is sent. False if the job had already moved on."""
-    done = _update("mark processing", mark_processing_update(time.time(), timings or {}), table, job_id)
+    done = _update("mark processing", mark_processing_update(time.time(), timings or {}), table, job_id, True)
+    if done is not None:
+        notify.emit(Job.from_item(done), "PROCESSING")
     return done is not None
 
 
@@ -130,6 +135,9 @@ def mark_segment_done(
         return False
     remaining = deserialize(new).get("remaining")
     log.info("segment_counted", job_id=job_id, segment=index, remaining=remaining)
+    job = Job.from_item(new)
+    for milestone in notify.crossed_milestones(len(job.done), job.segment_count):
+        notify.emit(job, "PROCESSING", milestone=milestone)  # only this count crossed it: once per milestone
     return True
 
 
@@ -159,11 +167,12 @@ def record_segment_progress(job_id: str, index: int, frames: int, table: str | N
 
 def fail_job(job_id: str, error: BaseException, segment: int | None = None, table: str | None = None) -> bool:
     """Move an active job to FAILED with a user-facing reason, once. False if it was already terminal."""
-    failed = _update("fail job", fail_update(error_dict(error, segment), time.time()), table, job_id)
+    failed = _update("fail job", fail_update(error_dict(error, segment), time.time()), table, job_id, True)
     if failed is None:
         log.info("job_already_terminal", job_id=job_id)
         return False
     log.warning("job_failed", job_id=job_id, error=error_dict(error, segment))
+    notify.emit(Job.from_item(failed), "FAILED")
     return True
 
 
@@ -194,5 +203,7 @@ def complete_job(
     table: str | None = None,
 ) -> bool:
     """ASSEMBLING -> COMPLETE by the lease holder, with the output location and assembly timings."""
-    done = _update("complete job", complete_update(owner, output, timings or {}, time.time()), table, job_id)
+    done = _update("complete job", complete_update(owner, output, timings or {}, time.time()), table, job_id, True)
+    if done is not None:
+        notify.emit(Job.from_item(done), "COMPLETE")
     return done is not None
