@@ -93,6 +93,14 @@ data "aws_iam_policy_document" "ingest" {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
   }
+  dynamic "statement" {
+    for_each = local.events_enabled ? [1] : []
+    content {
+      sid       = "EmitJobEvents"
+      actions   = ["events:PutEvents"]
+      resources = [local.event_bus_arn]
+    }
+  }
 }
 
 # --- worker: segment queue -> ranged reads of the upload + probe + model -> segment in the work bucket -> count
@@ -153,6 +161,14 @@ data "aws_iam_policy_document" "worker" {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
   }
+  dynamic "statement" {
+    for_each = local.events_enabled ? [1] : []
+    content {
+      sid       = "EmitJobEvents"
+      actions   = ["events:PutEvents"]
+      resources = [local.event_bus_arn]
+    }
+  }
 }
 
 # --- assemble: table stream -> join segments + source audio -> output bucket, delete segments -------------
@@ -211,5 +227,13 @@ data "aws_iam_policy_document" "assemble" {
     sid       = "UseProjectKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
+  }
+  dynamic "statement" {
+    for_each = local.events_enabled ? [1] : []
+    content {
+      sid       = "EmitJobEvents"
+      actions   = ["events:PutEvents"]
+      resources = [local.event_bus_arn]
+    }
   }
 }

@@ -52,6 +52,22 @@ data "aws_iam_policy_document" "kms" {
   }
 
   statement {
+    sid       = "EventBridgeDeliversToEncryptedTopicAndQueue"
+    effect    = "Allow"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+
+  statement {
     sid    = "CloudWatchLogsEncryptsFunctionLogs"
     effect = "Allow"
     actions = [

@@ -109,6 +109,7 @@ locals {
     VSR_MODELS_BUCKET        = aws_s3_bucket.this["models"].id
     VSR_INGEST_QUEUE_URL     = aws_sqs_queue.ingest.url
     VSR_SEGMENT_QUEUE_URL    = aws_sqs_queue.segments.url
+    VSR_EVENT_BUS            = local.event_bus_env
     VSR_TABLE                = aws_dynamodb_table.jobs.name
     VSR_MODEL_KEY            = local.model_key
     VSR_MODEL_SCALE          = tostring(local.model_meta.scale)

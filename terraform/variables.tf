@@ -184,3 +184,44 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "events_enabled" {
+  description = "Emit a 'VSR Job State Change' EventBridge event (default bus) on every job state change."
+  type        = bool
+  default     = true
+}
+
+variable "notify_email" {
+  description = "E-mail address told when a job completes or fails (an SNS e-mail subscription; AWS sends a confirmation mail). null: none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.notify_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", coalesce(var.notify_email, "x")))
+    error_message = "notify_email must be an e-mail address."
+  }
+}
+
+variable "webhook_url" {
+  description = "HTTPS endpoint that receives every job event as JSON (an EventBridge API destination). null: none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.webhook_url == null || startswith(coalesce(var.webhook_url, "https://"), "https://")
+    error_message = "webhook_url must be an https:// URL."
+  }
+}
+
+variable "webhook_api_key_header" {
+  description = "Header that carries the webhook's API key."
+  type        = string
+  default     = "x-api-key"
+}
+
+variable "webhook_api_key" {
+  description = "The webhook's API key (stored by EventBridge in Secrets Manager). Required with webhook_url."
+  type        = string
+  default     = null
+  sensitive   = true
+}

@@ -23,7 +23,7 @@ SERVICES_DIR = ROOT / "services"
 FUNCTIONS = ("ingest", "worker", "assemble")
 
 # botocore service name -> IAM action prefix
-SERVICES = {"s3": "s3", "sqs": "sqs", "dynamodb": "dynamodb", "dynamodbstreams": "dynamodb"}
+SERVICES = {"s3": "s3", "sqs": "sqs", "dynamodb": "dynamodb", "dynamodbstreams": "dynamodb", "events": "events"}
 
 # s3transfer helpers on the S3 client -> the API operations they issue.
 TRANSFER_OPERATIONS = {

@@ -16,6 +16,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -41,8 +42,17 @@ from vsr.settings import get_settings, load_assembly_filter
 pytestmark = pytest.mark.slow
 
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's defaults
+# job events on, with both optional consumers (terraform/events.tf)
+EVENT_CONSUMERS = [
+    "-var",
+    "notify_email=ops@example.com",
+    "-var",
+    "webhook_url=https://hooks.example.com/vsr",
+    "-var",
+    "webhook_api_key=test-secret",
+]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
-ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb", "lambda", "iam", "kms", "logs", "cloudwatch", "sns", "sts")
+ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb", "lambda", "iam", "kms", "logs", "cloudwatch", "sns", "sts", "events")
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -180,7 +190,7 @@ def applied(
     (workdir / "moto_override.tf").write_text(OVERRIDE.format(region=REGION, endpoints=endpoints, ca_bundle=cert))
     models, package = _stage_inputs(root)
     data_dir = root / "tf-data"
-    variables = ["-var", f"model_dir={models}", "-var", f"package_dir={package}"]
+    variables = ["-var", f"model_dir={models}", "-var", f"package_dir={package}", *EVENT_CONSUMERS]
     _terraform(terraform_bin, workdir, data_dir, "init", "-backend=false", "-input=false", f"-plugin-dir={plugin_dir}")
     started = time.monotonic()
     _terraform(
@@ -199,7 +209,26 @@ def applied(
     plan = _terraform(
         terraform_bin, workdir, data_dir, "plan", "-input=false", "-no-color", "-detailed-exitcode", *variables
     )
-    return {"endpoint": endpoint, "cert": cert, "outputs": outputs, "plan": plan, "apply_s": apply_s}
+    # the same stack with job events switched off: what would change (nothing is applied)
+    events_off = _terraform(
+        terraform_bin,
+        workdir,
+        data_dir,
+        "plan",
+        "-input=false",
+        "-no-color",
+        *variables,
+        "-var",
+        "events_enabled=false",
+    )
+    return {
+        "endpoint": endpoint,
+        "cert": cert,
+        "outputs": outputs,
+        "plan": plan,
+        "apply_s": apply_s,
+        "events_off_plan": events_off,
+    }
 
 
 def _client(applied: dict[str, Any], service: str) -> Any:
@@ -393,3 +422,35 @@ def test_upload_reaches_ingest_and_the_handler_runs_with_terraforms_environment(
     listed = s3.list_objects_v2(Bucket=outputs["work_bucket"], Prefix="jobs/")
     keys = {item["Key"].rsplit("/", 1)[-1] for item in listed.get("Contents", [])}
     assert {"probe.json", "plan.json"} <= keys
+
+
+def test_job_events_rules_reach_the_email_topic_and_the_webhook(applied: dict[str, Any]) -> None:
+    events = _client(applied, "events")
+    rules = {rule["Name"]: rule for rule in events.list_rules()["Rules"]}
+    prefix = get_settings().name_prefix
+    finished, every = rules[f"{prefix}-job-finished"], rules[f"{prefix}-job-events"]
+    assert json.loads(finished["EventPattern"])["detail"] == {"state": ["COMPLETE", "FAILED"]}
+    assert json.loads(every["EventPattern"]) == {"source": ["vsr"], "detail-type": ["VSR Job State Change"]}
+    (email,) = events.list_targets_by_rule(Rule=finished["Name"])["Targets"]
+    assert (
+        email["Arn"].endswith(f":{prefix}-job-notifications")
+        and "<reason>" in email["InputTransformer"]["InputTemplate"]
+    )
+    (hook,) = events.list_targets_by_rule(Rule=every["Name"])["Targets"]
+    assert hook["DeadLetterConfig"]["Arn"].endswith(f":{prefix}-webhook-dlq")
+    assert hook["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    destination = events.describe_api_destination(Name=f"{prefix}-webhook")
+    assert destination["InvocationEndpoint"] == "https://hooks.example.com/vsr"
+    lambda_ = _client(applied, "lambda")
+    env = lambda_.get_function_configuration(FunctionName=f"{prefix}-worker")["Environment"]["Variables"]
+    assert env["VSR_EVENT_BUS"] == "default"
+    # switched off: the rules, the consumers and the alarm go, and the functions stop emitting
+    off = applied["events_off_plan"]
+    for address in (
+        "aws_cloudwatch_event_rule.job_finished[0]",
+        "aws_cloudwatch_event_api_destination.webhook[0]",
+        "aws_sns_topic.job_notifications[0]",
+        "aws_cloudwatch_metric_alarm.job_events_undelivered[0]",
+    ):
+        assert f"# {address} will be destroyed" in off, address
+    assert re.search(r'"VSR_EVENT_BUS"\s+=\s+"default" -> ""', off), "the functions' VSR_EVENT_BUS empties"

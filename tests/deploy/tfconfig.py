@@ -127,7 +127,11 @@ def compact(text: Any) -> str:
 def statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
     """Statements of an aws_iam_policy_document with actions/resources as flat lists of strings."""
     result = []
-    for statement in policy_document.get("statement", []):
+    blocks = list(policy_document.get("statement", []))
+    for dynamic in policy_document.get("dynamic", []):  # `dynamic "statement"` blocks: their content
+        for block in as_blocks(dynamic.get("statement") or dynamic.get('"statement"')):
+            blocks.extend(as_blocks(block.get("content")))
+    for statement in blocks:
         result.append(
             {
                 "sid": unwrap(statement.get("sid", "")),
@@ -138,3 +142,10 @@ def statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return result
+
+
+def as_blocks(value: Any) -> list[dict[str, Any]]:
+    """python-hcl2 gives a nested block as a dict or a list of dicts."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else [v for v in value if isinstance(v, dict)]
