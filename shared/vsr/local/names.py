@@ -2,7 +2,8 @@
 
 - The path is relative and stays inside the outbox: empty, `.` and `..` components are dropped.
 - Characters a terminal or a filesystem should not get (NUL, other C0/C1 control characters) become `_`.
-- Every component fits NAME_MAX bytes, the file name leaving room for the outbox's hidden `.<name>.part`.
+- Every component fits NAME_MAX bytes. Files are written under a short hidden name first (`partial_name`),
+  so what a download adds to that name (s3transfer writes `<path>.<8 random characters>`) never counts.
 - A key whose path could not be kept as it is (dropped or replaced characters, a name cut short) gets a tag,
   `~<short hash>`, in its file name, before the file's short suffixes (`.upscaled-x2.mp4`, `.error.json`): keys
   that differ only in what was dropped or cut still get distinct names, and the files of one job (video,
@@ -28,12 +29,13 @@ _TAIL = re.compile(rf"(?:{_SUFFIX}){{0,4}}$")  # the short suffixes kept verbati
 _LOOKS_TAGGED = re.compile(rf"{re.escape(keys.TAG_SEPARATOR)}[0-9a-f]{{{keys.HASH_CHARS}}}(?:{_SUFFIX})*$")
 
 
+DOWNLOAD_TEMP_BYTES = 9  # s3transfer's download_file writes `<path>.<8 random characters>`, then renames
+
+
 def partial_name(name: str) -> str:
-    """The hidden name a file is written under until complete (a watcher of the outbox sees whole files)."""
-    return f".{name}.part"
-
-
-FILE_NAME_MAX = NAME_MAX - keys.utf8_len(partial_name(""))
+    """The hidden name a file is written under until complete (a watcher of the outbox sees whole files):
+    short whatever `name` is, and distinct per name."""
+    return f".{keys.short_hash(name)}.part"
 
 
 def _unsafe(char: str) -> bool:
@@ -74,8 +76,8 @@ def local_path(key: str) -> PurePosixPath:
     suffixes = tail.group()
     stem = _clean(name[: tail.start()])
     changed |= stem != name[: tail.start()]
-    if changed or keys.utf8_len(stem + suffixes) > FILE_NAME_MAX or _LOOKS_TAGGED.search(name):
+    if changed or keys.utf8_len(stem + suffixes) > NAME_MAX or _LOOKS_TAGGED.search(name):
         # the tag hashes the whole key but its short suffixes: one job's video, report and preview share it
         untagged = key[: len(key) - len(suffixes)] if suffixes else key
-        stem = keys.tagged(stem, FILE_NAME_MAX - keys.utf8_len(suffixes), untagged)
+        stem = keys.tagged(stem, NAME_MAX - keys.utf8_len(suffixes), untagged)
     return PurePosixPath(*directories, stem + suffixes)
