@@ -164,3 +164,14 @@ def test_fetch_command_quotes_any_key() -> None:
     assert shlex.split(command)[-2:] == ["--key=-a b'c\x01.mp4", "x.mp4"]
     nul = serve.fetch_command(ENDPOINT, "out", "a\x00b.mp4", "a_b.mp4")
     assert nul.startswith("python3 -c ") and "\x00" not in nul and "'a\\x00b.mp4'" in shlex.split(nul)[2]
+
+
+def test_an_output_that_cannot_be_written_does_not_stop_deliveries(world: SimpleNamespace) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(5, "Input/output error")
+
+    world.server.stream = Closed()
+    world.jobs.extend([_job("a", "one.mp4"), _job("b", "two.mp4")])
+    world.server.tick()
+    assert (world.outbox / "one.upscaled-x2.mp4").is_file() and (world.outbox / "two.upscaled-x2.mp4").is_file()

@@ -313,12 +313,19 @@ class Server:
         self._quality_delivered: set[str] = set()  # report and preview again once the quality check ran
         self._gave_up: set[str] = set()
         self._warned: set[tuple[str, str]] = set()  # (job id, error) already logged
+        self._say_failed = False
         self._jobs: dict[str, jobs.Job] = {}
 
     def say(self, text: str) -> None:
-        """One output line; control characters (from a key) escaped."""
-        self.stream.write(f"{self.clock() - self.started:8.1f} s  {printable(text)}\n")
-        self.stream.flush()
+        """One output line; control characters (from a key) escaped. A line that cannot be written (a closed
+        or narrow stdout) is logged once and never stops a delivery."""
+        try:
+            self.stream.write(f"{self.clock() - self.started:8.1f} s  {printable(text)}\n")
+            self.stream.flush()
+        except Exception as exc:
+            if not self._say_failed:
+                self._say_failed = True
+                log.warning("serve.output_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _upload(self, path: Path, key: str) -> None:
         assert self.runtime.resources is not None
