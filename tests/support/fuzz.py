@@ -24,8 +24,10 @@ from typing import Any
 
 import boto3
 
+from tests.local.conftest import overrides
 from tests.support import hostile_keys
-from tests.support.serve import Served
+from tests.support.load import make_clip
+from tests.support.serve import Served, serve
 from vsr.local.names import local_path
 from vsr.local.provision import local_names
 from vsr.pipeline import jobs
@@ -170,5 +172,31 @@ def delivered_on_first_look(output: str, job: jobs.Job, outbox: Path) -> bool:
     return first + 1 < len(lines) and lines[first + 1].endswith(f"outbox: {video}")
 
 
-def draw(seed: int, count: int) -> list[str]:
-    return hostile_keys.draw(seed, count)
+def run_fuzz(
+    work: Path,
+    count: int,
+    *,
+    seed: int,
+    ordinary: int = 5,
+    workers: int | None = None,
+    timeout_s: float = 3600,
+    report: Callable[[str], None] | None = None,
+) -> tuple[FuzzResult, int]:
+    """Its own `vsr serve` with an outbox: `count` hostile keys (the fixed cases, then drawn from `seed`) and
+    `ordinary` ordinary ones, uploaded together; returns the result and how many ordinary keys were delivered
+    on serve's first look at them COMPLETE."""
+    work.mkdir(parents=True, exist_ok=True)
+    clip = make_clip(work / "tiny.mp4", 3, 64, 48)
+    outbox = work / "outbox"
+    extra = ["--outbox", str(outbox), *(["--workers", str(workers)] if workers else [])]
+    plain = [f"ordinary/clip-{index:03d}.mp4" for index in range(ordinary)]
+    with serve(work / "serve", *extra, overrides=overrides()) as served:
+        result = run_keys(served, outbox, hostile_keys.draw(seed, count), plain, clip, timeout_s, report)
+        output = served.output()
+    first_look = sum(
+        1
+        for outcome in result.outcomes
+        if outcome.ordinary and outcome.job is not None and outcome.job.status == jobs.COMPLETE
+        and outcome.delivered and delivered_on_first_look(output, outcome.job, outbox)
+    )  # fmt: skip
+    return result, first_look
