@@ -50,6 +50,25 @@ def test_inbox_uploads_a_file_once_it_is_settled(tmp_path: Path) -> None:
     assert uploaded == ["sub/my clip (1) é.mp4"] * 2
 
 
+def test_a_failing_inbox_upload_does_not_stop_the_others_and_is_retried(tmp_path: Path) -> None:
+    uploaded: list[str] = []
+    refused = {"a.mp4"}
+
+    def upload(path: Path, key: str) -> None:
+        if key in refused:
+            raise OSError(13, "Permission denied")
+        uploaded.append(key)
+
+    watcher = InboxWatcher(tmp_path, upload, settle_s=0.0)
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"data")
+    watcher.scan(now=0.0)
+    assert watcher.scan(now=1.0) == ["b.mp4"]
+    refused.clear()
+    watcher.scan(now=2.0)
+    assert watcher.scan(now=3.0) == ["a.mp4"] and uploaded == ["b.mp4", "a.mp4"]
+
+
 def test_inbox_ignores_hidden_and_partial_names(tmp_path: Path) -> None:
     watcher = InboxWatcher(tmp_path, lambda path, key: None, settle_s=0.0)
     for name in (".hidden.mp4", "download.mp4.part", "x.crdownload", "y.tmp"):

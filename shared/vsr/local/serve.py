@@ -110,6 +110,7 @@ class InboxWatcher:
         self._settle_s = settle_s
         self._pending: dict[Path, tuple[_Seen, float]] = {}
         self._uploaded: dict[Path, _Seen] = {}
+        self._failed: dict[Path, _Seen] = {}
 
     def _candidates(self) -> list[Path]:
         found = []
@@ -140,9 +141,16 @@ class InboxWatcher:
             if now - previous[1] < self._settle_s or open_for_writing(path):
                 continue
             key = path.relative_to(self.folder).as_posix()
-            self._upload(path, key)
+            del self._pending[path]  # on failure it settles again and is retried, other files meanwhile go on
+            try:
+                self._upload(path, key)
+            except Exception as exc:
+                if self._failed.get(path) != seen:  # one log line per version of the file
+                    self._failed[path] = seen
+                    log.warning("serve.inbox_upload_failed", path=str(path), error=f"{type(exc).__name__}: {exc}")
+                continue
+            self._failed.pop(path, None)
             self._uploaded[path] = seen
-            del self._pending[path]
             uploaded.append(key)
         return uploaded
 
