@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from vsr.aws import clients
 from vsr.aws.clients import LOCAL_CREDENTIALS
+from vsr.local.download import download
 from vsr.local.faults import FaultPlan
 from vsr.local.names import local_path, partial_name, printable
 from vsr.local.retries import Retries
@@ -194,16 +195,7 @@ class Outbox:
         return self.folder / local_path(key)
 
     def _fetch(self, bucket: str, key: str) -> Path:
-        target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(partial_name(target.name))  # hidden until complete: watchers see whole files
-        try:
-            clients.s3().download_file(bucket, key, str(partial))
-            partial.replace(target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return target
+        return download(bucket, key, self.path_for(key))  # hidden until complete: watchers see whole files
 
     def deliver_quality(self, job: jobs.Job) -> list[Path]:
         """After the job's quality check (it runs once the output is out): the report again, and the preview."""
