@@ -102,7 +102,7 @@ def test_retries_back_off_then_a_delivery_error_names_the_output_and_fetches_it(
     assert video["location"] == "s3://out/drop/stuck clip.upscaled-x2.mp4"
     words = shlex.split(video["command"])
     assert words[:3] == ["aws", "--endpoint-url", ENDPOINT]
-    assert "--key=drop/stuck clip.upscaled-x2.mp4" in words and words[-1] == "stuck clip.upscaled-x2.mp4"
+    assert "--key=drop/stuck clip.upscaled-x2.mp4" in words and words[-1] == "./stuck clip.upscaled-x2.mp4"
 
     # given up: never tried again, and no quality delivery follows
     stuck.output["quality_measured"] = True

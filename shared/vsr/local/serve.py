@@ -235,7 +235,7 @@ class Outbox:
         for name, field in OUTPUT_OBJECTS:
             key = output.get(field)
             if output.get("bucket") and key:
-                destination = local_path(key).name
+                destination = f"./{local_path(key).name}"  # ./ so a name that starts with - is no option
                 objects.append(
                     {
                         "object": name,
