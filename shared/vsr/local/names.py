@@ -6,9 +6,10 @@
   so what a download adds to that name (s3transfer writes `<path>.<8 random characters>`) never counts.
 - A key whose path could not be kept as it is (dropped or replaced characters, a name cut short) gets a tag,
   `~<short hash>`, in its file name, before the file's short suffixes (`.upscaled-x2.mp4`, `.error.json`): keys
-  that differ only in what was dropped or cut still get distinct names, and the files of one job (video,
-  report, preview) share the tag. Keys kept as they are get no tag; one that already ends like a tag gets one
-  anyway, so a kept name never equals a tagged one.
+  that differ only in what was dropped or cut still get distinct names, and those files of one job (video,
+  report, preview) that need a tag share it (a preview's longer suffix may need one where the video's name
+  still fits). Keys kept as they are get no tag; one that already ends like a tag gets one anyway, so a kept
+  name never equals a tagged one.
 
 The original key stays in what is delivered (the report's `input.key`, the error files' `input`).
 """
