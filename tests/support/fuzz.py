@@ -75,8 +75,8 @@ class FuzzResult:
         counts = {"uploads": len(self.outcomes), "ordinary": sum(o.ordinary for o in self.outcomes)}
         for outcome in self.outcomes:
             kind = "unseen" if outcome.job is None else outcome.job.status
-            if outcome.error_file is not None and outcome.error_file.name.endswith(DELIVERY_ERROR):
-                kind += "+delivery-error"
+            if outcome.error_file is not None:
+                kind += "+delivery-error" if outcome.error_file.name.endswith(DELIVERY_ERROR) else "+error-file"
             elif outcome.delivered:
                 kind += "+delivered"
             counts[kind] = counts.get(kind, 0) + 1
