@@ -252,8 +252,10 @@ def test_port_probe_helper_sees_a_listener(tmp_path: Path) -> None:
 
 
 # --- hostile keys -------------------------------------------------------------------------------------------
-def _settled(served: Served, hostile: list[str], ordinary: list[str], clip: Path) -> fuzz.FuzzResult:
-    result = fuzz.run_keys(served, work_dir(served) / "outbox", hostile, ordinary, clip, timeout_s=600)
+def _settled(
+    served: Served, hostile: list[str], ordinary: list[str], clip: Path, other: dict[str, Path] | None = None
+) -> fuzz.FuzzResult:
+    result = fuzz.run_keys(served, work_dir(served) / "outbox", hostile, ordinary, clip, timeout_s=600, other=other)
     assert not result.problems(), (result.counts(), result.problems())
     outbox = work_dir(served) / "outbox"
     for outcome in result.outcomes:
@@ -269,10 +271,14 @@ def test_hostile_keys_end_delivered_or_with_an_error_file_and_never_hold_back_ot
     outbox = work_dir(served) / "outbox"
     blocked = "blocked/clip.mp4"  # a folder where its video must go: every delivery attempt fails
     (outbox / local_path("blocked/clip.upscaled-x2.mp4")).mkdir(parents=True)
-    hostile = [*hostile_keys.FIXED, blocked]
+    bad = "hostile/bad \x01" + "b" * 300 + ".mp4"  # not a video, under a long name with a control character
+    hostile = [*hostile_keys.FIXED, blocked, bad]
     ordinary = ["ordinary/first.mp4", "ordinary/second.mp4"]
-    result = _settled(served, hostile, ordinary, media["tiny"])
+    result = _settled(served, hostile, ordinary, media["tiny"], other={bad: media["bad"]})
     by_key = {outcome.key: outcome for outcome in result.outcomes}
+    failed = by_key[bad]
+    assert failed.job is not None and failed.job.status == jobs.FAILED and "not a video" in str(failed.reason)
+    assert failed.error_file is not None and failed.error_file.name.endswith(".mp4.error.json")
 
     # the 300-byte name and the 1024-byte key completed, under output keys S3 accepts and names that fit
     for key in ("hostile/" + "n" * 300 + ".mp4", "deep/" + "d" * 1015 + ".mp4"):

@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 
+from tests import clips as clip_builders
 from tests.local.conftest import overrides
 from tests.support import hostile_keys
 from tests.support.load import make_clip
@@ -137,12 +138,14 @@ def run_keys(
     clip: Path,
     timeout_s: float,
     report: Callable[[str], None] | None = None,
+    other: dict[str, Path] | None = None,
 ) -> FuzzResult:
-    """Upload `clip` under every key at once; wait (bounded) until each is settled; what each key came to."""
+    """Upload `clip` under every key at once (the hostile keys in `other` with their own file, a bad one that
+    must fail); wait (bounded) until each is settled; what each key came to."""
     started = time.monotonic()
     keys = [*hostile, *ordinary]
     assert len(set(keys)) == len(keys)
-    upload_together(served.endpoint, dict.fromkeys(keys, clip))
+    upload_together(served.endpoint, {**dict.fromkeys(keys, clip), **(other or {})})
     outcomes = [Outcome(key, key in ordinary) for key in keys]
     deadline = time.monotonic() + timeout_s
     ticker = threading.Event()
@@ -178,20 +181,25 @@ def run_fuzz(
     *,
     seed: int,
     ordinary: int = 5,
+    bad_every: int = 10,
     workers: int | None = None,
     timeout_s: float = 3600,
     report: Callable[[str], None] | None = None,
 ) -> tuple[FuzzResult, int]:
     """Its own `vsr serve` with an outbox: `count` hostile keys (the fixed cases, then drawn from `seed`) and
-    `ordinary` ordinary ones, uploaded together; returns the result and how many ordinary keys were delivered
-    on serve's first look at them COMPLETE."""
+    `ordinary` ordinary ones, uploaded together (every `bad_every`-th hostile key with a file that is not a
+    video: it must fail with its error file); returns the result and how many ordinary keys were delivered on
+    serve's first look at them COMPLETE."""
     work.mkdir(parents=True, exist_ok=True)
     clip = make_clip(work / "tiny.mp4", 3, 64, 48)
+    not_a_video = clip_builders.make_not_a_video(work)
+    hostile = hostile_keys.draw(seed, count)
     outbox = work / "outbox"
     extra = ["--outbox", str(outbox), *(["--workers", str(workers)] if workers else [])]
     plain = [f"ordinary/clip-{index:03d}.mp4" for index in range(ordinary)]
     with serve(work / "serve", *extra, overrides=overrides()) as served:
-        result = run_keys(served, outbox, hostile_keys.draw(seed, count), plain, clip, timeout_s, report)
+        bad = {key: not_a_video for key in hostile[bad_every - 1 :: bad_every]}
+        result = run_keys(served, outbox, hostile, plain, clip, timeout_s, report, other=bad)
         output = served.output()
     first_look = sum(
         1
