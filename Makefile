@@ -71,7 +71,7 @@ bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare in
 bench-plan: $(VENV)/.installed models ## the pipeline simulation vs measured `vsr run` on 3 real clips (+-20%)
 	$(BIN)/python bench/bench_plan.py
 
-bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults; fairness short-vs-long; LOAD_UPLOADS=N
+bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults; fairness short-vs-long; 2 hostile keys per upload; LOAD_UPLOADS=N
 	$(BIN)/python bench/bench_load.py --uploads $(or $(LOAD_UPLOADS),100)
 
 bench-seams: $(VENV)/.installed models ## segment joins: remux vs seamless re-encode, flicker at joins on real clips

@@ -9,7 +9,13 @@ Part 2 (fairness): 5 one-segment clips on an idle stack, then the same 5 uploade
 each with the segment window (settings.json) and without it (window 0: every segment enqueued at once, the
 design before). Latency = upload done -> job COMPLETE. Target: loaded p95 <= 2x idle p95.
 
-Usage: python bench/bench_load.py [--uploads 100] [--workers N] [--skip-load] [--skip-fairness] [--json]
+Part 3 (hostile keys, tests/support/fuzz.py): a large seeded draw of keys S3 accepts (unicode, spaces, `%`,
+`+`, `..`, leading and repeated slashes, control characters, up to 1024 bytes; default 2 per upload) with a
+few ordinary uploads, all at once into `vsr serve --outbox`: every key must end delivered or with an error file
+giving a reason, no job unseen, and the ordinary ones delivered on serve's first look.
+
+Usage: python bench/bench_load.py [--uploads 100] [--workers N] [--fuzz-keys N] [--fuzz-seed S]
+       [--skip-load] [--skip-fairness] [--skip-fuzz] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support: the served stack, the clips and the checks the tests use
 
+from tests.support.fuzz import run_fuzz  # noqa: E402
 from tests.support.load import FairnessResult, measure_fairness, run_load  # noqa: E402
 
 
@@ -48,6 +55,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, help="worker containers of vsr serve (default: from the CPUs)")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-fairness", action="store_true")
+    parser.add_argument("--fuzz-keys", type=int, help="hostile keys in part 3 (default: 2 per upload)")
+    parser.add_argument("--fuzz-seed", type=int, default=22)
+    parser.add_argument("--skip-fuzz", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()
     summary: dict[str, object] = {}
@@ -80,6 +90,21 @@ def main() -> int:
                 label: {"idle_s": r.idle_s, "loaded_s": r.loaded_s, "ratio": r.ratio, "long_s": r.long_s}
                 for label, r in results.items()
             }
+        if not args.skip_fuzz:
+            count = args.fuzz_keys if args.fuzz_keys is not None else 2 * args.uploads
+            _say(f"hostile keys: {count} (seed {args.fuzz_seed})")
+            fuzzed, first_look = run_fuzz(work / "fuzz", count, seed=args.fuzz_seed, workers=args.workers, report=_say)
+            problems = fuzzed.problems()
+            ordinary = fuzzed.counts()["ordinary"]
+            print(f"hostile keys (seed {args.fuzz_seed}) with {ordinary} ordinary uploads, all at once:")
+            for name, value in fuzzed.counts().items():
+                print(f"  {name:<28} {value}")
+            print(f"  {'ordinary on first look':<28} {first_look}/{ordinary}")
+            print(f"  {'keys not as they must end':<28} {len(problems)}")
+            print(f"  {'wall (s)':<28} {fuzzed.wall_s:.0f}")
+            for key, problem in sorted(problems.items()):
+                print(f"    {key!r}: {problem}")
+            summary["fuzz"] = {**fuzzed.counts(), "first_look": first_look, "problems": len(problems)}
     if args.json:
         print(json.dumps(summary, default=str))
     return 0

@@ -188,6 +188,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """A bounded retry with exponential backoff: `attempts` tries in all, waiting `first_s`, then twice as long
+    each time, at most `max_s`, between them (`vsr serve`'s outbox deliveries)."""
+
+    attempts: int
+    first_s: float
+    max_s: float
+
+    def delay_after(self, attempt: int) -> float | None:
+        """Seconds to wait after failed attempt number `attempt` (1-based); None: that was the last one."""
+        if attempt >= self.attempts:
+            return None
+        return min(self.max_s, self.first_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
 class FunctionSizes:
     """Memory of the three functions (what Lambda bills by) and the deployed architecture."""
 
@@ -398,6 +414,16 @@ class Settings:
     def progress_interval_s(self) -> float:
         """How often a worker writes its segment's frame count to the job (people follow jobs by it)."""
         return float(self.raw["jobs"]["progress_interval_s"])
+
+    @property
+    def delivery_retry(self) -> RetryPolicy:
+        """How `vsr serve` retries a failed outbox delivery before it writes `<name>.delivery-error.json`."""
+        raw = self.raw["serve"]
+        return RetryPolicy(
+            attempts=int(raw["delivery_attempts"]),
+            first_s=float(raw["delivery_backoff_s"]),
+            max_s=float(raw["delivery_backoff_max_s"]),
+        )
 
     @property
     def assembly_lease_s(self) -> int:

@@ -2,12 +2,18 @@
 
 One served stack (a real `vsr serve` subprocess on a fixed port, one worker, test-sized settings) is shared by
 the module's tests; each test uploads under its own key. Stopping with SIGTERM and a port in use get their own.
+Hostile keys (tests/support/hostile_keys.py) go in beside ordinary uploads: every one must end delivered or
+with an error file that gives the reason, and the ordinary ones are delivered on serve's first look.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +23,11 @@ import pytest
 from tests import clips as clip_builders
 from tests.local.conftest import overrides, wait_for
 from tests.local.media_checks import video_size, video_times
+from tests.support import fuzz, hostile_keys
+from tests.support.load import make_clip
 from tests.support.serve import Served, serve
+from vsr import keys
+from vsr.local.names import NAME_MAX, local_path
 from vsr.local.provision import local_names
 from vsr.pipeline import jobs
 
@@ -25,6 +35,10 @@ pytestmark = pytest.mark.timeout(600)
 
 NAMES = local_names()
 UNICODE_NAME = "my clip (1) é.mp4"
+# Quick delivery retries, so a delivery that keeps failing reaches its error file within the test.
+DELIVERY = {"delivery_attempts": 3, "delivery_backoff_s": 0.5, "delivery_backoff_max_s": 1}
+FUZZ_SEED = int(os.environ.get("VSR_FUZZ_SEED", "2026"))  # another seed: VSR_FUZZ_SEED=... pytest ...
+FUZZ_KEYS = 8
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +47,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "good": clip_builders.make_mov_h264(folder),  # 128x72, 20 frames: 4 segments of 5
         "bad": clip_builders.make_not_a_video(folder),
+        "tiny": make_clip(folder / "tiny.mp4", 3, 64, 48),  # 3 frames: one segment, seconds of work
     }
 
 
@@ -47,7 +62,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         str(work / "inbox"),
         "--outbox",
         str(work / "outbox"),
-        overrides=overrides(),
+        overrides={**overrides(), "serve": DELIVERY},
     ) as stack:
         stack.env["VSR_TEST_WORK"] = str(work)
         yield stack
@@ -234,3 +249,67 @@ def test_port_probe_helper_sees_a_listener(tmp_path: Path) -> None:
         listener.listen()
         with pytest.raises(PortInUseError, match="--port"):
             check_port_free("127.0.0.1", listener.getsockname()[1])
+
+
+# --- hostile keys -------------------------------------------------------------------------------------------
+def _settled(
+    served: Served, hostile: list[str], ordinary: list[str], clip: Path, other: dict[str, Path] | None = None
+) -> fuzz.FuzzResult:
+    result = fuzz.run_keys(served, work_dir(served) / "outbox", hostile, ordinary, clip, timeout_s=600, other=other)
+    assert not result.problems(), (result.counts(), result.problems())
+    outbox = work_dir(served) / "outbox"
+    for outcome in result.outcomes:
+        if outcome.ordinary:  # not held back by the hostile ones: out on serve's first look at it COMPLETE
+            assert outcome.job is not None
+            assert fuzz.delivered_on_first_look(served.output(), outcome.job, outbox), outcome.key
+    return result
+
+
+def test_hostile_keys_end_delivered_or_with_an_error_file_and_never_hold_back_others(
+    served: Served, media: dict[str, Path], tmp_path: Path
+) -> None:
+    outbox = work_dir(served) / "outbox"
+    blocked = "blocked/clip.mp4"  # a folder where its video must go: every delivery attempt fails
+    (outbox / local_path("blocked/clip.upscaled-x2.mp4")).mkdir(parents=True)
+    bad = "hostile/bad \x01" + "b" * 300 + ".mp4"  # not a video, under a long name with a control character
+    hostile = [*hostile_keys.FIXED, blocked, bad]
+    ordinary = ["ordinary/first.mp4", "ordinary/second.mp4"]
+    result = _settled(served, hostile, ordinary, media["tiny"], other={bad: media["bad"]})
+    by_key = {outcome.key: outcome for outcome in result.outcomes}
+    failed = by_key[bad]
+    assert failed.job is not None and failed.job.status == jobs.FAILED and "not a video" in str(failed.reason)
+    assert failed.error_file is not None and failed.error_file.name.endswith(".mp4.error.json")
+
+    # the 300-byte name and the 1024-byte key completed, under output keys S3 accepts and names that fit
+    for key in ("hostile/" + "n" * 300 + ".mp4", "deep/" + "d" * 1015 + ".mp4"):
+        outcome = by_key[key]
+        assert outcome.job is not None and outcome.job.status == jobs.COMPLETE and outcome.delivered
+        assert len(outcome.job.output["key"].encode()) <= keys.MAX_KEY_BYTES
+        assert all(len(path.name.encode()) <= NAME_MAX for path in outcome.delivered)
+        report = json.loads(outcome.delivered[1].read_text())
+        assert report["input"]["key"] == key  # the report records the original key
+    assert len(by_key["deep/" + "d" * 1015 + ".mp4"].key.encode()) == keys.MAX_KEY_BYTES
+    # traversal stays inside the outbox
+    for outcome in result.outcomes:
+        for path in outcome.delivered:
+            assert path.resolve().is_relative_to(outbox.resolve())
+
+    # the blocked one: one line per attempt, then its delivery error, whose command fetches the output
+    failed_lines = [line for line in served.output().splitlines() if f"delivery of {blocked} failed" in line]
+    assert len(failed_lines) == DELIVERY["delivery_attempts"], failed_lines
+    body = json.loads(by_key[blocked].error_file.read_text())  # type: ignore[union-attr]
+    assert "IsADirectoryError" in body["reason"] and body["input"]["key"] == blocked
+    video = body["objects"][0]
+    assert video["location"] == f"s3://{NAMES.output_bucket}/blocked/clip.upscaled-x2.mp4"
+    env = {**served.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", video["command"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (video["command"], done.stderr)
+    assert video_size(tmp_path / shlex.split(video["command"])[-1]) == (128, 96, 3)
+
+
+def test_fuzzed_keys_end_delivered_or_with_a_reason(served: Served, media: dict[str, Path]) -> None:
+    hostile = hostile_keys.draw(FUZZ_SEED, FUZZ_KEYS, fixed=False)
+    result = _settled(served, hostile, [f"ordinary/fuzz-{FUZZ_SEED}.mp4"], media["tiny"])
+    assert result.counts()["uploads"] == FUZZ_KEYS + 1, f"seed {FUZZ_SEED}"

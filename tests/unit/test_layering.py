@@ -24,6 +24,10 @@ LEAF_MODULES = [
     "quality/jobcheck.py",
     "quality/preview.py",
     "aws",
+    "keys.py",
+    "local/names.py",
+    "local/retries.py",
+    "local/download.py",
 ]
 
 

@@ -41,9 +41,11 @@ from vsr.entrypoints import FUNCTIONS, HANDLERS
 from vsr.errors import VsrError
 from vsr.local.containers import REGION, Container
 from vsr.local.dispatch import SqsPoller, StreamPoller
+from vsr.local.download import download
 from vsr.local.faults import FaultPlan
 from vsr.local.fleet import LocalGpuFleet
 from vsr.local.job_events import EventWatcher, Listener, event_line
+from vsr.local.names import local_path
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
@@ -436,18 +438,15 @@ class LocalRuntime:
             ticker.wait(POLL_S)
             outcome.job = self.job(outcome.job_id) or outcome.job
         output = outcome.job.output
-        s3 = clients.s3()
-        video = out_dir / Path(output["key"]).name
-        s3.download_file(output["bucket"], output["key"], str(video))
-        outcome.output = video.resolve()
+
+        def fetch(key: str) -> Path:  # a name that fits the filesystem, whatever the input's name was
+            return download(output["bucket"], key, out_dir / local_path(key).name).resolve()
+
+        outcome.output = fetch(output["key"])
         if output.get("report_key"):
-            report = out_dir / Path(output["report_key"]).name
-            s3.download_file(output["bucket"], output["report_key"], str(report))
-            outcome.report = report.resolve()
+            outcome.report = fetch(output["report_key"])
         if output.get("preview_key"):
-            preview = out_dir / Path(output["preview_key"]).name
-            s3.download_file(output["bucket"], output["preview_key"], str(preview))
-            outcome.preview = preview.resolve()
+            outcome.preview = fetch(output["preview_key"])
 
 
 def _dead_letter_reason(job: jobs.Job | None) -> str:

@@ -8,8 +8,14 @@ job, exactly as on AWS. On top of that:
 - `--inbox DIR`: a file that appears there, once fully written, is uploaded to the input bucket under its
   path relative to DIR (`InboxWatcher`);
 - `--outbox DIR`: each finished job's output video and JSON report are downloaded there, and a failed job
-  leaves `<input name>.error.json` with its reason (`Outbox`);
+  leaves `<input name>.error.json` with its reason (`Outbox`). Local names come from `vsr.local.names`: any key
+  S3 accepts gets a path inside the outbox that the filesystem can hold;
 - one progress line per job whenever it changes (frames done / total, segments, ETA once planning offers one).
+
+Every job is followed on its own: one job's failure to show or deliver never stops another's. A failed delivery
+is retried with backoff (settings `serve.delivery_*`, one output line and one log line per attempt); after the
+last attempt the job gets `<input name>.delivery-error.json` in the outbox instead: the reason, where its output
+is in S3, and a command that fetches it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import posixpath
+import shlex
 import signal
 import sys
 import threading
@@ -29,10 +35,14 @@ from typing import Any, TextIO
 
 from vsr.aws import clients
 from vsr.aws.clients import LOCAL_CREDENTIALS
+from vsr.local.download import download
 from vsr.local.faults import FaultPlan
+from vsr.local.names import local_path, partial_name, printable
+from vsr.local.retries import Retries
 from vsr.local.runtime import LocalRuntime, _quiet_logs, job_eta, local_stack
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
+from vsr.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -101,6 +111,7 @@ class InboxWatcher:
         self._settle_s = settle_s
         self._pending: dict[Path, tuple[_Seen, float]] = {}
         self._uploaded: dict[Path, _Seen] = {}
+        self._failed: dict[Path, _Seen] = {}
 
     def _candidates(self) -> list[Path]:
         found = []
@@ -131,34 +142,60 @@ class InboxWatcher:
             if now - previous[1] < self._settle_s or open_for_writing(path):
                 continue
             key = path.relative_to(self.folder).as_posix()
-            self._upload(path, key)
+            del self._pending[path]  # on failure it settles again and is retried, other files meanwhile go on
+            try:
+                self._upload(path, key)
+            except Exception as exc:
+                if self._failed.get(path) != seen:  # one log line per version of the file
+                    self._failed[path] = seen
+                    log.warning("serve.inbox_upload_failed", path=str(path), error=f"{type(exc).__name__}: {exc}")
+                continue
+            self._failed.pop(path, None)
             self._uploaded[path] = seen
-            del self._pending[path]
             uploaded.append(key)
         return uploaded
 
 
 # --- outbox ---------------------------------------------------------------------------------------------
-def _local_name(key: str) -> Path:
-    """An S3 key as a relative local path that cannot leave the outbox."""
-    parts = [p for p in posixpath.normpath(key).split("/") if p not in ("", ".", "..")]
-    return Path(*parts) if parts else Path("unnamed")
+ERROR_SUFFIX = ".error.json"
+DELIVERY_ERROR_SUFFIX = ".delivery-error.json"
+OUTPUT_OBJECTS = (("video", "key"), ("report", "report_key"), ("preview", "preview_key"))
+
+
+def fetch_command(endpoint: str | None, bucket: str, key: str, destination: str) -> str:
+    """A shell command that downloads s3://bucket/key to `destination` (the AWS CLI; Python where the key holds
+    a NUL, which no command-line argument can)."""
+    if "\x00" in key:
+        client = f"boto3.client('s3', endpoint_url={endpoint!r})" if endpoint else "boto3.client('s3')"
+        script = f"import boto3; {client}.download_file({bucket!r}, {key!r}, {destination!r})"
+        return f"python3 -c {shlex.quote(script)}"
+    words = ["aws", *(["--endpoint-url", endpoint] if endpoint else []), "s3api", "get-object"]
+    # --key=... so a key that starts with '-' is not read as an option
+    words += [f"--bucket={bucket}", f"--key={key}", destination]
+    return shlex.join(words)
+
+
+def _write_json(target: Path, body: dict[str, Any]) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(partial_name(target.name))
+    partial.write_text(json.dumps(body, indent=2, default=str) + "\n")
+    partial.replace(target)
+    return target
 
 
 class Outbox:
     """Downloads each finished job's output and report, or writes `<input name>.error.json` for a failed one."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, endpoint: str | None = None) -> None:
         self.folder = folder
+        self.endpoint = endpoint  # for the fetch command in a delivery error
         folder.mkdir(parents=True, exist_ok=True)
 
+    def path_for(self, key: str) -> Path:
+        return self.folder / local_path(key)
+
     def _fetch(self, bucket: str, key: str) -> Path:
-        target = self.folder / _local_name(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.part")  # hidden until complete: watchers see whole files
-        clients.s3().download_file(bucket, key, str(partial))
-        partial.replace(target)
-        return target
+        return download(bucket, key, self.path_for(key))  # hidden until complete: watchers see whole files
 
     def deliver_quality(self, job: jobs.Job) -> list[Path]:
         """After the job's quality check (it runs once the output is out): the report again, and the preview."""
@@ -176,12 +213,50 @@ class Outbox:
                 paths.append(self._fetch(job.output["bucket"], job.output["report_key"]))
             return paths
         if job.status == jobs.FAILED:
-            target = self.folder / _local_name(f"{job.input.get('key', job.job_id)}.error.json")
-            target.parent.mkdir(parents=True, exist_ok=True)
             body = {"job_id": job.job_id, "status": job.status, "input": job.input, "error": job.error}
-            target.write_text(json.dumps(body, indent=2, default=str) + "\n")
-            return [target]
+            return [_write_json(self.path_for(f"{job.input.get('key', job.job_id)}{ERROR_SUFFIX}"), body)]
         return []
+
+    def delivery_error(self, job: jobs.Job, what: str, reason: str, attempts: int) -> dict[str, Any]:
+        """What `<name>.delivery-error.json` holds: the reason, and for each output object where it is in S3
+        and a command that fetches it (into the current directory, under its outbox name)."""
+        body: dict[str, Any] = {
+            "job_id": job.job_id,
+            "status": job.status,
+            "input": job.input,  # the original key
+            "failed": what,
+            "reason": reason,
+            "attempts": attempts,
+        }
+        if job.error:
+            body["error"] = job.error
+        output = job.output or {}
+        objects = []
+        for name, field in OUTPUT_OBJECTS:
+            key = output.get(field)
+            if output.get("bucket") and key:
+                destination = f"./{local_path(key).name}"  # ./ so a name that starts with - is no option
+                objects.append(
+                    {
+                        "object": name,
+                        "location": f"s3://{output['bucket']}/{key}",
+                        "bucket": output["bucket"],
+                        "key": key,
+                        "command": fetch_command(self.endpoint, output["bucket"], key, destination),
+                    }
+                )
+        body["objects"] = objects
+        return body
+
+    def write_delivery_error(self, job: jobs.Job, what: str, reason: str, attempts: int) -> Path:
+        """`<input name>.delivery-error.json`; where that name cannot be written either (the same fault), the
+        outbox's own `<job id>.delivery-error.json`."""
+        body = self.delivery_error(job, what, reason, attempts)
+        try:
+            return _write_json(self.path_for(f"{job.input.get('key', job.job_id)}{DELIVERY_ERROR_SUFFIX}"), body)
+        except OSError as exc:
+            body["reason_named_file_failed"] = f"{type(exc).__name__}: {exc}"
+            return _write_json(self.folder / f"{job.job_id}{DELIVERY_ERROR_SUFFIX}", body)
 
 
 # --- the server -------------------------------------------------------------------------------------------
@@ -223,21 +298,34 @@ class Server:
         outbox: Path | None,
         stop: threading.Event | None = None,
         stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
         self.stream = stream or sys.stdout
         self.stop = stop or threading.Event()
+        self.clock = clock
         self.inbox = InboxWatcher(inbox, self._upload) if inbox else None
-        self.outbox = Outbox(outbox) if outbox else None
-        self.started = time.monotonic()
+        self.outbox = Outbox(outbox, runtime.endpoint) if outbox else None
+        self.started = clock()
+        self.retries = Retries(get_settings().delivery_retry)
         self._shown: dict[str, str] = {}
-        self._delivered: set[str] = set()
+        self._delivered: set[str] = set()  # delivered, or given up with a delivery error
         self._quality_delivered: set[str] = set()  # report and preview again once the quality check ran
+        self._gave_up: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()  # (job id, error) already logged
+        self._say_failed = False
         self._jobs: dict[str, jobs.Job] = {}
 
     def say(self, text: str) -> None:
-        self.stream.write(f"{time.monotonic() - self.started:8.1f} s  {text}\n")
-        self.stream.flush()
+        """One output line; control characters (from a key) escaped. A line that cannot be written (a closed
+        or narrow stdout) is logged once and never stops a delivery."""
+        try:
+            self.stream.write(f"{self.clock() - self.started:8.1f} s  {printable(text)}\n")
+            self.stream.flush()
+        except Exception as exc:
+            if not self._say_failed:
+                self._say_failed = True
+                log.warning("serve.output_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _upload(self, path: Path, key: str) -> None:
         assert self.runtime.resources is not None
@@ -246,23 +334,87 @@ class Server:
 
     def tick(self) -> None:
         if self.inbox is not None:
-            self.inbox.scan()
+            try:
+                self.inbox.scan()
+            except Exception as exc:  # the jobs are still followed
+                log.warning("serve.inbox_failed", error=f"{type(exc).__name__}: {exc}")
         assert self.runtime.resources is not None
         for job in jobs.list_jobs(self.runtime.resources.names.table):
             self._jobs[job.job_id] = job
+            try:
+                self._follow(job)
+            except Exception as exc:  # whatever one job does, the next is still looked at
+                self._warn_once(job, "serve.job_failed", exc)
+
+    def _warn_once(self, job: jobs.Job, event: str, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if (job.job_id, error) not in self._warned:
+            self._warned.add((job.job_id, error))
+            log.warning(event, job_id=job.job_id, error=error)
+
+    def _follow(self, job: jobs.Job) -> None:
+        try:
             text = progress_text(job)
             if self._shown.get(job.job_id) != text:
                 self._shown[job.job_id] = text
                 self.say(text)
-            if self.outbox is not None and job.terminal and job.job_id not in self._delivered:
-                for path in self.outbox.deliver(job):
-                    self.say(f"outbox: {path}")
-                self._delivered.add(job.job_id)
-            measured = job.output is not None and job.output.get("quality_measured")
-            if self.outbox is not None and measured and job.job_id not in self._quality_delivered:
-                for path in self.outbox.deliver_quality(job):
-                    self.say(f"outbox: {path}")
-                self._quality_delivered.add(job.job_id)
+        except Exception as exc:  # a line we cannot show does not keep the job from its outbox
+            self._warn_once(job, "serve.display_failed", exc)
+        if self.outbox is None:
+            return
+        pending = job.terminal and job.job_id not in self._delivered
+        if pending and self._attempt(job, "delivery", self.outbox.deliver):
+            self._delivered.add(job.job_id)
+        measured = job.output is not None and job.output.get("quality_measured")
+        ready = job.job_id in self._delivered and job.job_id not in self._gave_up
+        pending = measured and ready and job.job_id not in self._quality_delivered
+        if pending and self._attempt(job, "quality delivery", self.outbox.deliver_quality):
+            self._quality_delivered.add(job.job_id)
+
+    def _attempt(self, job: jobs.Job, what: str, action: Callable[[jobs.Job], list[Path]]) -> bool:
+        """Try one delivery if its backoff allows; True once it is done with (delivered, or given up)."""
+        task = (job.job_id, what)
+        now = self.clock()
+        if not self.retries.due(task, now):
+            return False
+        try:
+            paths = action(job)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            failure = self.retries.failed(task, now)
+            log.warning(
+                "serve.delivery_failed",
+                job_id=job.job_id,
+                key=job.input.get("key"),
+                what=what,
+                attempt=failure.attempt,
+                attempts=failure.attempts,
+                retry_in_s=failure.retry_in_s,
+                error=reason,
+            )
+            name = job.input.get("key", job.job_id)
+            attempt = f"attempt {failure.attempt}/{failure.attempts}"
+            if failure.retry_in_s is not None:
+                self.say(f"outbox: {what} of {name} failed ({attempt}): {reason}; retrying in {failure.retry_in_s:g} s")
+                return False
+            self.say(f"outbox: {what} of {name} failed ({attempt}): {reason}; giving up")
+            self._give_up(job, what, reason, failure.attempt)
+            return True
+        self.retries.succeeded(task)
+        for path in paths:
+            self.say(f"outbox: {path}")
+        return True
+
+    def _give_up(self, job: jobs.Job, what: str, reason: str, attempts: int) -> None:
+        assert self.outbox is not None
+        self._gave_up.add(job.job_id)
+        try:
+            path = self.outbox.write_delivery_error(job, what, reason, attempts)
+        except Exception as exc:  # nowhere to write it: the log and the output line are all that is left
+            log.error("serve.delivery_error_unwritten", job_id=job.job_id, error=f"{type(exc).__name__}: {exc}")
+            self.say(f"outbox: could not write the delivery error of {job.input.get('key', job.job_id)}: {exc}")
+            return
+        self.say(f"outbox: {path}")
 
     def unfinished(self) -> list[jobs.Job]:
         return [job for job in self._jobs.values() if not job.terminal]

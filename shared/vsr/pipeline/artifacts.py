@@ -7,7 +7,9 @@ Work bucket layout (deterministic, so a retried or duplicated step overwrites in
     jobs/<job_id>/segments/<index:05d>.nut  one upscaled segment (NUT, see vsr.media.encode); timings as metadata
 
 The output goes to the output bucket beside a JSON report, under a key derived from the input key:
-`videos/clip.mov` -> `videos/clip.upscaled-x2.mp4` and `videos/clip.upscaled-x2.json`.
+`videos/clip.mov` -> `videos/clip.upscaled-x2.mp4` and `videos/clip.upscaled-x2.json`. An input key so long
+that a derived key would pass S3's 1024 bytes keeps a prefix of its stem plus a short hash of the whole key
+(`vsr.keys`): `<prefix>~<hash>.upscaled-x2.mp4`; the report records the original key.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from vsr import keys
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, error_code, is_transient
 from vsr.aws.deployment import WORK_PREFIX
@@ -31,6 +34,7 @@ from vsr.planning import Segment
 SEGMENT_META_PREFIX = "vsr-"
 SEGMENT_SUFFIX = ".nut"  # vsr.media.encode writes NUT segments (exact source time base)
 DELETE_BATCH = 1000  # DeleteObjects limit
+PREVIEW_SUFFIX = ".preview.png"
 
 
 class ArtifactMissingError(PermanentError):
@@ -61,15 +65,18 @@ def segment_key(job_id: str, index: int) -> str:
 
 
 def output_keys(input_key: str, scale: int) -> tuple[str, str]:
-    """(video key, report key) in the output bucket for an input key."""
+    """(video key, report key) in the output bucket for an input key; every key derived from them (the
+    preview, the longest) stays within S3's 1024 bytes."""
     stem, _ext = posixpath.splitext(input_key)
-    base = f"{stem or input_key}.upscaled-x{scale}"
+    suffix = f".upscaled-x{scale}"
+    longest = f"{suffix}{PREVIEW_SUFFIX}"  # preview_key(video key) is the longest name derived from `base`
+    base = keys.shorten(stem or input_key, keys.MAX_KEY_BYTES - keys.utf8_len(longest), input_key) + suffix
     return f"{base}.mp4", f"{base}.json"
 
 
 def preview_key(video_key: str) -> str:
     """The side-by-side preview PNG beside an output video."""
-    return f"{posixpath.splitext(video_key)[0]}.preview.png"
+    return f"{posixpath.splitext(video_key)[0]}{PREVIEW_SUFFIX}"
 
 
 def _missing(what: str) -> Callable[[Exception], Exception | None]:
