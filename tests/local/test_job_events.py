@@ -126,3 +126,39 @@ def test_an_eventbridge_outage_loses_no_job_and_sets_the_metric(
     states = sorted({line["state"] for line in lines})
     assert states == ["ACCEPTED", "COMPLETE", "PROCESSING"]
     assert all(line[notify.UNDELIVERED_METRIC] == 1 and "CloudWatchMetrics" in line["_aws"] for line in lines)
+
+
+def test_serve_events_to_posts_every_event_to_a_local_webhook(
+    aws: Any, clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import http.server
+    import threading
+
+    from vsr.local.serve import event_listeners
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        listeners = event_listeners(url)  # what `vsr serve --events-to URL` installs
+        with LocalRuntime(aws(), workers=1, log_dir=tmp_path / "logs", event_listeners=listeners) as runtime:
+            started = time.time()
+            job_id = runtime.submit(clips["short_audio"])
+            assert runtime.wait(job_id, started=started, timeout_s=240).status == jobs.COMPLETE
+            wait_for(lambda: any(e["detail"]["state"] == "COMPLETE" for e in received), 60, "the webhook's COMPLETE")
+    finally:
+        server.shutdown()
+    assert _states(received, job_id) == COMPLETE_STATES
+    printed = capsys.readouterr().out
+    assert "event COMPLETE" in printed and "event ACCEPTED" in printed  # and one line each on the terminal
