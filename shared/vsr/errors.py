@@ -61,6 +61,13 @@ class UnsafeInputError(InputError):
     code = "unsafe_input"
 
 
+class GeometryChangeError(InputError):
+    """A frame's size, pixel format or sample aspect differs from the job's first frame where the settings
+    (`input.geometry_changes` = "fail") or the code path cannot convert it."""
+
+    code = "geometry_change"
+
+
 class LimitExceededError(InputError):
     code = "limit_exceeded"
 

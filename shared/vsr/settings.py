@@ -32,6 +32,7 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+GEOMETRY_CHANGE_MODES = ("scale", "fail")  # settings input.geometry_changes (vsr.media.geometry)
 TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
 
 
@@ -372,6 +373,16 @@ class Settings:
     def precision(self) -> str:
         """fp32 | int8: int8 runs `<model>-int8` where that variant passed the fidelity gate, else fp32."""
         return str(self.raw["model"].get("precision", "fp32"))
+
+    @property
+    def geometry_changes(self) -> str:
+        """scale | fail: what a mid-stream change of frame size, pixel format or SAR does (vsr.media.geometry)."""
+        mode = str(self.raw.get("input", {}).get("geometry_changes", "scale"))
+        if mode not in GEOMETRY_CHANGE_MODES:
+            raise ValueError(
+                f'settings input.geometry_changes is "{mode}"; expected one of {", ".join(GEOMETRY_CHANGE_MODES)}'
+            )
+        return mode
 
     @property
     def temporal(self) -> str:

@@ -24,7 +24,14 @@ import time
 from typing import Any
 
 from vsr import logs
-from vsr.admission import check_cost, check_limits, plan_for, probe_summary, requested_strategy
+from vsr.admission import (
+    check_cost,
+    check_geometry_changes,
+    check_limits,
+    plan_for,
+    probe_summary,
+    requested_strategy,
+)
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
@@ -89,6 +96,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
         check_limits(info, model.scale, settings.limits)
+        check_geometry_changes(info, settings.geometry_changes)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
         job_plan = plan_for(info, model.cost, settings, strategy)

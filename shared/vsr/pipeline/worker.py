@@ -141,6 +141,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             encode=settings.encode_settings,
             on_frames=progress,
             stabiliser=stabiliser,
+            geometry_changes=settings.geometry_changes,
         )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
