@@ -84,6 +84,14 @@ class BadRequestError(InputError):
     code = "bad_request"
 
 
+# --- retries ---------------------------------------------------------------------------------------
+class DeadLetteredError(PermanentError):
+    """A stage's message ran out of attempts and is kept in its dead-letter queue; `vsr redrive` can return
+    the job to work (the only FAILED state that is not final: see vsr.pipeline.jobs.transitions)."""
+
+    code = "dead_lettered"
+
+
 # --- models ----------------------------------------------------------------------------------------
 class ModelError(PermanentError):
     code = "model_error"

@@ -37,6 +37,15 @@ TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, o
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """Retry pacing of one SQS consumer (see vsr.pipeline.retry, which applies it)."""
+
+    backoff_s: tuple[int, ...]  # hidden this long after failed attempt 1, 2, ...; the last value repeats
+    jitter: float  # +- this fraction of each backoff, so a burst of failures does not come back in step
+    max_attempts: int  # the queue's maxReceiveCount: the attempt that reaches it is the last one
+
+
+@dataclass(frozen=True)
 class FunctionSettings:
     timeout_s: int
     memory_mb: int
@@ -250,6 +259,17 @@ class Settings:
     @property
     def visibility_extension_s(self) -> int:
         return int(self.raw["queues"]["visibility_extension_s"])
+
+    def retry_policy(self, consumer: str) -> RetryPolicy:
+        """How a failed attempt of `consumer` ("ingest" | "worker") is retried: hidden for the next backoff of
+        `queues.retry_backoff_s` (jittered by `queues.retry_jitter`), up to the queue's maxReceiveCount."""
+        queues = self.raw["queues"]
+        attempts = self.ingest_max_receive_count if consumer == "ingest" else self.segment_max_receive_count
+        return RetryPolicy(
+            backoff_s=tuple(int(s) for s in queues["retry_backoff_s"]),
+            jitter=float(queues["retry_jitter"]),
+            max_attempts=attempts,
+        )
 
     # --- segment planning --------------------------------------------------------------------------
     @property
