@@ -49,3 +49,26 @@ def test_reasons_and_progress_texts() -> None:
         "retrying segment 0",
         "retrying segment 1",
     ]
+
+
+def test_vsr_status_prints_what_the_job_waits_for_instead_of_eta_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    from vsr import ops
+
+    text = "retrying segment 3 (attempt 2 of 5, next in 30 s): TransientError: throttled"
+    row = {"index": 3, "state": "retrying", "frames_written": 0, "attempts": 1, "error": "throttled"}
+    data = {
+        "job_id": "j",
+        "status": "PROCESSING",
+        "input": {"bucket": "b", "key": "k"},
+        "done_count": 1,
+        "segment_count": 4,
+        "remaining": 3,
+        "eta_s": None,  # behind plan: no honest ETA
+        "retrying": [text],
+        "segments": [row],
+    }
+    ops._print_job(data)
+    out = capsys.readouterr().out
+    assert f"retry    {text}\n" in out and "eta" not in out
+    ops._print_job({**data, "retrying": [], "eta_s": 42.0})
+    assert "eta      42 s" in capsys.readouterr().out
