@@ -202,6 +202,9 @@ def test_a_queued_job_replaces_only_a_dead_lettered_ingest(resources: Resources)
     assert jobs.get_job("j1").status == jobs.QUEUED  # type: ignore[union-attr]
     assert jobs.create_job(item("j2", jobs.FAILED, {"code": "not_a_video", "reason": "not a video"}))
     assert not jobs.create_job(item("j2", jobs.QUEUED))  # a permanent failure is never replaced
+    # nor a job whose *segment* dead-lettered: a late duplicate S3 event must not wipe its finished segments
+    assert jobs.create_job(item("j3", jobs.FAILED, {"code": jobs.DEAD_LETTERED, "reason": "seg", "segment": 2}))
+    assert not jobs.create_job(item("j3", jobs.QUEUED))
 
 
 @pytest.mark.parametrize("status", [jobs.FAILED])

@@ -122,7 +122,9 @@ def _give_up(obj: S3Object, error: PermanentError, resources: Resources, message
 
 
 def _dead_lettered(job: jobs.Job) -> bool:
-    return job.status == jobs.FAILED and (job.error or {}).get("code") == jobs.DEAD_LETTERED
+    """FAILED because its ingest ran out of attempts (not a segment: `vsr redrive` reopens that job instead)."""
+    error = job.error or {}
+    return job.status == jobs.FAILED and error.get("code") == jobs.DEAD_LETTERED and "segment" not in error
 
 
 def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> str:

@@ -232,22 +232,30 @@ def complete_update(owner: str, output: Mapping[str, Any], timings: Mapping[str,
 
 
 def reopen_update(segments: tuple[int, ...], now: float) -> Update:
-    """FAILED -> PROCESSING for a job that failed because a segment was dead-lettered (its error's code) and
-    still has segments to count; the returned segments' recorded errors are cleared (fresh attempts)."""
+    """FAILED -> PROCESSING for a job that failed because a segment was dead-lettered (its error's code and
+    segment) and still has segments to count; the returned segments' recorded errors are cleared (fresh
+    attempts)."""
     values: dict[str, Any] = {":processing": PROCESSING, ":dead": DEAD_LETTERED, ":zero": 0, ":now": now}
-    names = {"#status": "status", "#error": "error", "#code": "code"}
+    names = {"#status": "status", "#error": "error", "#code": "code", "#seg": "segment"}
     removes = ["#error", "completed_at"]
     for i, index in enumerate(sorted(set(segments))):
         names[f"#s{i}"] = str(index)
         removes.append(f"seg_errors.#s{i}")
-    condition = _status_in(REOPEN_FROM, values) + " AND #error.#code = :dead AND remaining > :zero"
+    condition = (
+        _status_in(REOPEN_FROM, values)
+        + " AND #error.#code = :dead AND attribute_exists(#error.#seg) AND remaining > :zero"
+    )
     return Update(f"SET #status = :processing, updated_at = :now REMOVE {', '.join(removes)}", condition, names, values)
 
 
 def create_condition() -> Update:
     """PutItem condition (and its names and values) of a new job: no item yet, or one FAILED because its
-    ingest dead-lettered (FAILED -> QUEUED: the redriven event starts the job over). A permanent failure or
-    a job that is running is never replaced."""
+    ingest dead-lettered (FAILED -> QUEUED: the redriven event starts the job over). A permanent failure, a
+    job FAILED for a dead-lettered segment (error.segment: `vsr redrive` reopens that one) or a running job is
+    never replaced."""
     values: dict[str, Any] = {":dead": DEAD_LETTERED}
-    condition = f"attribute_not_exists(job_id) OR ({_status_in(sources_of(QUEUED), values)} AND #error.#code = :dead)"
-    return Update("", condition, {"#status": "status", "#error": "error", "#code": "code"}, values)
+    dead_ingest = (
+        f"{_status_in(sources_of(QUEUED), values)} AND #error.#code = :dead AND attribute_not_exists(#error.#seg)"
+    )
+    names = {"#status": "status", "#error": "error", "#code": "code", "#seg": "segment"}
+    return Update("", f"attribute_not_exists(job_id) OR ({dead_ingest})", names, values)
