@@ -428,13 +428,17 @@ def trim(source: str | Path, path: Path, frames: int, *, crf: int = 12, audio: s
     return path
 
 
-def _ts_part(width: int, height: int, pix_fmt: str, first: int, count: int, rate: int) -> bytes:
+def _ts_part(
+    width: int, height: int, pix_fmt: str, first: int, count: int, rate: int, sar: Fraction | None = None
+) -> bytes:
     """One MPEG-TS file of real frames whose pts continue from frame `first` (90 kHz clock)."""
     buffer = io.BytesIO()
     tick = 90000 // rate
     with av.open(buffer, "w", format="mpegts") as out:
         stream = out.add_stream("libx264", rate=rate, options={"preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
         stream.time_base = Fraction(1, 90000)
         for i, rgb in enumerate(footage(first + count, width, height)[first:]):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
@@ -444,13 +448,16 @@ def _ts_part(width: int, height: int, pix_fmt: str, first: int, count: int, rate
     return buffer.getvalue()
 
 
-def make_geometry_changes(path: Path, parts: list[tuple[int, int, str, int]], rate: int = 25) -> Path:
+def make_geometry_changes(
+    path: Path, parts: list[tuple[int, int, str, int]], rate: int = 25, sars: list[Fraction | None] | None = None
+) -> Path:
     """A TS whose picture changes mid-stream, as a capture does when the channel switches feeds: each part
-    (width, height, pix_fmt, frames) is encoded on its own and the MPEG-TS bytes are concatenated, so the
-    timestamps run on and every part starts with a keyframe carrying its new parameter sets."""
+    (width, height, pix_fmt, frames; sample aspect ratio from `sars`) is encoded on its own and the MPEG-TS
+    bytes are concatenated, so the timestamps run on and every part starts with a keyframe carrying its new
+    parameter sets."""
     data, first = b"", 0
-    for width, height, pix_fmt, count in parts:
-        data += _ts_part(width, height, pix_fmt, first, count, rate)
+    for (width, height, pix_fmt, count), sar in zip(parts, sars or [None] * len(parts), strict=True):
+        data += _ts_part(width, height, pix_fmt, first, count, rate, sar)
         first += count
     path.write_bytes(data)
     return path

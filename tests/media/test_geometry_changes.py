@@ -127,6 +127,20 @@ def test_eight_bit_then_ten_bit_is_converted_to_the_first_depth(deepening_ts: Pa
     assert np.abs(frames[PART].image.astype(int) - reference.astype(int)).mean() < 2.0
 
 
+def test_a_sar_change_alone_is_letterboxed_to_keep_the_picture_shape(tmp_path: Path) -> None:
+    # same 176x144 pixels, but from frame 10 on they are 16:11 wide (anamorphic): shown 99 rows high
+    path = make_geometry_changes(
+        tmp_path / "sar.ts", [(176, 144, "yuv420p", 10), (176, 144, "yuv420p", 10)], sars=[None, Fraction(16, 11)]
+    )
+    info = probe(path)
+    assert [(c.time_s, c.geometry.sample_aspect_ratio) for c in info.changes()] == [(0.4, Fraction(16, 11))]
+    frames = [f.image for f in decode_window(path, info.pts[0], 20, FrameConformer(info.first_geometry()))]
+    assert frames[0][0].any() and frames[0][-1].any()  # square pixels: untouched
+    wide = frames[15]
+    assert not wide[:22].any() and not wide[22 + 99 :].any()  # bars above and below
+    assert wide[22].any() and wide[22 + 98].any()  # the picture: 176x99
+
+
 def test_fail_mode_stops_at_the_first_changed_frame_with_a_clear_reason(switching_ts: Path) -> None:
     info = probe(switching_ts)
     frames = decode_window(switching_ts, info.pts[0], info.frame_count, FrameConformer(info.first_geometry(), FAIL))
