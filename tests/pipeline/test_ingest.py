@@ -99,6 +99,7 @@ def test_bad_input_fails_the_job_with_a_reason_and_sends_nothing(resources: Reso
     (job,) = jobs.list_jobs()
     assert job.status == jobs.FAILED and job.error is not None
     assert job.error["code"] == code and job.error["reason"]
+    assert job.completed_at == job.created_at  # failed as it was created: it ended then
     assert drain(resources.segment_queue_url) == []
     # the source object is untouched
     assert clients.s3().get_object(Bucket=resources.input_bucket, Key="notes.mp4")["Body"].read() == data

@@ -345,8 +345,8 @@ def _check(
                 double_counted += 1
         elif (job.error or {}).get("reason"):
             failed[upload.key] = job.error["reason"]
-            if upload.bad and job.completed_at:
-                bad_terminal.append(float(job.completed_at) - upload.uploaded_at)
+            if upload.bad:
+                bad_terminal.append(float(job.completed_at or job.updated_at) - upload.uploaded_at)
     duplicated = max(0, len(outputs) - len(complete)) + double_counted
     bad_keys = {u.key for u in uploads if u.bad}
     mismatches: list[str] = []
