@@ -360,13 +360,14 @@ def _follow_move_task(sqs: Any, dlq_arn: str, handle: str) -> int:
     raise TimeoutError(f"message move task {handle} still running after {MOVE_TASK_DEADLINE_S:.0f} s")
 
 
-def _reopener(queue: str, pair: QueuePair) -> Callable[[list[str]], object] | None:
+def _reopener(queue: str, pair: QueuePair, reopened: list[str]) -> Callable[[list[str]], object] | None:
     """For the segment queue: reopen the FAILED jobs of dead-lettered segments before their messages go back
-    (vsr.pipeline.redrive); ingest needs nothing, it starts a dead-lettered job over by itself."""
+    (vsr.pipeline.redrive), noting their ids in `reopened`; ingest needs nothing, it starts a dead-lettered job
+    over by itself."""
     if queue != "segments":
         return None
     table = table_name()
-    return lambda bodies: redrive_jobs.reopen_jobs(bodies, table, pair.source_url)
+    return lambda bodies: reopened.extend(redrive_jobs.reopen_jobs(bodies, table, pair.source_url))
 
 
 def _peek_all(dlq_url: str, hold_s: int = 60) -> list[dict[str, Any]]:
@@ -396,7 +397,8 @@ def redrive(queue: str) -> dict[str, Any]:
     FAILED because of a dead letter go back to PROCESSING first (`_reopener`)."""
     pair = queue_pair(queue)
     waiting = queue_depth(pair.dlq_url)
-    reopen = _reopener(queue, pair)
+    reopened: list[str] = []
+    reopen = _reopener(queue, pair, reopened)
     fast = _no_retry_sqs()
     held: list[dict[str, Any]] = []
     if reopen is not None and waiting:  # the move task moves them unseen: reopen their jobs before it starts
@@ -409,7 +411,14 @@ def redrive(queue: str) -> dict[str, Any]:
         if not _move_task_unavailable(exc):
             raise
         moved, failed = move_messages(pair.dlq_url, pair.source_url, reopen)
-        return {"queue": queue, "method": "receive/send/delete", "moved": moved, "failed": failed, "dlq": pair.dlq_url}
+        return {
+            "queue": queue,
+            "method": "receive/send/delete",
+            "moved": moved,
+            "failed": failed,
+            "dlq": pair.dlq_url,
+            "reopened": reopened,
+        }
     moved = _follow_move_task(fast, pair.dlq_arn, handle)
     return {
         "queue": queue,
@@ -418,6 +427,7 @@ def redrive(queue: str) -> dict[str, Any]:
         "failed": 0,
         "waiting": waiting,
         "dlq": pair.dlq_url,
+        "reopened": reopened,
     }
 
 
@@ -433,5 +443,7 @@ def redrive_command(args: argparse.Namespace) -> int:
         line = f"{queue}: moved {result['moved']} message(s) back from the dead-letter queue ({result['method']})"
         if result["failed"]:
             line += f"; {result['failed']} could not be sent and stay in the dead-letter queue"
+        if result["reopened"]:
+            line += f"; job(s) back to PROCESSING: {', '.join(result['reopened'])}"
         print(line)
     return 1 if failed else 0

@@ -144,6 +144,7 @@ def test_deterministic_fault_fails_the_job_with_its_reason_then_redrive_complete
         code, text = _cli("redrive", "--endpoint", endpoint)
         assert code == 0
         assert "segments: moved 1 message(s)" in text and "ingest: moved 0 message(s)" in text
+        assert f"job(s) back to PROCESSING: {job_id}" in text
         assert runtime.job(job_id).status in (jobs.PROCESSING, jobs.ASSEMBLING, jobs.COMPLETE)  # type: ignore[union-attr]
         assert _depth(runtime.resources.segment_dlq_url) == 0
         outcome = runtime.wait(job_id, started=time.time(), timeout_s=PACED_TIMEOUT_S)
