@@ -174,3 +174,6 @@ def test_a_capture_that_changes_resolution_mid_stream_completes_whole(aws: Any, 
     changes = report["input"]["geometry_changes"]
     assert [(c["time_s"], c["width"], c["height"]) for c in changes] == [(1.0, 160, 128), (2.0, 352, 288)]
     assert report["input"]["geometry_change_count"] == 2
+    # the job's own quality check compares with the input as the model saw it (in the first geometry)
+    assert "error" not in report["quality"], report["quality"]
+    assert report["quality"]["pairs"] > 0 and report["quality"]["flicker_ratio"] is not None
