@@ -89,6 +89,11 @@ data "aws_iam_policy_document" "ingest" {
     resources = [aws_sqs_queue.segments.arn]
   }
   statement {
+    sid       = "PaceRetriesByBackoff"
+    actions   = ["sqs:ChangeMessageVisibility"]
+    resources = [aws_sqs_queue.ingest.arn]
+  }
+  statement {
     sid       = "UseProjectKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]

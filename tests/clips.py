@@ -428,6 +428,41 @@ def trim(source: str | Path, path: Path, frames: int, *, crf: int = 12, audio: s
     return path
 
 
+def _ts_part(
+    width: int, height: int, pix_fmt: str, first: int, count: int, rate: int, sar: Fraction | None = None
+) -> bytes:
+    """One MPEG-TS file of real frames whose pts continue from frame `first` (90 kHz clock)."""
+    buffer = io.BytesIO()
+    tick = 90000 // rate
+    with av.open(buffer, "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=rate, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
+        stream.time_base = Fraction(1, 90000)
+        for i, rgb in enumerate(footage(first + count, width, height)[first:]):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            frame.pts, frame.time_base = (first + i) * tick, Fraction(1, 90000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def make_geometry_changes(
+    path: Path, parts: list[tuple[int, int, str, int]], rate: int = 25, sars: list[Fraction | None] | None = None
+) -> Path:
+    """A TS whose picture changes mid-stream, as a capture does when the channel switches feeds: each part
+    (width, height, pix_fmt, frames; sample aspect ratio from `sars`) is encoded on its own and the MPEG-TS
+    bytes are concatenated, so the timestamps run on and every part starts with a keyframe carrying its new
+    parameter sets."""
+    data, first = b"", 0
+    for (width, height, pix_fmt, count), sar in zip(parts, sars or [None] * len(parts), strict=True):
+        data += _ts_part(width, height, pix_fmt, first, count, rate, sar)
+        first += count
+    path.write_bytes(data)
+    return path
+
+
 class NearestUpscaler:
     """Stand-in for vsr.engine.Upscaler (same interface): nearest-neighbour, instant, deterministic."""
 

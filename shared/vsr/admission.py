@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, cast
 
-from vsr.errors import BadRequestError, CostLimitError, LimitExceededError
+from vsr.errors import BadRequestError, CostLimitError, GeometryChangeError, LimitExceededError
 from vsr.fleet import GpuFleet
+from vsr.media.geometry import FAIL, change_reason
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import ALLOWED_FORMATS
 from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
@@ -25,6 +26,7 @@ PLAN_METADATA_KEY = "vsr-plan"
 REQUESTABLE_STRATEGIES: tuple[Strategy, ...] = ("latency", "cost")
 # `--metadata vsr-tier=gpu` forces the worker tier (else the planner chooses among the deployment's tiers).
 TIER_METADATA_KEY = "vsr-tier"
+MAX_LISTED_CHANGES = 50  # geometry change points kept in the job record and its report (the count is exact)
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,26 @@ def check_limits(info: VideoInfo, scale: int, limits: Limits) -> None:
         raise LimitExceededError(
             f"frames of {info.width}x{info.height} exceed the input limit of {limits.max_input_pixels} pixels"
         )
+    for change in info.changes():  # a later, larger picture is decoded at its own size before it is scaled
+        size = change.geometry.width * change.geometry.height
+        if size > limits.max_input_pixels:
+            raise LimitExceededError(
+                f"from {change.time_s:.3f} s the frames are {change.geometry.width}x{change.geometry.height}, "
+                f"beyond the input limit of {limits.max_input_pixels} pixels"
+            )
     if pixels * scale * scale > limits.max_output_pixels:
         raise LimitExceededError(
             f"x{scale} output of {info.width * scale}x{info.height * scale} exceeds the output limit of "
             f"{limits.max_output_pixels} pixels"
         )
+
+
+def check_geometry_changes(info: VideoInfo, mode: str) -> None:
+    """With settings input.geometry_changes "fail", a stream that changes size, pixel format or SAR is refused
+    at ingest with the first change in the reason; "scale" converts such frames (vsr.media.geometry)."""
+    changes = info.changes()
+    if mode == FAIL and changes:
+        raise GeometryChangeError(change_reason(info.first_geometry(), changes[0]))
 
 
 def cost_verdict(plan: PlanChoice, limits: Limits) -> str | None:
@@ -199,4 +216,7 @@ def probe_summary(info: VideoInfo) -> dict[str, Any]:
         "vfr": bool(info.is_vfr),
         "audio_streams": len(info.audio),
         "size_bytes": info.size_bytes,
+        # where the picture changes mid-stream (converted to the first geometry); the report lists them
+        "geometry_changes": info.geometry_changes[:MAX_LISTED_CHANGES],
+        "geometry_change_count": len(info.geometry_changes),
     }

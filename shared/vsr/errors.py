@@ -61,6 +61,13 @@ class UnsafeInputError(InputError):
     code = "unsafe_input"
 
 
+class GeometryChangeError(InputError):
+    """A frame's size, pixel format or sample aspect differs from the job's first frame where the settings
+    (`input.geometry_changes` = "fail") or the code path cannot convert it."""
+
+    code = "geometry_change"
+
+
 class LimitExceededError(InputError):
     code = "limit_exceeded"
 
@@ -75,6 +82,14 @@ class BadRequestError(InputError):
     """The upload asks for something this service does not offer (e.g. an unknown `vsr-plan` metadata value)."""
 
     code = "bad_request"
+
+
+# --- retries ---------------------------------------------------------------------------------------
+class DeadLetteredError(PermanentError):
+    """A stage's message ran out of attempts and is kept in its dead-letter queue; `vsr redrive` can return
+    the job to work (the only FAILED state that is not final: see vsr.pipeline.jobs.transitions)."""
+
+    code = "dead_lettered"
 
 
 # --- models ----------------------------------------------------------------------------------------

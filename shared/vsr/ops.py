@@ -12,11 +12,13 @@ separately: they are read from each source queue's RedrivePolicy, so they cannot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,9 @@ from vsr.aws import clients, deployment
 from vsr.aws.resources import Resources
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
+from vsr.pipeline import redrive as redrive_jobs
 from vsr.pipeline.jobs import Job
+from vsr.pipeline.retry import retrying_texts
 from vsr.planning import eta_s
 from vsr.settings import get_settings
 
@@ -157,7 +161,8 @@ def job_status(job_id: str) -> dict[str, Any] | None:
     if job is None:
         return None
     dead: set[int] = set()
-    if job.status not in (jobs.COMPLETE, jobs.FAILED) and job.segment_count:
+    waits_for_redrive = job.status == jobs.FAILED and (job.error or {}).get("code") == jobs.DEAD_LETTERED
+    if (not job.terminal or waits_for_redrive) and job.segment_count:
         try:
             for body in peek_dead_letters(queue_pair("segments").dlq_url):
                 if body.get("job_id") == job_id and isinstance(body.get("segment"), dict):
@@ -167,6 +172,7 @@ def job_status(job_id: str) -> dict[str, Any] | None:
     data = job.to_dict()
     data["segments"] = segment_rows(job, dead)
     data["done_count"] = len(job.done)
+    data["retrying"] = retrying_texts(job.segment_errors, job.done | dead, time.time()) if not job.terminal else []
     if job.status in (jobs.QUEUED, jobs.PROCESSING) and job.plan.get("predicted_wall_s"):
         data["eta_s"] = eta_s(
             predicted_wall_s=float(job.plan["predicted_wall_s"]),
@@ -205,7 +211,9 @@ def _print_job(data: dict[str, Any]) -> None:
             f"plan     {plan.get('strategy')}: {plan.get('segments')} segments of <= {plan.get('frames_per_segment')} "
             f"frames, predicted {plan.get('predicted_wall_s', 0):.0f} s and ${plan.get('predicted_cost_usd', 0):.4f}"
         )
-    if "eta_s" in data:
+    for line in data.get("retrying", []):  # what the job waits for says more than "ETA unknown"
+        print(f"retry    {line}")
+    if "eta_s" in data and not (data["eta_s"] is None and data.get("retrying")):
         print(f"eta      {'unknown (behind plan)' if data['eta_s'] is None else format(data['eta_s'], '.0f') + ' s'}")
     if data.get("error"):
         print(f"error    {data['error'].get('reason')}")
@@ -314,9 +322,12 @@ def _attributes_for_send(attributes: dict[str, Any]) -> dict[str, Any]:
     return {name: {k: v for k, v in attr.items() if k in keep} for name, attr in attributes.items()}
 
 
-def move_messages(source_url: str, target_url: str) -> tuple[int, int]:
+def move_messages(
+    source_url: str, target_url: str, before_send: Callable[[list[str]], object] | None = None
+) -> tuple[int, int]:
     """Receive/send/delete loop: bodies and message attributes preserved; a message leaves the source only
-    after the target accepted it. Returns (moved, failed); failed ones stay in the source."""
+    after the target accepted it; `before_send(bodies)` runs before each batch goes back (reopening its jobs).
+    Returns (moved, failed); failed ones stay in the source."""
     sqs = clients.sqs()
     moved = failed = 0
     while True:
@@ -326,6 +337,8 @@ def move_messages(source_url: str, target_url: str) -> tuple[int, int]:
         messages = response.get("Messages", [])
         if not messages:
             return moved, failed
+        if before_send is not None:
+            before_send([message["Body"] for message in messages])
         entries = []
         for i, message in enumerate(messages):
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
@@ -362,18 +375,65 @@ def _follow_move_task(sqs: Any, dlq_arn: str, handle: str) -> int:
     raise TimeoutError(f"message move task {handle} still running after {MOVE_TASK_DEADLINE_S:.0f} s")
 
 
+def _reopener(queue: str, pair: QueuePair, reopened: list[str]) -> Callable[[list[str]], object] | None:
+    """For the segment queue: reopen the FAILED jobs of dead-lettered segments before their messages go back
+    (vsr.pipeline.redrive), noting their ids in `reopened`; ingest needs nothing, it starts a dead-lettered job
+    over by itself."""
+    if queue != "segments":
+        return None
+    table = table_name()
+    return lambda bodies: reopened.extend(redrive_jobs.reopen_jobs(bodies, table, pair.source_url))
+
+
+def _peek_all(dlq_url: str, hold_s: int = 60) -> list[dict[str, Any]]:
+    """Every message of a DLQ, received (hidden `hold_s`) so each is seen once; `_release` shows them again."""
+    sqs = clients.sqs()
+    seen: dict[str, dict[str, Any]] = {}
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=hold_s, WaitTimeSeconds=0
+        ).get("Messages", [])
+        fresh = [m for m in messages if m["MessageId"] not in seen]
+        if not fresh:
+            return list(seen.values())
+        seen.update({m["MessageId"]: m for m in fresh})
+
+
+def _release(dlq_url: str, messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        with contextlib.suppress(botocore.exceptions.ClientError):
+            clients.sqs().change_message_visibility(
+                QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+
+
 def redrive(queue: str) -> dict[str, Any]:
-    """Return one queue's dead letters to it: StartMessageMoveTask where the API exists, else the loop."""
+    """Return one queue's dead letters to it: StartMessageMoveTask where the API exists, else the loop. Jobs
+    FAILED because of a dead letter go back to PROCESSING first (`_reopener`)."""
     pair = queue_pair(queue)
     waiting = queue_depth(pair.dlq_url)
+    reopened: list[str] = []
+    reopen = _reopener(queue, pair, reopened)
     fast = _no_retry_sqs()
+    held: list[dict[str, Any]] = []
+    if reopen is not None and waiting:  # the move task moves them unseen: reopen their jobs before it starts
+        held = _peek_all(pair.dlq_url)
+        reopen([m["Body"] for m in held])
     try:
+        _release(pair.dlq_url, held)
         handle = fast.start_message_move_task(SourceArn=pair.dlq_arn)["TaskHandle"]
     except botocore.exceptions.ClientError as exc:
         if not _move_task_unavailable(exc):
             raise
-        moved, failed = move_messages(pair.dlq_url, pair.source_url)
-        return {"queue": queue, "method": "receive/send/delete", "moved": moved, "failed": failed, "dlq": pair.dlq_url}
+        moved, failed = move_messages(pair.dlq_url, pair.source_url, reopen)
+        return {
+            "queue": queue,
+            "method": "receive/send/delete",
+            "moved": moved,
+            "failed": failed,
+            "dlq": pair.dlq_url,
+            "reopened": reopened,
+        }
     moved = _follow_move_task(fast, pair.dlq_arn, handle)
     return {
         "queue": queue,
@@ -382,6 +442,7 @@ def redrive(queue: str) -> dict[str, Any]:
         "failed": 0,
         "waiting": waiting,
         "dlq": pair.dlq_url,
+        "reopened": reopened,
     }
 
 
@@ -400,5 +461,7 @@ def redrive_command(args: argparse.Namespace) -> int:
         line = f"{queue}: moved {result['moved']} message(s) back from the dead-letter queue ({result['method']})"
         if result["failed"]:
             line += f"; {result['failed']} could not be sent and stay in the dead-letter queue"
+        if result["reopened"]:
+            line += f"; job(s) back to PROCESSING: {', '.join(result['reopened'])}"
         print(line)
     return 1 if failed else 0

@@ -26,6 +26,7 @@ from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
 from vsr.media.decode import Frame, decode_window
 from vsr.media.encode import SegmentEncoder
+from vsr.media.geometry import SCALE, FrameConformer
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source
 from vsr.planning import Segment
@@ -127,9 +128,14 @@ def process_segment(
     overlap: bool = True,
     on_frames: Callable[[int], None] | None = None,
     stabiliser: Stabiliser | None = None,
+    geometry_changes: str = SCALE,
 ) -> SegmentResult:
-    """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode)."""
+    """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode).
+
+    Every frame enters the model in the job's first geometry (`info.first_geometry()`): a mid-stream change of
+    size, pixel format or SAR is converted (`geometry_changes` "scale") or a GeometryChangeError ("fail")."""
     started = time.perf_counter()
+    conform = FrameConformer(info.first_geometry(), geometry_changes)
     total = segment.context_before + segment.frame_count
     keep_context = stabiliser is not None  # the stabiliser warms up on the context frames
     context_left = segment.context_before if keep_context else 0
@@ -152,7 +158,7 @@ def process_segment(
         return False
 
     def decode() -> None:
-        frames = decode_window(source, segment.context_start_pts, total)
+        frames = decode_window(source, segment.context_start_pts, total, conform)
         clock = time.perf_counter()
         try:
             for batch in _batches(_skip_context(frames, segment, keep_context), batch_frames):
@@ -186,7 +192,7 @@ def process_segment(
             decoder, writer = _Worker(decode, "vsr-decode"), _Worker(encode, "vsr-encode")
             batches: Iterator[Any] = iter(inbox.get, _DONE)
         else:
-            batches = _serial_batches(source, segment, total, batch_frames, timings, keep_context)
+            batches = _serial_batches(source, segment, total, batch_frames, timings, keep_context, conform)
         for pts_list, images in batches:
             clock = time.perf_counter()
             upscaled = list(from_float(upscaler.upscale(to_float(images)), images[0].dtype))
@@ -233,7 +239,12 @@ def process_segment(
     finally:
         stop.set()
     result = SegmentResult(frames=written, wall_s=time.perf_counter() - started, **timings)
-    log.info("segment.done", segment=segment.index, **{k: round(v, 3) for k, v in result.to_dict().items()})
+    log.info(
+        "segment.done",
+        segment=segment.index,
+        frames_converted=conform.converted,
+        **{k: round(v, 3) for k, v in result.to_dict().items()},
+    )
     return result
 
 
@@ -247,9 +258,15 @@ def _skip_context(frames: Iterable[Frame], segment: Segment, keep: bool = False)
 
 
 def _serial_batches(
-    source: Source, segment: Segment, total: int, batch_frames: int, timings: dict[str, float], keep_context: bool
+    source: Source,
+    segment: Segment,
+    total: int,
+    batch_frames: int,
+    timings: dict[str, float],
+    keep_context: bool,
+    conform: FrameConformer,
 ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    frames = decode_window(source, segment.context_start_pts, total)
+    frames = decode_window(source, segment.context_start_pts, total, conform)
     batches = _batches(_skip_context(frames, segment, keep_context), batch_frames)
     while True:
         clock = time.perf_counter()

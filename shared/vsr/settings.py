@@ -32,7 +32,17 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+GEOMETRY_CHANGE_MODES = ("scale", "fail")  # settings input.geometry_changes (vsr.media.geometry)
 TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry pacing of one SQS consumer (see vsr.pipeline.retry, which applies it)."""
+
+    backoff_s: tuple[int, ...]  # hidden this long after failed attempt 1, 2, ...; the last value repeats
+    jitter: float  # +- this fraction of each backoff, so a burst of failures does not come back in step
+    max_attempts: int  # the queue's maxReceiveCount: the attempt that reaches it is the last one
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,7 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class DeliveryRetry:
     """A bounded retry with exponential backoff: `attempts` tries in all, waiting `first_s`, then twice as long
     each time, at most `max_s`, between them (`vsr serve`'s outbox deliveries)."""
 
@@ -354,6 +364,17 @@ class Settings:
     def visibility_extension_s(self) -> int:
         return int(self.raw["queues"]["visibility_extension_s"])
 
+    def retry_policy(self, consumer: str) -> RetryPolicy:
+        """How a failed attempt of `consumer` ("ingest" | "worker") is retried: hidden for the next backoff of
+        `queues.retry_backoff_s` (jittered by `queues.retry_jitter`), up to the queue's maxReceiveCount."""
+        queues = self.raw["queues"]
+        attempts = self.ingest_max_receive_count if consumer == "ingest" else self.segment_max_receive_count
+        return RetryPolicy(
+            backoff_s=tuple(int(s) for s in queues["retry_backoff_s"]),
+            jitter=float(queues["retry_jitter"]),
+            max_attempts=attempts,
+        )
+
     # --- segment planning --------------------------------------------------------------------------
     @property
     def architecture(self) -> str:
@@ -416,10 +437,10 @@ class Settings:
         return float(self.raw["jobs"]["progress_interval_s"])
 
     @property
-    def delivery_retry(self) -> RetryPolicy:
+    def delivery_retry(self) -> DeliveryRetry:
         """How `vsr serve` retries a failed outbox delivery before it writes `<name>.delivery-error.json`."""
         raw = self.raw["serve"]
-        return RetryPolicy(
+        return DeliveryRetry(
             attempts=int(raw["delivery_attempts"]),
             first_s=float(raw["delivery_backoff_s"]),
             max_s=float(raw["delivery_backoff_max_s"]),
@@ -503,6 +524,16 @@ class Settings:
             raise ValueError(f"unknown worker tier {tier!r}; expected one of {', '.join(TIERS)}")
         raw = self.raw["gpu"]["providers"] if tier == "gpu" else self.raw["lambda_providers"]
         return tuple(str(p) for p in raw)
+
+    @property
+    def geometry_changes(self) -> str:
+        """scale | fail: what a mid-stream change of frame size, pixel format or SAR does (vsr.media.geometry)."""
+        mode = str(self.raw.get("input", {}).get("geometry_changes", "scale"))
+        if mode not in GEOMETRY_CHANGE_MODES:
+            raise ValueError(
+                f'settings input.geometry_changes is "{mode}"; expected one of {", ".join(GEOMETRY_CHANGE_MODES)}'
+            )
+        return mode
 
     @property
     def temporal(self) -> str:

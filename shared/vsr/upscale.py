@@ -111,6 +111,7 @@ def upscale_file(
                 on_frames=bar.update if bar else None,
                 # one stabiliser per segment, warmed up on its context frames, exactly as a worker runs it
                 stabiliser=Stabiliser(model_info.scale) if temporal_mode == "flow" else None,
+                geometry_changes=settings.geometry_changes,
             )
             for key in totals:
                 totals[key] += getattr(result, key)

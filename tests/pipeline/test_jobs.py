@@ -8,7 +8,7 @@ import time
 import pytest
 
 from vsr.aws.resources import Resources
-from vsr.errors import CorruptInputError, TransientError
+from vsr.errors import CorruptInputError, DeadLetteredError, TransientError
 from vsr.pipeline import jobs
 
 INPUT = {"bucket": "in", "key": "a/b.mp4", "version_id": None, "etag": "abc", "size": 10}
@@ -171,6 +171,42 @@ def test_mark_processing_only_from_queued(resources: Resources) -> None:
     assert job is not None and job.status == jobs.PROCESSING and job.timings == {"enqueue_s": 0.5}
 
 
+def test_redrive_reopens_only_a_job_failed_for_a_dead_letter(resources: Resources) -> None:
+    _create("j1", segments=3)
+    assert jobs.mark_processing("j1")
+    assert jobs.mark_segment_done("j1", 0, {}, 1)
+    assert jobs.record_segment_error("j1", 1, 5, TransientError("GPU fell off"), max_attempts=5)
+    assert jobs.fail_job("j1", DeadLetteredError("segment 1 of 3 failed 5 times: GPU fell off"), segment=1)
+    assert not jobs.mark_segment_done("j1", 2, {}, 1)  # FAILED stops counting, dead letter or not
+    assert jobs.reopen_job("j1", (1,))
+    assert not jobs.reopen_job("j1", (1,))  # once: it is PROCESSING now
+    job = jobs.get_job("j1")
+    assert job is not None and job.status == jobs.PROCESSING and job.error is None and job.completed_at is None
+    assert job.segment_errors == {} and job.done == {0} and job.remaining == 2  # fresh attempts, counts kept
+    assert jobs.mark_segment_done("j1", 1, {}, 1) and jobs.mark_segment_done("j1", 2, {}, 1)
+    # a permanent failure is final: no redrive reopens it
+    _create("j2", segments=2)
+    assert jobs.fail_job("j2", CorruptInputError("frame 12 is corrupt"), segment=1)
+    assert not jobs.reopen_job("j2", (1,))
+    assert jobs.get_job("j2").status == jobs.FAILED  # type: ignore[union-attr]
+
+
+def test_a_queued_job_replaces_only_a_dead_lettered_ingest(resources: Resources) -> None:
+    def item(job_id: str, status: str, error: dict[str, str] | None = None) -> dict[str, object]:
+        return jobs.new_job_item(job_id=job_id, status=status, input_ref=INPUT, now=1.0, ttl_s=60, error=error)
+
+    assert jobs.create_job(item("j1", jobs.FAILED, {"code": jobs.DEAD_LETTERED, "reason": "ingest failed 5 times"}))
+    assert not jobs.create_job(item("j1", jobs.FAILED, {"code": "x", "reason": "y"}))  # FAILED -> FAILED: no
+    assert jobs.create_job(item("j1", jobs.QUEUED))  # FAILED -> QUEUED: the redriven event starts over
+    assert not jobs.create_job(item("j1", jobs.QUEUED))  # and only once
+    assert jobs.get_job("j1").status == jobs.QUEUED  # type: ignore[union-attr]
+    assert jobs.create_job(item("j2", jobs.FAILED, {"code": "not_a_video", "reason": "not a video"}))
+    assert not jobs.create_job(item("j2", jobs.QUEUED))  # a permanent failure is never replaced
+    # nor a job whose *segment* dead-lettered: a late duplicate S3 event must not wipe its finished segments
+    assert jobs.create_job(item("j3", jobs.FAILED, {"code": jobs.DEAD_LETTERED, "reason": "seg", "segment": 2}))
+    assert not jobs.create_job(item("j3", jobs.QUEUED))
+
+
 @pytest.mark.parametrize("status", [jobs.FAILED])
 def test_job_to_dict_is_json(resources: Resources, status: str) -> None:
     import json
@@ -205,22 +241,30 @@ def test_the_listed_transitions_are_the_whole_state_machine() -> None:
         (S.QUEUED, S.FAILED),
         (S.PROCESSING, S.FAILED),
         (S.ASSEMBLING, S.FAILED),
+        (S.FAILED, S.PROCESSING),  # `vsr redrive`, only for a job FAILED because a segment dead-lettered
+        (S.FAILED, S.QUEUED),  # a redriven ingest event, only for a job FAILED because its ingest dead-lettered
     }
-    for terminal in (S.COMPLETE, S.FAILED):  # nothing leaves a terminal status
-        assert not any(jobs.allowed(terminal, target) for target in S)
+    assert not any(jobs.allowed(S.COMPLETE, target) for target in S)  # nothing leaves COMPLETE
+    assert not jobs.allowed(S.FAILED, S.ASSEMBLING) and not jobs.allowed(S.FAILED, S.COMPLETE)
     assert not jobs.allowed(S.PROCESSING, S.QUEUED) and not jobs.allowed(S.QUEUED, S.COMPLETE)
 
 
 def test_each_builder_admits_exactly_the_listed_sources_of_its_target() -> None:
     S = jobs.Status
-    builders = {
-        S.PROCESSING: jobs.mark_processing_update(1.0, {}),
-        S.ASSEMBLING: jobs.lease_update("a", 1.0, 60),
-        S.COMPLETE: jobs.complete_update("a", {"key": "k"}, {}, 1.0),
-        S.FAILED: jobs.fail_update({"code": "x", "reason": "y"}, 1.0),
-    }
-    for target, update in builders.items():
-        assert _statuses_in(update) == set(jobs.sources_of(target)), target
+    builders = [
+        (S.PROCESSING, jobs.mark_processing_update(1.0, {})),
+        (S.PROCESSING, jobs.reopen_update((3,), 1.0)),
+        (S.QUEUED, jobs.create_condition()),
+        (S.ASSEMBLING, jobs.lease_update("a", 1.0, 60)),
+        (S.COMPLETE, jobs.complete_update("a", {"key": "k"}, {}, 1.0)),
+        (S.FAILED, jobs.fail_update({"code": "x", "reason": "y"}, 1.0)),
+    ]
+    for target in {target for target, _ in builders}:  # together the builders of a target admit its sources
+        admitted = set().union(*(_statuses_in(update) for t, update in builders if t == target))
+        assert admitted == set(jobs.sources_of(target)), target
+    # each move out of FAILED is guarded by the dead-letter code: a permanent failure stays FAILED
+    for update in (jobs.reopen_update((3,), 1.0), jobs.create_condition()):
+        assert "#error.#code = :dead" in (update.condition or "") and update.values[":dead"] == jobs.DEAD_LETTERED
     # counting and progress never move the status, and only while the job runs
     for update in (jobs.segment_done_update(0, {}, 1, 1.0), jobs.segment_progress_update(0, 1, 1.0)):
         assert _statuses_in(update) == {S.QUEUED, S.PROCESSING}

@@ -137,6 +137,8 @@ class LoadResult:
     duplicate_events: int
     segments: int  # segments of the COMPLETE jobs: what the worker fault fractions apply to (plus redeliveries)
     wall_s: float
+    bad_terminal_p50_s: float = 0.0  # upload -> FAILED of the bad files: a user learns why within this
+    bad_terminal_max_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
@@ -151,6 +153,10 @@ class LoadResult:
             ("outputs frame-exact (frames, timestamps, audio)", f"{self.frame_exact}/{self.complete}"),
             ("jobs/min", f"{self.jobs_per_min:.1f}"),
             ("latency p50 / p95 (s)", f"{self.latency_p50_s:.1f} / {self.latency_p95_s:.1f}"),
+            (
+                "bad files: upload -> FAILED p50 / max (s)",
+                f"{self.bad_terminal_p50_s:.1f} / {self.bad_terminal_max_s:.1f}",
+            ),
             ("peak memory of the serve process (MB)", f"{self.serve_peak_rss_mb:.0f}"),
             ("segments of the COMPLETE jobs", self.segments),
             ("faults: workers SIGKILLed mid-segment", self.killed_workers),
@@ -323,6 +329,7 @@ def _check(
     lost = 0
     complete: list[tuple[Upload, jobs.Job]] = []
     failed: dict[str, str] = {}
+    bad_terminal: list[float] = []
     double_counted = 0
     for upload in uploads:
         found = [j for j in by_key.get(upload.key, []) if j.terminal]
@@ -338,6 +345,8 @@ def _check(
                 double_counted += 1
         elif (job.error or {}).get("reason"):
             failed[upload.key] = job.error["reason"]
+            if upload.bad:
+                bad_terminal.append(float(job.completed_at or job.updated_at) - upload.uploaded_at)
     duplicated = max(0, len(outputs) - len(complete)) + double_counted
     bad_keys = {u.key for u in uploads if u.bad}
     mismatches: list[str] = []
@@ -378,6 +387,8 @@ def _check(
         killed_assemblers=killer.killed["assemble"],
         transient_errors=transient,
         duplicate_events=sum(1 for u in uploads if u.duplicated),
+        bad_terminal_p50_s=_percentile(bad_terminal, 50),
+        bad_terminal_max_s=max(bad_terminal, default=0.0),
         segments=sum(job.segment_count for _, job in complete),
         wall_s=time.time() - started,
         extra={"redrive_output": redriven.stdout.strip(), "redrive_code": redriven.returncode},

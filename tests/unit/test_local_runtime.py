@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
+import time
 
 import pytest
 
@@ -152,7 +154,22 @@ def test_progress_writes_one_line_per_change_when_not_a_terminal() -> None:
     progress(_job(status=jobs.PROCESSING, done={0, 1}, segment_errors={3: {"attempts": 1}}))
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
-    assert "1/4 segments" in lines[1] and "2/4 segments, 1 retrying" in lines[2]
+    assert "1/4 segments" in lines[1]
+    assert lines[2].endswith("2/4 segments, retrying segment 3 (attempt 2): no reason recorded")
+
+
+def test_progress_says_what_a_retrying_job_waits_for_instead_of_an_eta() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream)
+    error = {"attempts": 1, "max_attempts": 5, "next_at": time.time() + 30.4, "error": "TransientError: throttled"}
+    waiting = _job(status=jobs.PROCESSING, done={0}, segment_errors={3: error}, plan={"predicted_wall_s": 1.0})
+    progress(waiting)
+    progress(waiting)  # the countdown moved (or not): no new line for it
+    (line,) = stream.getvalue().splitlines()
+    assert re.search(
+        r"1/4 segments, retrying segment 3 \(attempt 2 of 5, next in (29|30) s\): TransientError: throttled$", line
+    )
+    assert "ETA" not in line
 
 
 def test_progress_counts_frames_of_running_segments() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from vsr.settings import RetryPolicy
+from vsr.settings import DeliveryRetry
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Failure:
 
 
 class Retries:
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: DeliveryRetry) -> None:
         self.policy = policy
         self._failures: dict[Hashable, tuple[int, float]] = {}  # task -> (failed attempts, next try at)
 

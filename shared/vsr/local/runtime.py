@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from vsr.local.names import local_path
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
+from vsr.pipeline.retry import retrying_texts
 from vsr.planning import eta_s
 from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filter
 
@@ -57,6 +59,7 @@ log = get_logger(__name__)
 POLL_S = 0.25  # how often the job record is read for progress
 QUALITY_GRACE_S = 30.0  # beyond the quality check's own budget: decoding, the preview upload, the report
 DLQ_CHECK_S = 2.0  # how often the dead-letter queues are checked while a job has failing segments
+_COUNTDOWN = re.compile(r", next in \d+ s")  # vsr.pipeline.retry.retrying_text
 
 
 def usable_cpus() -> list[int]:
@@ -411,6 +414,10 @@ class LocalRuntime:
             if stop_on_dead_letters and suspicious and time.monotonic() - dlq_checked >= DLQ_CHECK_S:
                 dlq_checked = time.monotonic()
                 if self.dlq_depth() > baseline:
+                    job = self.job(job_id) or job  # the stage fails the job before its message dead-letters
+                    if job is not None and job.status == jobs.FAILED:
+                        error = (job.error or {}).get("reason")
+                        return Outcome(job_id, job.status, job, error, (job.completed_at or time.time()) - started)
                     return Outcome(job_id, jobs.FAILED, job, _dead_letter_reason(job), elapsed)
             limit = timeout_s if timeout_s is not None else self.deadline_s(job.segment_count if job else 0)
             if elapsed > limit:
@@ -550,16 +557,19 @@ class Progress:
                 filled = round(20 * min(frames_done, frames_total) / frames_total)
                 bar = f"[{'#' * filled}{'.' * (20 - filled)}] {frames_done}/{frames_total} frames, "
             text = f"{job.job_id[:12]} {job.status:<10} {bar}{done}/{total} segments"
-            retries = sum(1 for i in job.segment_errors if i not in job.done)
-            if retries:
-                text += f", {retries} retrying"
-            text += job_eta_text(job, time.time() - self.started)
-        if text == self._last:
+            retrying = retrying_texts(job.segment_errors, job.done, time.time()) if not job.terminal else []
+            if retrying:  # what the job waits for, instead of "ETA unknown"
+                more = f" (and {len(retrying) - 1} more)" if len(retrying) > 1 else ""
+                text += f", {retrying[0]}{more}"
+            else:
+                text += job_eta_text(job, time.time() - self.started)
+        key = _COUNTDOWN.sub("", text)  # a retry's countdown alone is not a change worth a new line
+        if key == self._last:
             if self.tty:
                 self.stream.write(f"\r{text}  {time.time() - self.started:6.1f} s")
                 self.stream.flush()
             return
-        self._last = text
+        self._last = key
         if self.tty:
             self.stream.write(f"\r\033[K{text}  {time.time() - self.started:6.1f} s")
         else:

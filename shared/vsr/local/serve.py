@@ -42,6 +42,7 @@ from vsr.local.retries import Retries
 from vsr.local.runtime import LocalRuntime, _quiet_logs, job_eta, local_stack
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
+from vsr.pipeline.retry import retrying_texts
 from vsr.settings import get_settings
 
 log = get_logger(__name__)
@@ -60,9 +61,10 @@ def progress_text(job: jobs.Job, eta: Callable[[jobs.Job], float | None] = job_e
         text += f"  {min(job.frames_done, job.frames_total)}/{job.frames_total} frames"
     if job.segment_count:
         text += f", {len(job.done)}/{job.segment_count} segments"
-    retrying = sum(1 for index in job.segment_errors if index not in job.done)
-    if retrying:
-        text += f", {retrying} retrying"
+    retrying = retrying_texts(job.segment_errors, job.done, time.time()) if not job.terminal else []
+    if retrying:  # what the job waits for, instead of an ETA
+        more = f" (and {len(retrying) - 1} more)" if len(retrying) > 1 else ""
+        return f"{text}, {retrying[0]}{more}"
     remaining = eta(job) if not job.terminal else None
     if remaining is not None:
         text += f", ETA {remaining:.0f} s"

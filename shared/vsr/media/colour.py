@@ -47,10 +47,15 @@ def rgb_format_for(pix_fmt: str) -> str:
     return "rgb24" if depth <= 8 else "rgb48le"
 
 
-def to_rgb_array(frame: av.VideoFrame, rgb_format: str) -> np.ndarray:
-    """H x W x 3 RGB (uint8 or uint16) of the coded picture, converted with the frame's matrix and range."""
+def to_rgb_array(
+    frame: av.VideoFrame, rgb_format: str, width: int | None = None, height: int | None = None
+) -> np.ndarray:
+    """H x W x 3 RGB (uint8 or uint16) of the coded picture, converted with the frame's matrix and range;
+    scaled to width x height when given (vsr.media.geometry: a frame after a mid-stream size change)."""
     return frame.to_ndarray(
         format=rgb_format,
+        width=width,
+        height=height,
         src_colorspace=matrix_for(frame.colorspace),
         src_color_range=int(frame.color_range) or None,
         interpolation=_sws_flags(rgb_format),

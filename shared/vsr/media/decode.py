@@ -11,7 +11,7 @@ uses the same ones back, so colours survive the round trip.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.media.colour import rgb_format_for, to_rgb_array
+from vsr.media.geometry import FrameConformer
 from vsr.media.safety import Source, corrupt_on_media_error, open_input, video_stream
 
 
@@ -35,8 +36,12 @@ class Frame:
 _SEEK_BACKOFF_S: tuple[float | None, ...] = (0.0, 1.0, 4.0, 16.0, 64.0, None)
 
 
-def decode_window(source: Source, start_pts: int, count: int) -> Iterator[Frame]:
-    """Yield exactly `count` frames starting at the frame whose pts is `start_pts` (fewer only at end of stream)."""
+def decode_window(source: Source, start_pts: int, count: int, conform: FrameConformer | None = None) -> Iterator[Frame]:
+    """Yield exactly `count` frames starting at the frame whose pts is `start_pts` (fewer only at end of stream).
+
+    With `conform` (the job's first geometry, vsr.media.geometry) every frame comes out in that geometry and
+    RGB depth, whatever the stream changed to mid-way; without it, frames keep their own size and the RGB
+    depth of the window's first frame."""
     if count <= 0:
         return
     for back_s in _SEEK_BACKOFF_S:
@@ -53,16 +58,26 @@ def decode_window(source: Source, start_pts: int, count: int) -> Iterator[Frame]
                     return  # decoded from the start: nothing at or after start_pts
                 if first is None or first.pts != start_pts:
                     continue  # the seek landed after the keyframe we need: go further back
-                rgb_format = rgb_format_for(first.format.name)
-                yield Frame(pts=int(first.pts), image=to_rgb_array(first, rgb_format))
+                image = _converter(video, first, conform)
+                yield Frame(pts=int(first.pts), image=image(first))
                 if count == 1:
                     return
                 for produced, frame in enumerate(frames, start=2):
-                    yield Frame(pts=int(frame.pts), image=to_rgb_array(frame, rgb_format))
+                    yield Frame(pts=int(frame.pts), image=image(frame))
                     if produced == count:
                         return
                 return
     raise CorruptInputError(f"the frame at pts {start_pts} could not be found in the video")
+
+
+def _converter(
+    video: Any, first: av.VideoFrame, conform: FrameConformer | None
+) -> Callable[[av.VideoFrame], np.ndarray]:
+    if conform is None:
+        rgb_format = rgb_format_for(first.format.name)
+        return lambda frame: to_rgb_array(frame, rgb_format)
+    ctx = video.codec_context
+    return lambda frame: conform(frame, ctx.sample_aspect_ratio)
 
 
 def _frames_from(container: Any, video: Any, start_pts: int, back_s: float | None) -> Iterator[av.VideoFrame]:

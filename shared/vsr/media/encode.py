@@ -31,6 +31,7 @@ import av
 import av.container
 import numpy as np
 
+from vsr.errors import GeometryChangeError
 from vsr.media.colour import from_rgb_array
 from vsr.media.probe import VideoInfo
 from vsr.settings import EncodeSettings
@@ -123,7 +124,11 @@ class SegmentEncoder:
 
     def write(self, image: np.ndarray, pts: int) -> None:
         if image.shape != (self.height, self.width, 3):
-            raise ValueError(f"frame is {image.shape}, expected {(self.height, self.width, 3)}")
+            # the same frame has the same shape on every attempt: a permanent error, not a retry
+            raise GeometryChangeError(
+                f"an upscaled frame is {image.shape[1]}x{image.shape[0]}, but this job's output is "
+                f"{self.width}x{self.height}"
+            )
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts}")
         frame = from_rgb_array(
@@ -139,7 +144,9 @@ class SegmentEncoder:
     def write_frame(self, frame: av.VideoFrame, pts: int) -> None:
         """Encode an already decoded frame (the assembler's re-encode: no RGB round trip)."""
         if (frame.width, frame.height) != (self.width, self.height):
-            raise ValueError(f"frame is {frame.width}x{frame.height}, expected {self.width}x{self.height}")
+            raise GeometryChangeError(
+                f"a segment frame is {frame.width}x{frame.height}, but this job's output is {self.width}x{self.height}"
+            )
         if frame.format.name != self.pix_fmt:
             frame = frame.reformat(format=self.pix_fmt)
         frame.pict_type = 0  # AV_PICTURE_TYPE_NONE: a decoded IDR must not force a keyframe (a seam) here

@@ -7,6 +7,7 @@ timestamps: the planner splits at pts values from `VideoInfo.pts`, never at `ind
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +20,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
+from vsr.media.geometry import Geometry, GeometryChange, frame_geometry
 from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input, video_stream
 
 log = get_logger(__name__)
@@ -95,6 +97,18 @@ class VideoInfo:
     subtitles: list[SubtitleStreamInfo] = field(default_factory=list)
     # how long the last frame is shown (its packet duration, time_base); other frames last until the next pts
     last_frame_duration: int | None = None
+    # the first frame's sample aspect ratio as the decoder reports it ("n/d"; None: square or unknown), the
+    # reference every later frame's is compared with (vsr.media.geometry)
+    frame_sar: str | None = None
+    # mid-stream changes of size, pixel format or SAR found at keyframes (GeometryChange.to_dict), in pts order
+    geometry_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def first_geometry(self) -> Geometry:
+        """The job's geometry: every frame is converted to it before the model (vsr.media.geometry)."""
+        return Geometry(self.width, self.height, self.pix_fmt, fraction_from_str(self.frame_sar))
+
+    def changes(self) -> list[GeometryChange]:
+        return [GeometryChange.from_dict(item) for item in self.geometry_changes]
 
     @property
     def start_pts(self) -> int:
@@ -192,40 +206,70 @@ def _subtitle_info(container: av.container.InputContainer) -> list[SubtitleStrea
     ]
 
 
-def _demux_pass(
-    container: av.container.InputContainer,
-) -> tuple[list[int], av.VideoFrame | None, bool, int, int | None]:
-    """Presentation timestamps of every video packet, the first decoded frame (for size and rotation),
-    whether some packet had no pts, how many packets were read (discarded ones included) and the duration
-    of the last frame shown."""
+@dataclass
+class _Demuxed:
+    pts: list[int]
+    first: av.VideoFrame | None
+    first_sar: Fraction | None
+    missing_pts: bool
+    packets: int
+    last_duration: int | None
+    changes: list[GeometryChange]
+
+
+def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
+    """Presentation timestamps of every video packet, the first decoded frame (for size and rotation) and its
+    SAR, whether some packet had no pts, how many packets were read (discarded ones included), the duration
+    of the last frame shown, and the geometry changes: only keyframes are decoded (skip_frame NONKEY), which
+    is where a new size or format starts, so the pass stays cheap (about one frame in a GOP)."""
     video = video_stream(container)
     video.thread_type = "AUTO"
+    ctx = video.codec_context
+    ctx.skip_frame = "NONKEY"
     for stream in container.streams:
         if stream.index != video.index:
             stream.discard = av.stream.Discard.all  # mov skips their bytes: less to read through a ranged S3 reader
-    pts: list[int] = []
-    first: av.VideoFrame | None = None
-    missing_pts = False
-    packets = 0
-    last_pts, last_duration = None, None
+    result = _Demuxed([], None, None, False, 0, None, [])
+    time_base = _fraction(video.time_base) or Fraction(1)
+    current: Geometry | None = None
+    last_pts = None
+    sampling = True
+
+    def seen(frames: list[av.VideoFrame]) -> None:
+        nonlocal current
+        for frame in frames:
+            geometry = frame_geometry(frame, ctx.sample_aspect_ratio)
+            if result.first is None:
+                result.first, result.first_sar, current = frame, geometry.sample_aspect_ratio, geometry
+            elif geometry != current and frame.pts is not None:
+                since_start = (frame.pts - (result.first.pts or 0)) * time_base
+                result.changes.append(GeometryChange(int(frame.pts), float(since_start), geometry))
+                current = geometry
+
     for packet in container.demux(video):
         if packet.size == 0:
             continue  # PyAV's end-of-stream flush packet
-        packets += 1
+        result.packets += 1
         if packet.is_discard:
             continue  # edit-list discards never become frames
         if packet.pts is None:
-            missing_pts = True
+            result.missing_pts = True
         else:
-            pts.append(int(packet.pts))
+            result.pts.append(int(packet.pts))
             if last_pts is None or packet.pts > last_pts:
-                last_pts, last_duration = int(packet.pts), int(packet.duration or 0) or None
-        if first is None:
-            frames = packet.decode()
-            first = frames[0] if frames else None
-    if first is None:
-        first = next(iter(video.codec_context.decode(None)), None)
-    return pts, first, missing_pts, packets, last_duration
+                last_pts, result.last_duration = int(packet.pts), int(packet.duration or 0) or None
+        if sampling:
+            try:
+                seen(packet.decode())
+            except MEDIA_ERRORS:
+                if result.first is None:
+                    raise
+                # a damaged later keyframe: stop looking for changes; counting packets finds truncation
+                sampling = False
+    if sampling:
+        with contextlib.suppress(*MEDIA_ERRORS):
+            seen(list(ctx.decode(None)))
+    return result
 
 
 def _decoded_pts(source: Source) -> list[int]:
@@ -246,7 +290,8 @@ def probe(source: Source) -> VideoInfo:
         video = video_stream(container)
         expected_frames = int(video.frames or 0)
         with corrupt_on_media_error("reading the video stream"):
-            pts, first, missing_pts, packets, last_duration = _demux_pass(container)
+            demuxed = _demux_pass(container)
+        pts, first, missing_pts, packets = demuxed.pts, demuxed.first, demuxed.missing_pts, demuxed.packets
         if first is None:
             raise CorruptInputError("the video stream contains no decodable frame")
         if expected_frames and packets < expected_frames:
@@ -297,7 +342,9 @@ def probe(source: Source) -> VideoInfo:
         frame_count=len(pts),
         pts=pts,
         is_vfr=_is_vfr(pts, time_base),
-        last_frame_duration=None if missing_pts else last_duration,
+        last_frame_duration=None if missing_pts else demuxed.last_duration,
+        frame_sar=fraction_to_str(demuxed.first_sar),
+        geometry_changes=[change.to_dict() for change in demuxed.changes],
     )
     log.info(
         "probe.done",
@@ -308,5 +355,6 @@ def probe(source: Source) -> VideoInfo:
         vfr=info.is_vfr,
         rotation=info.rotation,
         audio=len(info.audio),
+        geometry_changes=len(info.geometry_changes),
     )
     return info

@@ -14,53 +14,118 @@ Per object:
    chosen plan's predictions and the upload's user metadata, send the messages of the job's first segment
    window (SendMessageBatch; the rest follow as segments finish, `vsr.pipeline.window`), mark it PROCESSING.
 
-Transient failures (throttling, network, misconfiguration) are reported as batch item failures, so SQS
-redelivers the event and, past maxReceiveCount, the ingest DLQ keeps it (`vsr redrive`).
+Transient failures (throttling, network, misconfiguration) hide the message for the next backoff of
+`queues.retry_backoff_s` and are reported as batch item failures (vsr.pipeline.retry); the attempt that reaches
+maxReceiveCount fails the upload's job at once with the reason, and the ingest DLQ keeps the event. `vsr redrive`
+returns it: ingest then replaces the FAILED job (only one FAILED because of a dead letter) and starts over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from vsr import logs
-from vsr.admission import check_cost, check_limits, plan_for, probe_summary, requested_strategy, requested_tier
+from vsr.admission import (
+    check_cost,
+    check_geometry_changes,
+    check_limits,
+    plan_for,
+    probe_summary,
+    requested_strategy,
+    requested_tier,
+)
 from vsr.aws import clients
 from vsr.aws.resources import ConfigurationError, Resources
 from vsr.aws.s3io import S3RangeReader
-from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
+from vsr.errors import CorruptInputError, DeadLetteredError, EmptyInputError, LimitExceededError, PermanentError
+from vsr.failures import classify
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs, window
-from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
+from vsr.pipeline.events import MalformedEventError, S3Object, SqsRecord, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import configured_model
+from vsr.pipeline.retry import decide, draw_for, hide, ingest_dead_letter_reason
 from vsr.planning import Segment
-from vsr.settings import Limits, get_settings
+from vsr.settings import Limits, RetryPolicy, get_settings
 
 log = get_logger(__name__)
 
-REQUIRED = ("work_bucket", "segment_queue_url", "table", "model_key")
+REQUIRED = ("work_bucket", "segment_queue_url", "ingest_queue_url", "table", "model_key")
 
 
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     resources = Resources.from_env().require(*REQUIRED)
-    failed: list[str] = []
     request_id = getattr(context, "aws_request_id", None)
-    for record in sqs_records(event):
-        logs.clear()
-        logs.bind(stage="ingest", request_id=request_id, message_id=record.message_id)
-        try:
-            for obj in s3_objects(record.body):
-                ingest_object(obj, resources, message_id=record.message_id)
-        except MalformedEventError as exc:
-            log.error("ingest.malformed_event_dropped", reason=exc.reason)
-        except Exception as exc:  # transient or unknown: SQS redelivers, then the DLQ keeps it
-            log.exception("ingest.retry", error=f"{type(exc).__name__}: {exc}")
-            failed.append(record.message_id)
-        finally:
-            logs.clear()
+    failed = [record.message_id for record in sqs_records(event) if not process_record(record, resources, request_id)]
     return batch_response(failed)
+
+
+def process_record(
+    record: SqsRecord, resources: Resources, request_id: str | None = None, *, retry: RetryPolicy | None = None
+) -> bool:
+    """Ingest one S3 event message; True means ack it, False means retry it. As for the worker, the message is
+    already hidden for the retry's backoff when this returns False, and after the last attempt its jobs are
+    already FAILED with the reason (vsr.pipeline.retry)."""
+    logs.clear()
+    logs.bind(stage="ingest", request_id=request_id, message_id=record.message_id, receive_count=record.receive_count)
+    objects: list[S3Object] = []
+    try:
+        objects = list(s3_objects(record.body))
+        for obj in objects:
+            ingest_object(obj, resources, message_id=record.message_id)
+        return True
+    except MalformedEventError as exc:
+        log.error("ingest.malformed_event_dropped", reason=exc.reason)
+        return True
+    except Exception as exc:
+        failure = classify(exc)
+        if isinstance(failure, PermanentError):  # outside the probe's own handling: fail its jobs once
+            log.warning("ingest.permanent_failure", code=failure.code, reason=failure.reason, error=repr(exc))
+            for obj in objects:
+                _give_up(obj, failure, resources, record.message_id)
+            return True
+        log.exception("ingest.retry", error=f"{type(exc).__name__}: {exc}")
+        policy = retry or get_settings().retry_policy("ingest")
+        decision = decide(policy, record.receive_count, draw_for(record.message_id, record.receive_count))
+        if decision.final:
+            reason = ingest_dead_letter_reason(decision.attempt, jobs.error_dict(exc)["reason"])
+            for obj in objects:
+                with contextlib.suppress(Exception):  # the DLQ keeps the event whatever the bookkeeping does
+                    _give_up(obj, DeadLetteredError(reason), resources, record.message_id)
+        hide(resources.ingest_queue_url, record.receipt_handle, decision.delay_s)
+        log.warning("ingest.retry_scheduled", attempt=decision.attempt, of=decision.max_attempts, in_s=decision.delay_s)
+        return False
+    finally:
+        logs.clear()
+
+
+def _give_up(obj: S3Object, error: PermanentError, resources: Resources, message_id: str) -> None:
+    """Tell the user now: the upload's job is FAILED with `error` (created FAILED if ingest never got that far).
+    A job already past QUEUED is left alone: its segments run whatever this late event does."""
+    job_id = jobs.job_id_for(obj.bucket, obj.key, obj.version_id, obj.etag)
+    existing = jobs.get_job(job_id, resources.table)
+    if existing is None:
+        item = jobs.new_job_item(
+            job_id=job_id,
+            status=jobs.FAILED,
+            input_ref=obj.to_input_ref(),
+            now=time.time(),
+            ttl_s=get_settings().job_ttl_s,
+            error=jobs.error_dict(error),
+            ingest_message_id=message_id,
+        )
+        jobs.create_job(item, resources.table)
+    elif existing.status == jobs.QUEUED:
+        jobs.fail_job(job_id, error, table=resources.table)
+
+
+def _dead_lettered(job: jobs.Job) -> bool:
+    """FAILED because its ingest ran out of attempts (not a segment: `vsr redrive` reopens that job instead)."""
+    error = job.error or {}
+    return job.status == jobs.FAILED and error.get("code") == jobs.DEAD_LETTERED and "segment" not in error
 
 
 def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> str:
@@ -69,7 +134,9 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
     job_id = jobs.job_id_for(obj.bucket, obj.key, obj.version_id, obj.etag)
     logs.bind(job_id=job_id, key=obj.key)
     existing = jobs.get_job(job_id, resources.table)
-    if existing is not None:
+    if existing is not None and _dead_lettered(existing):
+        log.warning("ingest.retry_dead_lettered", error=existing.error)  # a redriven event: start the job over
+    elif existing is not None:
         if existing.status == jobs.QUEUED and _creator_is_gone(existing, message_id):
             resume_enqueue(existing, resources, started)
         else:
@@ -90,6 +157,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         strategy = requested_strategy(metadata)
         tier = requested_tier(metadata, settings.enabled_tiers())
         check_limits(info, model.scale, settings.limits)
+        check_geometry_changes(info, settings.geometry_changes)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
         job_plan = plan_for(info, model.cost, settings, strategy, tier=tier)

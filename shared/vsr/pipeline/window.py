@@ -50,6 +50,15 @@ def next_index(message: SegmentMessage, segment_count: int) -> int | None:
     return index if index < segment_count else None
 
 
+def frontier(done: set[int], segment_count: int, window: int) -> list[int]:
+    """The unfinished segments that must have a message for the job to finish: those the initial window or a
+    finished predecessor (i - window) released. A job reopened by `vsr redrive` resends them, since messages
+    that arrived while it was FAILED were dropped as stale (workers skip a terminal job's segments)."""
+    if window <= 0:
+        return [i for i in range(segment_count) if i not in done]
+    return [i for i in range(segment_count) if i not in done and (i < window or (i - window) in done)]
+
+
 def _plan(work_bucket: str, job_id: str) -> dict[int, Segment]:
     with _plans_lock:
         cached = _plans.get(job_id)

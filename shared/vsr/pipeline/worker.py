@@ -7,9 +7,12 @@ SQS event source with batch size 1 and ReportBatchItemFailures. Per message:
   `jobs/<id>/segments/<index>.nut` in the work bucket (a duplicate overwrites it with the same frames), the
   job's next segment is sent (`vsr.pipeline.window`) and then this one is counted with ONE conditional update
   (`jobs.mark_segment_done`);
-- a PermanentError (bad input found while decoding, ...) fails the job once with its reason and acks;
-- anything else is recorded on the job (attempts, error) and reported as a batch item failure: SQS redelivers
-  it and, past maxReceiveCount, the segment DLQ keeps it for `vsr redrive`.
+- a PermanentError (bad input found while decoding, ...), or an error `vsr.failures.classify` knows will recur
+  (FFmpeg cannot decode the input, a frame of an impossible size), fails the job once with its reason and acks;
+- anything else is recorded on the job (attempts, error, when it is retried), the message is hidden for the
+  next backoff of `queues.retry_backoff_s` (vsr.pipeline.retry) and reported as a batch item failure; the
+  attempt that reaches maxReceiveCount fails the job at once with "segment 3 of 12 failed 5 times: ...", and
+  the segment DLQ keeps its message for `vsr redrive`, which returns the job to PROCESSING.
 The model (downloaded once per container) and the ONNX Runtime session are cached across warm invocations.
 """
 
@@ -34,7 +37,8 @@ from vsr.aws import clients
 from vsr.aws.resources import ConfigurationError, Resources, worker_tier
 from vsr.aws.s3io import S3RangeReader
 from vsr.engine import get_upscaler, usable_providers
-from vsr.errors import CorruptInputError, ModelError, PermanentError
+from vsr.errors import CorruptInputError, DeadLetteredError, ModelError, PermanentError
+from vsr.failures import classify
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
@@ -42,9 +46,10 @@ from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
+from vsr.pipeline.retry import Retry, dead_letter_reason, decide, draw_for, hide
 from vsr.quality.stabilise import Stabiliser
 from vsr.segment import process_segment
-from vsr.settings import get_settings
+from vsr.settings import RetryPolicy, get_settings
 
 log = get_logger(__name__)
 
@@ -63,8 +68,18 @@ def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return batch_response(failed)
 
 
-def process_record(record: SqsRecord, resources: Resources, request_id: str | None = None) -> bool:
-    """Handle one message; True means ack it (done, duplicate or permanently failed), False means retry."""
+def process_record(
+    record: SqsRecord,
+    resources: Resources,
+    request_id: str | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> bool:
+    """Handle one message; True means ack it (done, duplicate or permanently failed), False means retry.
+
+    Before it returns False the message's visibility is already set for the retry's backoff (`retry`, default
+    settings `retry_policy("worker")`), and on the last attempt the job is already FAILED with its reason, so
+    any consumer of the segment queue (the Lambda event source, the GPU tier's poller) only acks or not."""
     logs.clear()
     logs.bind(stage="worker", request_id=request_id, message_id=record.message_id, receive_count=record.receive_count)
     try:
@@ -75,6 +90,7 @@ def process_record(record: SqsRecord, resources: Resources, request_id: str | No
             return True
         index = message.segment.index
         logs.bind(job_id=message.job_id, segment=index)
+        job: jobs.Job | None = None
         try:
             job = jobs.get_job(message.job_id, resources.table)
             if job is None:
@@ -89,17 +105,51 @@ def process_record(record: SqsRecord, resources: Resources, request_id: str | No
             window.release_next(message, job.segment_count, resources.work_bucket, resources.segment_queue_url)
             jobs.mark_segment_done(message.job_id, index, timings, frames, resources.table, execution=execution_label())
             return True
-        except PermanentError as exc:
-            log.warning("worker.permanent_failure", code=exc.code, reason=exc.reason)
-            jobs.fail_job(message.job_id, exc, segment=index, table=resources.table)
-            return True
         except Exception as exc:
+            failure = classify(exc)  # an error that recurs on every attempt is permanent at once
+            if isinstance(failure, PermanentError):
+                log.warning("worker.permanent_failure", code=failure.code, reason=failure.reason, error=repr(exc))
+                jobs.fail_job(message.job_id, failure, segment=index, table=resources.table)
+                return True
             log.exception("worker.retry", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(Exception):  # the redelivery matters more than the bookkeeping
-                jobs.record_segment_error(message.job_id, index, record.receive_count, exc, resources.table)
+            policy = retry or get_settings().retry_policy("worker")
+            retry_later(record, message, job.segment_count if job else None, exc, resources, policy)
             return False
     finally:
         logs.clear()
+
+
+def retry_later(
+    record: SqsRecord,
+    message: SegmentMessage,
+    segment_count: int | None,
+    error: BaseException,
+    resources: Resources,
+    policy: RetryPolicy,
+) -> Retry:
+    """The failure path of a transient error: note the attempt on the job; after the last attempt fail the job
+    with its reason (the message then waits in the DLQ for `vsr redrive`); hide the message for the backoff
+    (visible at once after the last attempt, so SQS dead-letters it on its next receive)."""
+    index = message.segment.index
+    decision = decide(policy, record.receive_count, draw_for(record.message_id, record.receive_count))
+    # bookkeeping is best effort: the redelivery (or the DLQ) matters more than the record of it
+    with contextlib.suppress(Exception):
+        jobs.record_segment_error(
+            message.job_id,
+            index,
+            record.receive_count,
+            error,
+            resources.table,
+            max_attempts=decision.max_attempts,
+            retry_in_s=None if decision.final else decision.delay_s,
+        )
+    if decision.final:
+        reason = dead_letter_reason(index, segment_count, decision.attempt, jobs.error_dict(error)["reason"])
+        with contextlib.suppress(Exception):
+            jobs.fail_job(message.job_id, DeadLetteredError(reason), segment=index, table=resources.table)
+    hide(resources.segment_queue_url, record.receipt_handle, decision.delay_s)
+    log.warning("worker.retry_scheduled", attempt=decision.attempt, of=decision.max_attempts, in_s=decision.delay_s)
+    return decision
 
 
 def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str, float], int]:
@@ -146,6 +196,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             encode=settings.encode_settings,
             on_frames=progress,
             stabiliser=stabiliser,
+            geometry_changes=settings.geometry_changes,
         )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(

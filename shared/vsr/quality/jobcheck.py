@@ -25,6 +25,7 @@ import numpy as np
 from vsr.cpus import available_cpus
 from vsr.logs import get_logger
 from vsr.media.decode import decode_window
+from vsr.media.geometry import FrameConformer
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source
 from vsr.quality import preview, temporal
@@ -89,8 +90,8 @@ class JobQuality:
         }
 
 
-def _pair(source: Source, pts: list[int], t: int) -> list[np.ndarray]:
-    frames = [f.image for f in decode_window(source, pts[t - 1], 2)]
+def _pair(source: Source, pts: list[int], t: int, conform: FrameConformer | None = None) -> list[np.ndarray]:
+    frames = [f.image for f in decode_window(source, pts[t - 1], 2, conform)]
     if len(frames) != 2:
         raise ValueError(f"could not decode frames {t - 1} and {t}")
     return frames
@@ -129,7 +130,8 @@ def measure(
     for t in order:
         if over_budget():
             break
-        low_pairs[t] = _pair(source, info.pts, t)
+        # the input as the model saw it: in the job's first geometry, whatever the stream changed to mid-way
+        low_pairs[t] = _pair(source, info.pts, t, FrameConformer(info.first_geometry()))
 
     def judge(t: int) -> tuple[float, float, np.ndarray | None] | None:
         if over_budget():

@@ -7,7 +7,9 @@
 Item layout (table key: `job_id`, string):
 
     job_id            sha256 of bucket, key and version id (or ETag): a duplicate S3 event maps to the same job
-    status            QUEUED -> PROCESSING -> ASSEMBLING -> COMPLETE, or FAILED (terminal) from any earlier state.
+    status            QUEUED -> PROCESSING -> ASSEMBLING -> COMPLETE, or FAILED (terminal) from any earlier state;
+                      a job FAILED because a message dead-lettered (error.code "dead_lettered") is the one
+                      exception: `vsr redrive` reopens it (transitions.TRANSITIONS lists both moves).
                       QUEUED also means "ingest has not finished enqueuing": a redelivered S3 event resumes it.
     input             {bucket, key, version_id, etag, size}
     model             {name, scale, key}
@@ -19,7 +21,8 @@ Item layout (table key: `job_id`, string):
     segment_count     number of segments planned
     remaining         segments not finished yet; the stream filter fires assembly when it goes to 0
     done              number set of finished segment indexes (absent until the first one: sets cannot be empty)
-    seg_errors        {"<index>": {attempts, code, error, at}} for segments that failed (transiently) at least once
+    seg_errors        {"<index>": {attempts, max_attempts, next_at, code, error, at}} for segments that failed
+                      (transiently) at least once: next_at is when the retry's backoff ends (vsr.pipeline.retry)
     seg_progress      {"<index>": frames written so far} for running segments, written every
                       jobs.progress_interval_s by the worker so a long segment can be followed frame by frame
     seg_decode_s, seg_infer_s, seg_encode_s, seg_process_s, seg_wall_s, seg_frames
@@ -72,17 +75,21 @@ from vsr.pipeline.jobs.store import (
     record_segment_error,
     record_segment_progress,
     release_assembly_lease,
+    reopen_job,
 )
 from vsr.pipeline.jobs.transitions import (
+    DEAD_LETTERED,
     TRANSITIONS,
     Update,
     allowed,
     complete_update,
+    create_condition,
     fail_update,
     lease_update,
     mark_processing_update,
     quality_update,
     release_lease_update,
+    reopen_update,
     segment_done_update,
     segment_error_update,
     segment_progress_update,
@@ -93,6 +100,7 @@ __all__ = [
     "ACTIVE",
     "ASSEMBLING",
     "COMPLETE",
+    "DEAD_LETTERED",
     "FAILED",
     "KEY",
     "MAX_ERROR_CHARS",
@@ -109,6 +117,7 @@ __all__ = [
     "allowed",
     "complete_job",
     "complete_update",
+    "create_condition",
     "create_job",
     "deserialize",
     "error_dict",
@@ -129,6 +138,8 @@ __all__ = [
     "record_segment_progress",
     "release_assembly_lease",
     "release_lease_update",
+    "reopen_job",
+    "reopen_update",
     "segment_done_update",
     "segment_error_update",
     "segment_progress_update",

@@ -246,6 +246,8 @@ def new_job_item(
     }
     if error:
         item["error"] = dict(error)
+    if status == FAILED:  # created at its end (ingest refused it): the same field as a job failed later
+        item["completed_at"] = now
     if ingest_message_id:
         item["ingest_message_id"] = ingest_message_id
     if plan:

@@ -17,11 +17,13 @@ from vsr.pipeline.jobs.record import FAILED, KEY, QUEUED, Job, deserialize, erro
 from vsr.pipeline.jobs.transitions import (
     Update,
     complete_update,
+    create_condition,
     fail_update,
     lease_update,
     mark_processing_update,
     quality_update,
     release_lease_update,
+    reopen_update,
     segment_done_update,
     segment_error_update,
     segment_progress_update,
@@ -55,15 +57,23 @@ def _update(
 
 
 def create_job(item: Mapping[str, Any], table: str | None = None) -> bool:
-    """Put a new job item (see `new_job_item`) unless one with that id exists. True if this call created it."""
+    """Put a new job item (see `new_job_item`) unless one with that id exists. True if this call created it.
+
+    A QUEUED item also replaces a job that FAILED because its ingest dead-lettered (`create_condition`): that is
+    the redriven upload event starting the job over."""
+    if item["status"] == QUEUED:
+        guard = create_condition()
+        condition: dict[str, Any] = {
+            "ConditionExpression": guard.condition,
+            "ExpressionAttributeNames": guard.names,
+            "ExpressionAttributeValues": serialize(guard.values),
+        }
+    else:
+        condition = {"ConditionExpression": "attribute_not_exists(job_id)"}
 
     def put() -> bool:
         try:
-            clients.dynamodb().put_item(
-                TableName=_table(table),
-                Item=serialize(item),
-                ConditionExpression="attribute_not_exists(job_id)",
-            )
+            clients.dynamodb().put_item(TableName=_table(table), Item=serialize(item), **condition)
         except botocore.exceptions.ClientError as exc:
             if is_conditional_check_failed(exc):
                 return False
@@ -142,12 +152,23 @@ def mark_segment_done(
 
 
 def record_segment_error(
-    job_id: str, index: int, attempts: int, error: BaseException, table: str | None = None
+    job_id: str,
+    index: int,
+    attempts: int,
+    error: BaseException,
+    table: str | None = None,
+    *,
+    max_attempts: int | None = None,
+    retry_in_s: float | None = None,
 ) -> bool:
-    """Remember a segment's attempt count and last error (shown by `vsr status`, kept when it dead-letters)."""
+    """Remember a segment's attempt count and last error (shown by `vsr status`, kept when it dead-letters),
+    and with `retry_in_s` when its next attempt is due."""
+    now = time.time()
     done = _update(
         "record segment error",
-        segment_error_update(index, attempts, error, time.time()),
+        segment_error_update(
+            index, attempts, error, now, max_attempts, None if retry_in_s is None else now + retry_in_s
+        ),
         _table(table),
         job_id,
     )
@@ -173,6 +194,17 @@ def fail_job(job_id: str, error: BaseException, segment: int | None = None, tabl
         return False
     log.warning("job_failed", job_id=job_id, error=error_dict(error, segment))
     notify.emit(Job.from_item(failed), "FAILED")
+    return True
+
+
+def reopen_job(job_id: str, segments: tuple[int, ...] = (), table: str | None = None) -> bool:
+    """FAILED -> PROCESSING for a job that failed because `segments` were dead-lettered, as `vsr redrive`
+    returns them to work. False (nothing changed) for any other job: running, COMPLETE or failed for good."""
+    reopened = _update("reopen job", reopen_update(tuple(segments), time.time()), table, job_id, True)
+    if reopened is None:
+        return False
+    log.warning("job_reopened", job_id=job_id, segments=sorted(segments))
+    notify.emit(Job.from_item(reopened), "PROCESSING")  # back at work after FAILED: a state change of its own
     return True
 
 

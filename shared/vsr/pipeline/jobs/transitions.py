@@ -34,7 +34,15 @@ TRANSITIONS: dict[tuple[Status, Status], str] = {
     (QUEUED, FAILED): "a permanent error (fail)",
     (PROCESSING, FAILED): "a permanent error in a segment (fail)",
     (ASSEMBLING, FAILED): "a permanent error in the join (fail)",
+    (FAILED, PROCESSING): "`vsr redrive` returned a dead-lettered segment of a job FAILED for it (reopen)",
+    (FAILED, QUEUED): "a redriven ingest event retries an ingest that was FAILED when it dead-lettered (create)",
 }
+# The one FAILED that is not final: a stage ran out of attempts and its message waits in a dead-letter queue.
+# Only such a job may leave FAILED, and only by the two moves above (vsr.errors.DeadLetteredError).
+DEAD_LETTERED = "dead_lettered"
+# Two builders move a job to PROCESSING, each from its own listed source.
+MARK_PROCESSING_FROM = (QUEUED,)
+REOPEN_FROM = (FAILED,)
 # Moves that keep the status: counting segments and reporting progress while the job runs.
 COUNTING = (QUEUED, PROCESSING)
 
@@ -88,7 +96,7 @@ def mark_processing_update(now: float, timings: Mapping[str, Any]) -> Update:
         names[f"#t{i}"] = name
         values[f":t{i}"] = value
         sets.append(f"timings.#t{i} = :t{i}")
-    return Update(f"SET {', '.join(sets)}", _status_in(sources_of(PROCESSING), values), names, values)
+    return Update(f"SET {', '.join(sets)}", _status_in(MARK_PROCESSING_FROM, values), names, values)
 
 
 def segment_done_update(
@@ -112,13 +120,24 @@ def segment_done_update(
     return Update(f"SET updated_at = :now ADD {', '.join(adds)}", condition, {"#status": "status"}, values)
 
 
-def segment_error_update(index: int, attempts: int, error: VsrError | BaseException, now: float) -> Update:
+def segment_error_update(
+    index: int,
+    attempts: int,
+    error: VsrError | BaseException,
+    now: float,
+    max_attempts: int | None = None,
+    next_at: float | None = None,
+) -> Update:
+    """A segment's failed attempt: its count, error and, when paced by vsr.pipeline.retry, the attempt limit
+    and when the retry's backoff ends (what `vsr status` shows as "next in 30 s")."""
     code = error.code if isinstance(error, VsrError) else type(error).__name__
     text = error.reason if isinstance(error, VsrError) else f"{type(error).__name__}: {error}"
-    values = {
-        ":err": {"attempts": int(attempts), "code": code, "error": text[:MAX_ERROR_CHARS], "at": now},
-        ":now": now,
-    }
+    entry: dict[str, Any] = {"attempts": int(attempts), "code": code, "error": text[:MAX_ERROR_CHARS], "at": now}
+    if max_attempts is not None:
+        entry["max_attempts"] = int(max_attempts)
+    if next_at is not None:
+        entry["next_at"] = float(next_at)
+    values = {":err": entry, ":now": now}
     return Update(
         "SET seg_errors.#idx = :err, updated_at = :now",
         "attribute_exists(job_id)",
@@ -216,3 +235,33 @@ def complete_update(owner: str, output: Mapping[str, Any], timings: Mapping[str,
         names,
         values,
     )
+
+
+def reopen_update(segments: tuple[int, ...], now: float) -> Update:
+    """FAILED -> PROCESSING for a job that failed because a segment was dead-lettered (its error's code and
+    segment) and still has segments to count; the returned segments' recorded errors are cleared (fresh
+    attempts)."""
+    values: dict[str, Any] = {":processing": PROCESSING, ":dead": DEAD_LETTERED, ":zero": 0, ":now": now}
+    names = {"#status": "status", "#error": "error", "#code": "code", "#seg": "segment"}
+    removes = ["#error", "completed_at"]
+    for i, index in enumerate(sorted(set(segments))):
+        names[f"#s{i}"] = str(index)
+        removes.append(f"seg_errors.#s{i}")
+    condition = (
+        _status_in(REOPEN_FROM, values)
+        + " AND #error.#code = :dead AND attribute_exists(#error.#seg) AND remaining > :zero"
+    )
+    return Update(f"SET #status = :processing, updated_at = :now REMOVE {', '.join(removes)}", condition, names, values)
+
+
+def create_condition() -> Update:
+    """PutItem condition (and its names and values) of a new job: no item yet, or one FAILED because its
+    ingest dead-lettered (FAILED -> QUEUED: the redriven event starts the job over). A permanent failure, a
+    job FAILED for a dead-lettered segment (error.segment: `vsr redrive` reopens that one) or a running job is
+    never replaced."""
+    values: dict[str, Any] = {":dead": DEAD_LETTERED}
+    dead_ingest = (
+        f"{_status_in(sources_of(QUEUED), values)} AND #error.#code = :dead AND attribute_not_exists(#error.#seg)"
+    )
+    names = {"#status": "status", "#error": "error", "#code": "code", "#seg": "segment"}
+    return Update("", f"attribute_not_exists(job_id) OR ({dead_ingest})", names, values)
