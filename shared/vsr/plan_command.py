@@ -18,9 +18,19 @@ from urllib.parse import urlparse
 
 import botocore.exceptions
 
-from vsr.admission import ModelCost, check_limits, cost_verdict, duration_s, plan_for, probe_summary
+from vsr.admission import (
+    ModelCost,
+    check_delivery,
+    check_limits,
+    cost_verdict,
+    delivery_for,
+    duration_s,
+    plan_for,
+    probe_summary,
+)
 from vsr.errors import InputError, PermanentError, TransientError
 from vsr.media.probe import VideoInfo, probe
+from vsr.media.profiles import requested_codec
 from vsr.planning import STRATEGIES, JobPlan
 from vsr.settings import Settings, deep_merge, get_settings
 
@@ -60,13 +70,23 @@ def build(
     concurrency: int | None = None,
     architecture: str | None = None,
     tier: str | None = None,
+    codec: str = "auto",
 ) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
     cost = model_cost(model, settings)
     info = probe_input(location)
     check_limits(info, cost.scale, settings.limits)
+    delivery = delivery_for(info, cost.scale, requested_codec(codec), settings)
+    check_delivery(info, cost.scale, delivery, settings)
     plans = {
         strategy: plan_for(
-            info, cost, settings, strategy, concurrency=concurrency, architecture=architecture, tier=tier
+            info,
+            cost,
+            settings,
+            strategy,
+            concurrency=concurrency,
+            architecture=architecture,
+            tier=tier,
+            codec=delivery.codec,
         )
         for strategy in STRATEGIES
     }
@@ -143,6 +163,7 @@ def command(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             architecture=args.arch,
             tier=getattr(args, "tier", None),
+            codec=getattr(args, "codec", None) or "auto",
         )
     except PermanentError as exc:
         print(f"vsr plan: {exc.reason}", file=sys.stderr)

@@ -32,11 +32,9 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-TEMPORAL_MODES = ("off", "flow")
-NVENC_MODES = (
-    "auto",
-    "off",
-)  # settings delivery.nvenc: use NVENC where it opens, or never  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
+TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
+DELIVERY_CODECS = ("h264", "hevc", "av1", "prores")  # what vsr-codec / --codec may ask for, besides auto
+NVENC_MODES = ("auto", "off")  # settings delivery.nvenc: use NVENC where it opens, or never
 
 
 @dataclass(frozen=True)

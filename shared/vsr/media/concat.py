@@ -36,6 +36,7 @@ from vsr.media.encode import FIRST_PTS_KEY, REENCODE, SEGMENT_FORMAT, SegmentEnc
 from vsr.media.probe import VideoInfo
 from vsr.media.profiles import (
     MP4_AUDIO,
+    Delivery,
     DeliveryProfile,
     EncoderSpec,
     add_video_stream,
@@ -58,16 +59,6 @@ _METADATA_DROP = {"encoder", "major_brand", "minor_version", "compatible_brands"
 
 class SegmentMismatchError(PermanentError):
     code = "segment_mismatch"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the join writes: the job's profile and the encoder chosen for it (NVENC or software, and why
-    not NVENC when it was preferred)."""
-
-    profile: DeliveryProfile
-    spec: EncoderSpec
-    nvenc_fallback: str | None = None
 
 
 def default_delivery(info: VideoInfo, scale: int, encode: EncodeSettings) -> Delivery:

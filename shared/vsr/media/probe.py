@@ -19,6 +19,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
+from vsr.media.profiles import hdr10_from_frame
 from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input, video_stream
 
 log = get_logger(__name__)
@@ -95,6 +96,8 @@ class VideoInfo:
     subtitles: list[SubtitleStreamInfo] = field(default_factory=list)
     # how long the last frame is shown (its packet duration, time_base); other frames last until the next pts
     last_frame_duration: int | None = None
+    # HDR10 static metadata of the first frame (vsr.media.profiles.Hdr10.to_dict()), None when absent
+    hdr10: dict[str, Any] | None = None
 
     @property
     def start_pts(self) -> int:
@@ -147,6 +150,11 @@ def _display_matrix(frame: av.VideoFrame) -> list[int] | None:
             if len(raw) == _DISPLAYMATRIX_BYTES:
                 return [int(v) for v in np.frombuffer(raw, dtype="<i4")]
     return None
+
+
+def _hdr10(frame: av.VideoFrame) -> dict[str, Any] | None:
+    found = hdr10_from_frame(frame)
+    return found.to_dict() if found is not None else None
 
 
 def _is_vfr(pts: list[int], time_base: Fraction) -> bool:
@@ -281,6 +289,7 @@ def probe(source: Source) -> VideoInfo:
                 "color_primaries": int(first.color_primaries),
                 "color_trc": int(first.color_trc),
                 "colorspace": int(first.colorspace),
+                "hdr10": _hdr10(first),
                 "audio": _audio_info(container),
                 "subtitles": _subtitle_info(container),
             }

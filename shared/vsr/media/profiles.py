@@ -32,11 +32,11 @@ import av
 
 from vsr.errors import BadRequestError
 from vsr.logs import get_logger
-from vsr.settings import CodecSettings
+from vsr.settings import DELIVERY_CODECS, CodecSettings
 
 log = get_logger(__name__)
 
-CODECS = ("h264", "hevc", "av1", "prores")
+CODECS = DELIVERY_CODECS
 AUTO = "auto"
 REQUESTABLE = (*CODECS, AUTO)
 CODEC_METADATA_KEY = "vsr-codec"  # S3 user metadata (S3 lower-cases names)
@@ -90,6 +90,18 @@ class DeliveryProfile:
             requested=str(data.get("requested", AUTO)),
             reason=str(data.get("reason", "")),
         )
+
+
+def job_profile(model: Mapping[str, Any]) -> DeliveryProfile | None:
+    """The delivery profile in a job's request (`job.model` / a segment message's `model`); None for jobs
+    created before profiles existed (they are H.264 in MP4)."""
+    data = model.get("delivery")
+    return DeliveryProfile.from_dict(data) if data else None
+
+
+def delivery_codec(model: Mapping[str, Any]) -> str:
+    profile = job_profile(model)
+    return profile.codec if profile else "h264"
 
 
 @dataclass(frozen=True)
@@ -381,6 +393,33 @@ def choose_encoder(
     if opens(hardware.name, width, height, hardware.pix_fmt):
         return hardware, None
     return software, f"{hardware.name} did not open (no NVIDIA driver or GPU here)"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What an encode path writes: the job's profile and the encoder chosen for it (NVENC or software, and
+    why not NVENC when it was preferred)."""
+
+    profile: DeliveryProfile
+    spec: EncoderSpec
+    nvenc_fallback: str | None = None
+
+
+def choose_delivery(
+    profile: DeliveryProfile,
+    codec: CodecSettings,
+    width: int,
+    height: int,
+    *,
+    hdr10: Hdr10 | None = None,
+    prefer_nvenc: bool = False,
+    opens: NvencProbe = nvenc_opens,
+) -> Delivery:
+    """`choose_encoder` as one value for the encode paths (and the report)."""
+    spec, fallback = choose_encoder(profile, codec, width, height, hdr10=hdr10, prefer_nvenc=prefer_nvenc, opens=opens)
+    if fallback and prefer_nvenc:
+        log.info("delivery.software_encoder", encoder=spec.name, reason=fallback)
+    return Delivery(profile, spec, fallback if prefer_nvenc else None)
 
 
 @dataclass(frozen=True)

@@ -60,11 +60,11 @@ def segment_key(job_id: str, index: int) -> str:
     return f"{job_prefix(job_id)}segments/{index:05d}{SEGMENT_SUFFIX}"
 
 
-def output_keys(input_key: str, scale: int) -> tuple[str, str]:
-    """(video key, report key) in the output bucket for an input key."""
+def output_keys(input_key: str, scale: int, extension: str = ".mp4") -> tuple[str, str]:
+    """(video key, report key) in the output bucket for an input key; the video's extension is its container's."""
     stem, _ext = posixpath.splitext(input_key)
     base = f"{stem or input_key}.upscaled-x{scale}"
-    return f"{base}.mp4", f"{base}.json"
+    return f"{base}{extension}", f"{base}.json"
 
 
 def preview_key(video_key: str) -> str:

@@ -37,6 +37,7 @@ from vsr.engine import get_upscaler, usable_providers
 from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
+from vsr.media.profiles import delivery_codec
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
 from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
@@ -143,7 +144,8 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             upscaler,
             info,
             output,
-            encode=settings.encode_settings,
+            # lossless or delivery-quality segments by the limit of the job's delivery encoder (as the assembler)
+            encode=settings.encode_settings_for(delivery_codec(message.model)),
             on_frames=progress,
             stabiliser=stabiliser,
         )
