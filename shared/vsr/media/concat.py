@@ -320,8 +320,9 @@ class _Joiner:
                 log.warning(
                     "join.subtitle_dropped", stream=stream.index, codec=name, reason=f"not storable in {self.container}"
                 )
+        timecode = self.source.streams[self.info.video_index].metadata.get("timecode")
         for stream in self.source.streams:
-            if stream.type not in ("video", "audio", "subtitle"):
+            if stream.type not in ("video", "audio", "subtitle") and not timecode:  # a tmcd track: said above
                 kind = stream.codec_context.name if stream.codec_context else stream.type
                 self.dropped.append(f"{stream.type} stream {stream.index} ({kind})")
         for stream in self.source.streams.video:
