@@ -89,7 +89,8 @@ def delivery_for(info: VideoInfo, scale: int, requested: str, settings: Settings
 def check_delivery(info: VideoInfo, scale: int, profile: DeliveryProfile, settings: Settings) -> None:
     """Refuse (LimitExceededError, a user-facing reason) a delivery the assembler cannot write: an encode that
     does not fit its time (only H.264 has the remux path for outputs beyond it), or an output that does not fit
-    its /tmp (estimated from the codec's measured bytes per output megapixel)."""
+    its /tmp (estimated from the codec's measured bytes per output megapixel; H.264 keeps its behaviour from
+    before delivery profiles)."""
     megapixels = info.frame_count * info.width * info.height * scale * scale / 1e6
     limit = settings.reencode_max_megapixels(profile.codec)
     if profile.codec != "h264" and settings.encode_settings.join == "reencode" and megapixels > limit:
@@ -97,6 +98,8 @@ def check_delivery(info: VideoInfo, scale: int, profile: DeliveryProfile, settin
             f"a {profile.codec} delivery of {megapixels:,.0f} output megapixels does not fit the assembler's one "
             f"encode (up to {limit:,.0f} at its measured speed); use vsr-codec=h264, or a shorter or smaller video"
         )
+    if profile.codec == "h264":
+        return  # as before profiles; outputs beyond the assembler's disk are the fragmented path's (films issue)
     predicted = megapixels * settings.delivery_codec(profile.codec).bytes_per_output_mpix
     disk = settings.function("assemble").ephemeral_storage_mb * 1024 * 1024
     budget = disk * 0.9 / 2  # the output and the downloaded segments (about its size) share /tmp
