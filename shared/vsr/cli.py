@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive_int, help="worker concurrency (default: reserved concurrency)")
     run.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
     run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
+    run.add_argument("--codec", choices=CODEC_CHOICES, help="delivery codec (vsr-codec metadata on the upload)")
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
     _add_endpoint(run)
     run.set_defaults(command_key="run")

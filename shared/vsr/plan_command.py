@@ -30,7 +30,7 @@ from vsr.admission import (
 )
 from vsr.errors import InputError, PermanentError, TransientError
 from vsr.media.probe import VideoInfo, probe
-from vsr.media.profiles import requested_codec
+from vsr.media.profiles import DeliveryProfile, requested_codec
 from vsr.planning import STRATEGIES, JobPlan
 from vsr.settings import Settings, deep_merge, get_settings
 
@@ -102,10 +102,17 @@ def tier_rows(plans: dict[str, JobPlan]) -> list[dict[str, Any]]:
     return [options[tier][strategy].to_dict() for tier in options for strategy in ROW_ORDER]
 
 
-def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> dict[str, Any]:
+def as_json(
+    info: VideoInfo,
+    cost: ModelCost,
+    plans: dict[str, JobPlan],
+    settings: Settings,
+    delivery: DeliveryProfile | None = None,
+) -> dict[str, Any]:
     default = plans["default"].chosen
     return {
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
+        **({"delivery": delivery.to_dict()} if delivery else {}),
         "plans": tier_rows(plans),
         "chosen": {"strategy": "default", "tier": default.tier, "plan": default.to_dict()},
         "max_job_cost_usd": settings.limits.max_job_cost_usd,
@@ -114,10 +121,17 @@ def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], setting
     }
 
 
-def as_table(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> str:
+def as_table(
+    info: VideoInfo,
+    cost: ModelCost,
+    plans: dict[str, JobPlan],
+    settings: Settings,
+    delivery: DeliveryProfile | None = None,
+) -> str:
     default = plans["default"].chosen
     lines = [
-        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})",
+        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
+        + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]
@@ -172,8 +186,9 @@ def command(args: argparse.Namespace) -> int:
         # not the video's fault: S3 unreachable, no credentials, no permission
         print(f"vsr plan: cannot read {args.input}: {exc}", file=sys.stderr)
         return 2
+    delivery = delivery_for(info, cost.scale, requested_codec(getattr(args, "codec", None)), settings)
     if args.json:
-        print(json.dumps(as_json(info, cost, plans, settings)))
+        print(json.dumps(as_json(info, cost, plans, settings, delivery)))
     else:
-        print(as_table(info, cost, plans, settings))
+        print(as_table(info, cost, plans, settings, delivery))
     return 0 if cost_verdict(plans["default"].chosen, settings.limits) is None else 1
