@@ -1,19 +1,23 @@
-"""Join encoded segments into the final MP4 without re-encoding, with the source's audio copied.
+"""Join encoded segments into the final output (MP4, or MOV for ProRes), with the source's audio.
 
 - Video: packets of every segment in order, pts converted exactly into the source time base (so every
   output frame has its source frame's timestamp), dts rebuilt for the whole stream: dts[i] = (i-th
   smallest pts) - (largest reorder lead). That is strictly increasing and never after the pts, however the
   segments' B-frame delays differ (a 1-frame segment has none; VFR changes x264's delay in time).
 - Audio: each source audio stream is copied packet for packet when MP4 can carry its codec; otherwise it
-  is re-encoded to AAC (logged) rather than dropped. Timestamps are kept, so the audio/video start
-  offset (mkv/webm video often starts a few ms after the audio) survives.
+  is re-encoded to AAC (logged) rather than dropped; a MOV (ProRes) output gets PCM
+  (vsr.media.profiles.audio_choice). Timestamps are kept, so the audio/video start offset (mkv/webm video
+  often starts a few ms after the audio) survives.
 - Subtitles: mov_text is copied; SubRip/WebVTT cues become mov_text (the text is kept, styling is not);
   others (ASS, bitmap subtitles) are dropped with a warning. Chapters and container metadata are kept.
 - Rotation/flips: the source display matrix is set on the output stream (templates drop it).
 - `movflags=+faststart`: the index is at the front, so players start before the download ends.
 - Seamless joins: when `join_mode` says REENCODE (vsr.media.encode), the segments are lossless and are
-  decoded in order and encoded once into a single segment at delivery quality, which is then joined as
-  above: the output has no segment joins, so no pulse at them (measured in tests/media/test_seams.py).
+  decoded in order and encoded once, by the job's delivery encoder (`Delivery`: codec, container, settings,
+  NVENC or software), straight into the output beside the audio: the output has no segment joins, so no
+  pulse at them (measured in tests/media/test_seams.py), and /tmp holds no second copy of the video.
+- What the output could not carry (subtitle kinds, a timecode in MP4, data streams) is listed in
+  `JoinResult.dropped`, which the report shows.
 """
 
 from __future__ import annotations
@@ -65,7 +69,20 @@ def default_delivery(info: VideoInfo, scale: int, encode: EncodeSettings) -> Del
     """Today's delivery for callers that do not choose one: H.264 in MP4 at `encode`'s CRF and preset."""
     depth = 10 if info.bit_depth > 8 else 8
     profile = DeliveryProfile("h264", "mp4", depth, encode.crf, encode.preset, "h264", "default")
-    h264 = CodecSettings("h264", "libx264", None, "mp4", encode.crf, encode.preset, None, None, None, "p5", 1.0, 1.0)
+    h264 = CodecSettings(
+        codec="h264",
+        encoder="libx264",
+        nvenc=None,
+        container="mp4",
+        crf=encode.crf,
+        preset=encode.preset,
+        profile=None,
+        bit_depth=None,
+        nvenc_cq=None,
+        nvenc_preset="p5",
+        encode_mpix_per_vcpu_s=0.0,  # not used to encode
+        bytes_per_output_mpix=0.0,
+    )
     return Delivery(profile, encoder_spec(profile, h264, info.width * scale, info.height * scale))
 
 

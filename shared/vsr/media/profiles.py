@@ -23,6 +23,7 @@ Numbers (CRF, presets, measured encode speed and size) live in settings.json `de
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -190,8 +191,6 @@ _LIGHT_BYTES = 8  # AVContentLightMetadata: MaxCLL, MaxFALL
 
 def hdr10_from_frame(frame: av.VideoFrame) -> Hdr10 | None:
     """The HDR10 static metadata a decoded frame carries as side data (from SEI / OBUs / container), if any."""
-    import struct
-
     found: dict[str, Any] = {}
     for side_data in frame.side_data:
         kind = str(side_data.type)
