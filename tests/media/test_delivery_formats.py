@@ -29,16 +29,18 @@ def format_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: build(folder) for name, build in clips.FORMAT_CLIPS.items()}
 
 
-def deliver(source: Path, codec: str, out_dir: Path) -> tuple[Path, JoinResult, Delivery, VideoInfo]:
+def deliver(
+    source: Path, codec: str, out_dir: Path, scale: int = SCALE
+) -> tuple[Path, JoinResult, Delivery, VideoInfo]:
     """The clip upscaled in 3 segments and assembled in `codec` (or auto) exactly as the assembler does."""
     settings = get_settings()
     info = probe(source)
-    profile = delivery_for(info, SCALE, codec, settings)
+    profile = delivery_for(info, scale, codec, settings)
     delivery = choose_delivery(
         profile,
         settings.delivery_codec(profile.codec),
-        info.width * SCALE,
-        info.height * SCALE,
+        info.width * scale,
+        info.height * scale,
         hdr10=Hdr10.from_dict(info.hdr10),
         prefer_nvenc=True,  # as the settings default: software here, where NVENC cannot open
     )
@@ -46,7 +48,7 @@ def deliver(source: Path, codec: str, out_dir: Path) -> tuple[Path, JoinResult, 
     parts = []
     for segment in plan_segments(info.pts, max(1, info.frame_count // 3), context_frames=2):
         part = out_dir / f"{segment.index:05d}.nut"
-        process_segment(clips.as_file_object(source), segment, clips.NearestUpscaler(SCALE), info, part, encode=encode)
+        process_segment(clips.as_file_object(source), segment, clips.NearestUpscaler(scale), info, part, encode=encode)
         parts.append(part)
     output = out_dir / f"out{profile.extension}"
     result = join_segments(parts, clips.as_file_object(source), info, output, encode, delivery)
@@ -166,4 +168,22 @@ def test_auto_by_source_depth(
     output, _result, delivery, info = deliver(media_clips[name], "auto", tmp_path)
     assert (delivery.profile.codec, delivery.profile.bit_depth) == expected
     assert probe(output).bit_depth == expected[1]
+    assert len(decoded(output)) == info.frame_count
+
+
+@pytest.mark.parametrize(
+    ("codec", "pix_fmt", "profile"),
+    [
+        ("h264", "yuv444p", "High 4:4:4 Predictive"),
+        ("hevc", "yuv444p10le", "Rext"),
+        ("prores", "yuv444p12le", "4444"),
+    ],  # the ProRes decoder gives 4444 as 12-bit,
+)
+def test_odd_output_sizes_stay_exact_in_4_4_4(
+    codec: str, pix_fmt: str, profile: str, media_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    output, _, _, info = deliver(media_clips["odd_mkv"], codec, tmp_path, scale=3)  # 161x97 -> 483x291
+    with av.open(str(output)) as container:
+        video = container.streams.video[0].codec_context
+        assert (video.width, video.height, video.pix_fmt, video.profile) == (483, 291, pix_fmt, profile)
     assert len(decoded(output)) == info.frame_count

@@ -339,8 +339,9 @@ def encoder_spec(
             options["svtav1-params"] = ":".join(params)
         return EncoderSpec(codec.encoder, options, "yuv420p10le" if deep else "yuv420p")
     if profile.codec == "prores":
-        options = {"profile": str(codec.profile or "3"), "vendor": "apl0"}
-        return EncoderSpec(codec.encoder, options, "yuv444p10le" if chroma == "444" else "yuv422p10le")
+        if chroma == "444":  # odd sizes: 4:4:4 is ProRes 4444's (profile 4), not 422 HQ's
+            return EncoderSpec(codec.encoder, {"profile": "4", "vendor": "apl0"}, "yuv444p10le")
+        return EncoderSpec(codec.encoder, {"profile": str(codec.profile or "3"), "vendor": "apl0"}, "yuv422p10le")
     raise ValueError(f"unknown delivery codec {profile.codec!r}")
 
 
