@@ -5,7 +5,8 @@ delivery encode of fragmented outputs later):
 
 - `requested_codec(value)` parses what a user asked for (`vsr upscale --codec`, S3 metadata `vsr-codec`);
   a bad value is a BadRequestError with the accepted values, raised once at ingest.
-- `choose_profile(requested, info, codecs)` turns it into the job's `DeliveryProfile` (codec, container,
+- `choose_profile(requested, bit_depth=, color_trc=, hdr10=, width=, height=, codecs=)` turns it into the
+  job's `DeliveryProfile` (codec, container,
   bit depth, quality settings, why). `auto` keeps H.264 for 8-bit SDR sources and picks HEVC Main 10 for
   deeper or HDR sources: H.264 High 10 keeps the bits, but almost no browser or hardware decoder plays it.
   The profile is a plain dict in the job's request (`job.model["delivery"]`), so every segment message and
@@ -13,9 +14,11 @@ delivery encode of fragmented outputs later):
 - `encoder_spec(profile, codec, width, height, hdr10=..., nvenc=...)` is the encoder to open: name,
   options, pixel format and codec tag (`hvc1` for HEVC in MP4/MOV so Apple players open it). HDR10 static
   metadata (mastering display, content light level) goes into the bitstream (x265 SEI, SVT-AV1 metadata OBUs).
-- `choose_encoder(...)` prefers the codec's NVENC encoder when settings ask for it and it really opens (the
-  wheel carries `*_nvenc`, but they need the NVIDIA driver at run time), else the software encoder; the
-  report names the one used.
+- `choose_delivery(...)` (`choose_encoder` as one value) prefers the codec's NVENC encoder when settings ask
+  for it and it really opens (the wheel carries `*_nvenc`, but they need the NVIDIA driver at run time), else
+  the software encoder; the report names the one used and why NVENC was not.
+- `add_video_stream(container, spec, ...)` opens that encoder on an output container with the source's time
+  base, SAR and colour tags; `job_profile(model)` reads the profile back from a job or segment message.
 - `audio_choice(container, codec, bits)`: what happens to each source audio stream in the container.
 
 Numbers (CRF, presets, measured encode speed and size) live in settings.json `delivery` (settings.CodecSettings).
