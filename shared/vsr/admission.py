@@ -93,7 +93,12 @@ def check_delivery(info: VideoInfo, scale: int, profile: DeliveryProfile, settin
     before delivery profiles)."""
     megapixels = info.frame_count * info.width * info.height * scale * scale / 1e6
     limit = settings.reencode_max_megapixels(profile.codec)
-    if profile.codec != "h264" and settings.encode_settings.join == "reencode" and megapixels > limit:
+    if profile.codec != "h264" and settings.encode_settings.join != "reencode":
+        raise LimitExceededError(
+            f"this deployment joins segments by remux (settings encode.join), which delivers H.264 only; "
+            f"a {profile.codec} delivery needs encode.join = reencode: use vsr-codec=h264 or leave it out"
+        )
+    if profile.codec != "h264" and megapixels > limit:
         raise LimitExceededError(
             f"a {profile.codec} delivery of {megapixels:,.0f} output megapixels does not fit the assembler's one "
             f"encode (up to {limit:,.0f} at its measured speed); use vsr-codec=h264, or a shorter or smaller video"
