@@ -252,6 +252,6 @@ def test_profile_dict_is_stable() -> None:
 def test_a_remux_deployment_delivers_h264_only() -> None:
     settings = Settings(raw=deep_merge(get_settings().raw, {"encode": {"join": "remux"}}))
     info = video(640, 360, 1)
-    with pytest.raises(LimitExceededError, match="encode.join"):
+    with pytest.raises(LimitExceededError, match=r"encode\.join"):
         check_delivery(info, 2, delivery_for(info, 2, "hevc", settings), settings)
     check_delivery(info, 2, delivery_for(info, 2, "h264", settings), settings)
