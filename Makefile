@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 bench-encode package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,13 +77,16 @@ bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults
 bench-seams: $(VENV)/.installed models ## segment joins: remux vs seamless re-encode, flicker at joins on real clips
 	$(BIN)/python bench/bench_seams.py
 
+bench-encode: $(VENV)/.installed models ## delivery codecs at their defaults: ms/Mpix, MB/min, PSNR/SSIM vs lossless, ratio to H.264
+	nice -n 5 $(BIN)/python bench/bench_encode.py
+
 bench-check: $(VENV)/.installed ## the job's quality check: s/pair on one thread vs all (the planner's quality_* latency settings)
 	$(BIN)/python bench/bench_check.py
 
 bench-int8: $(VENV)/.installed models ## int8 variants: speed and fidelity per technique, sensitivity scan, ratio to ncnn
 	nice -n 5 $(BIN)/python bench/bench_int8.py
 
-bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-check bench-plan bench-load ## all benchmarks
+bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-encode bench-check bench-plan bench-load ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)

@@ -63,6 +63,8 @@ def _write_video(
     audio: str | None = None,
     subtitle: str | None = None,
     rate: int = 25,
+    metadata: dict[str, str] | None = None,
+    sample_aspect_ratio: Fraction | None = None,
 ) -> Path:
     frames = footage(len(pts), width, height)
     with av.open(str(path), "w", format=fmt) as out:
@@ -76,6 +78,10 @@ def _write_video(
                 setattr(stream.codec_context, key, value)
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        for key, value in (metadata or {}).items():
+            stream.metadata[key] = value
+        if sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         audio_stream = out.add_stream(audio, rate=48000, layout="stereo") if audio else None
         sub_stream = out.add_mux_stream(subtitle) if subtitle else None
         for rgb, ts in zip(frames, pts, strict=True):
@@ -280,6 +286,52 @@ GOOD_CLIPS: dict[str, Callable[[Path], Path]] = {
     "10bit_mp4": make_10bit_mp4,
     "ts_mp2": make_ts_mp2,
     "mkv_cover_art": make_mkv_cover_art,
+}
+
+
+# --- delivery formats (vsr.media.profiles) ------------------------------------------------------------
+# The HDR10 static metadata of a typical grade: BT.2020 primaries, D65, 1000 cd/m2 mastering, MaxCLL 1000 / MaxFALL 400.
+HDR10_X265 = "master-display=G(8500,39850)B(6550,2300)R(35400,14600)WP(15635,16450)L(10000000,50):max-cll=1000,400"
+BT2020_PQ = {"color_range": 1, "color_primaries": 9, "color_trc": 16, "colorspace": 9}
+
+
+def make_hdr10_hevc(directory: Path) -> Path:
+    """10-bit HEVC in MP4, BT.2020 PQ tags and HDR10 SEI (mastering display, content light level), AAC audio."""
+    return _write_video(
+        directory / "hdr10_hevc.mp4",
+        codec="libx265",
+        pix_fmt="yuv420p10le",
+        width=96,
+        height=64,
+        pts=list(range(0, 8 * 512, 512)),
+        time_base=Fraction(1, 12800),
+        options={"preset": "ultrafast", "x265-params": f"log-level=error:keyint=4:{HDR10_X265}:hdr10=1"},
+        colour=BT2020_PQ,
+        audio="aac",
+    )
+
+
+def make_mov_timecode_pcm24(directory: Path) -> Path:
+    """An editor's MOV: H.264 with a timecode track, 24-bit PCM audio and non-square pixels (SAR 4:3)."""
+    return _write_video(
+        directory / "edit_timecode.mov",
+        codec="libx264",
+        pix_fmt="yuv420p",
+        width=96,
+        height=64,
+        pts=list(range(0, 10 * 512, 512)),
+        time_base=Fraction(1, 12800),
+        fmt="mov",
+        options={"preset": "ultrafast", "g": "4"},
+        audio="pcm_s24le",
+        metadata={"timecode": "01:00:00:00"},
+        sample_aspect_ratio=Fraction(4, 3),
+    )
+
+
+FORMAT_CLIPS: dict[str, Callable[[Path], Path]] = {
+    "hdr10_hevc": make_hdr10_hevc,
+    "mov_timecode_pcm24": make_mov_timecode_pcm24,
 }
 
 

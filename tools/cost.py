@@ -32,7 +32,7 @@ from typing import Any
 
 from vsr.fleet import GpuFleet, fleet_cost_usd, simulate_fleet
 from vsr.planning import STRATEGIES, balanced_sizes, job_cost_usd, plan_job, seconds_per_frame
-from vsr.settings import Settings, get_settings
+from vsr.settings import DELIVERY_CODECS, Settings, get_settings
 from vsr.simulation import simulate
 
 # int8 variants do the same multiply-adds faster. Assumed speed-up over fp32: rounded down from what
@@ -65,6 +65,9 @@ class Estimate:
     requests_usd: float
     total_usd: float
     predicted_wall_s: float
+    codec: str = "h264"
+    delivery_encode_s: float = 0.0  # the assembler's one delivery encode (settings delivery.codecs, bench-encode)
+    delivery_encode_usd: float = 0.0
 
 
 def model_macs(name: str) -> int:
@@ -87,8 +90,10 @@ def estimate(
     strategy: str = "cost",
     scale: int = 2,
     precision: str = "fp32",
+    codec: str = "h264",
 ) -> Estimate:
     s = settings or get_settings()
+    assembly = s.assembly_work_for(codec)
     capacity = s.worker_capacity
     sizes = dataclasses.replace(s.function_sizes, architecture=arch)
     frames = round(fps * 60)
@@ -109,7 +114,7 @@ def estimate(
         sizes=sizes,
         strategy=strategy,  # type: ignore[arg-type]
         output_mpix_per_frame=width * height * scale**2 / 1e6,
-        assembly=s.assembly_work,
+        assembly=assembly,
     ).chosen
     sim = simulate(
         balanced_sizes(frames, plan.segments),
@@ -117,8 +122,11 @@ def estimate(
         concurrency=capacity.concurrency,
         latency=s.latency,
         output_mpix_per_frame=width * height * scale**2 / 1e6,
-        assembly=s.assembly_work,
+        assembly=assembly,
     )
+    output_mpix = frames * width * height * scale**2 / 1e6
+    encode_s = output_mpix * assembly.reencode_s_per_output_mpix if output_mpix <= assembly.reencode_max_mpix else 0.0
+    encode_usd = encode_s * s.function("assemble").memory_mb / 1024 * s.pricing.lambda_gb_s[arch]
     worker_gb_s = sim.worker_billed_s * s.function("worker").memory_mb / 1024
     other_gb_s = (
         sim.ingest_billed_s * s.function("ingest").memory_mb + sim.assembly_billed_s * s.function("assemble").memory_mb
@@ -146,6 +154,9 @@ def estimate(
         requests_usd=total - compute,
         total_usd=total,
         predicted_wall_s=plan.predicted_wall_s,
+        codec=codec,
+        delivery_encode_s=encode_s,
+        delivery_encode_usd=encode_usd,
     )
 
 
@@ -271,6 +282,8 @@ def describe(e: Estimate) -> str:
             f"{e.frames_per_segment} frames/segment, {e.segments} segments",
             f"  Lambda GB-s              worker {e.worker_gb_s:,.0f} + ingest/assembly {e.other_gb_s:,.0f}",
             f"  Lambda compute           ${e.lambda_compute_usd:.3f}",
+            f"  of which delivery encode {e.codec}: {e.delivery_encode_s:,.1f} s on the assembler, "
+            f"${e.delivery_encode_usd:.4f}",
             f"  requests (Lambda, SQS, DynamoDB, S3, KMS)  ${e.requests_usd:.4f}",
             f"  total per minute of video  ${e.total_usd:.2f}",
             f"  predicted job wall time    {e.predicted_wall_s:,.0f} s",
@@ -290,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8: the model's int8 variant")
     parser.add_argument("--tier", choices=("lambda", "gpu"), default="lambda", help="worker tier to price")
     parser.add_argument("--minutes", type=float, default=1.0, help="GPU tier: job length in minutes (default 1)")
+    parser.add_argument(
+        "--codec", choices=DELIVERY_CODECS, default="h264", help="delivery codec the assembler encodes (default h264)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.tier == "gpu":
@@ -311,7 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     precision = "int8" if model.endswith("-int8") else args.precision
     if precision == "int8" and not model.endswith("-int8"):
         model += "-int8"
-    result = estimate(args.width, args.height, args.fps, arch, macs, model, strategy=args.strategy, precision=precision)
+    result = estimate(
+        args.width,
+        args.height,
+        args.fps,
+        arch,
+        macs,
+        model,
+        strategy=args.strategy,
+        precision=precision,
+        codec=args.codec,
+    )
     output: Any = json.dumps(asdict(result)) if args.json else describe(result)
     print(output)
     return 0

@@ -16,6 +16,7 @@ from vsr.errors import BadRequestError, CostLimitError, GeometryChangeError, Lim
 from vsr.fleet import GpuFleet
 from vsr.media.geometry import FAIL, change_reason
 from vsr.media.probe import VideoInfo
+from vsr.media.profiles import AUTO, DeliveryProfile, Hdr10, choose_profile
 from vsr.media.safety import ALLOWED_FORMATS
 from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
 from vsr.settings import TIERS, Limits, Settings
@@ -69,6 +70,51 @@ def requested_tier(metadata: Mapping[str, str] | None, enabled: tuple[str, ...])
             "have; enable the GPU fleet (Terraform gpu_fleet_enabled = true, settings gpu.enabled) or leave it out"
         )
     return wanted
+
+
+def delivery_for(info: VideoInfo, scale: int, requested: str, settings: Settings) -> DeliveryProfile:
+    """The job's delivery profile: `requested` (a codec or auto; settings delivery.default_codec when auto is
+    the settings' default too) for this source, at its output size."""
+    if requested == AUTO:
+        requested = settings.delivery_default_codec
+    return choose_profile(
+        requested,
+        bit_depth=info.bit_depth,
+        color_trc=info.color_trc,
+        hdr10=Hdr10.from_dict(info.hdr10),
+        width=info.width * scale,
+        height=info.height * scale,
+        codecs=settings.delivery_codecs,
+    )
+
+
+def check_delivery(info: VideoInfo, scale: int, profile: DeliveryProfile, settings: Settings) -> None:
+    """Refuse (LimitExceededError, a user-facing reason) a delivery the assembler cannot write: an encode that
+    does not fit its time (only H.264 has the remux path for outputs beyond it), or an output that does not fit
+    its /tmp (estimated from the codec's measured bytes per output megapixel; H.264 keeps its behaviour from
+    before delivery profiles)."""
+    megapixels = info.frame_count * info.width * info.height * scale * scale / 1e6
+    limit = settings.reencode_max_megapixels(profile.codec)
+    if profile.codec != "h264" and settings.encode_settings.join != "reencode":
+        raise LimitExceededError(
+            f"this deployment joins segments by remux (settings encode.join), which delivers H.264 only; "
+            f"a {profile.codec} delivery needs encode.join = reencode: use vsr-codec=h264 or leave it out"
+        )
+    if profile.codec != "h264" and megapixels > limit:
+        raise LimitExceededError(
+            f"a {profile.codec} delivery of {megapixels:,.0f} output megapixels does not fit the assembler's one "
+            f"encode (up to {limit:,.0f} at its measured speed); use vsr-codec=h264, or a shorter or smaller video"
+        )
+    if profile.codec == "h264":
+        return  # as before profiles; outputs beyond the assembler's disk are the fragmented path's (films issue)
+    predicted = megapixels * settings.delivery_codec(profile.codec).bytes_per_output_mpix
+    disk = settings.function("assemble").ephemeral_storage_mb * 1024 * 1024
+    budget = disk * 0.9 / 2  # the output and the downloaded segments (about its size) share /tmp
+    if predicted > budget:
+        raise LimitExceededError(
+            f"a {profile.codec} output of about {predicted / 1e9:.1f} GB does not fit the assembler's /tmp "
+            f"({disk / 1e9:.1f} GB); ask for a smaller codec (vsr-codec=hevc or av1), or a shorter video"
+        )
 
 
 def duration_s(info: VideoInfo) -> float:
@@ -149,6 +195,7 @@ def plan_for(
     concurrency: int | None = None,
     architecture: str | None = None,
     tier: str | None = None,
+    codec: str = "h264",
 ) -> JobPlan:
     """The job's plan from the settings (the worker's capacity, latency model and prices), over the deployment's
     tiers (settings gpu.enabled), or only `tier` when the job forces one."""
@@ -191,7 +238,7 @@ def plan_for(
         sizes=sizes,
         strategy=strategy,
         output_mpix_per_frame=output_mpix,
-        assembly=settings.assembly_work,
+        assembly=settings.assembly_work_for(codec),  # the delivery encoder's measured speed
         temporal_s_per_frame=settings.latency.temporal_s_per_output_mpix * output_mpix
         if settings.temporal == "flow"
         else 0.0,

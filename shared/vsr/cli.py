@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 
 from vsr import logs
 from vsr.errors import VsrError
-from vsr.settings import TEMPORAL_MODES, TIERS
+from vsr.settings import DELIVERY_CODECS, TEMPORAL_MODES, TIERS
+
+CODEC_CHOICES = (*DELIVERY_CODECS, "auto")
 
 # command name -> "module:function"; functions take the parsed namespace and return an exit code.
 COMMANDS: dict[str, str] = {
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upscale", help="upscale one video on this machine (no AWS)")
     up.add_argument("input", help="input video file")
-    up.add_argument("-o", "--output", required=True, help="output video file (.mp4)")
+    up.add_argument("-o", "--output", required=True, help="output video file (.mp4, or .mov for ProRes)")
     up.add_argument("--model", help="model name (see `vsr models list`) or path to an .onnx file")
     up.add_argument("--scale", type=_positive_int, help="output scale; picks the model variant of that scale")
     up.add_argument(
@@ -63,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TEMPORAL_MODES,
         help="flow: flow-guided stabilisation, across segments too (default: settings model.temporal)",
     )
+    up.add_argument(
+        "--codec",
+        choices=CODEC_CHOICES,
+        default=None,
+        help="delivery codec: h264, hevc (Main 10), av1 (MP4) or prores (422 HQ, MOV); auto (default): H.264 for "
+        "8-bit SDR sources, HEVC Main 10 for 10-bit or HDR ones. The output's extension follows the container.",
+    )
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     up.set_defaults(command_key="upscale")
 
@@ -73,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model", help="model name (default: settings model.name)")
     plan.add_argument("--tier", choices=TIERS, help="plan only this worker tier (as vsr-tier metadata forces it)")
     plan.add_argument("--gpu-fleet", action="store_true", help="plan as if the GPU fleet were enabled")
+    plan.add_argument(
+        "--codec", choices=CODEC_CHOICES, help="delivery codec, as vsr-codec metadata asks (default auto)"
+    )
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     _add_endpoint(plan)
     plan.set_defaults(command_key="plan")
@@ -103,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive_int, help="worker concurrency (default: reserved concurrency)")
     run.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
     run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
+    run.add_argument("--codec", choices=CODEC_CHOICES, help="delivery codec (vsr-codec metadata on the upload)")
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
     _add_endpoint(run)
     run.set_defaults(command_key="run")

@@ -18,9 +18,19 @@ from urllib.parse import urlparse
 
 import botocore.exceptions
 
-from vsr.admission import ModelCost, check_limits, cost_verdict, duration_s, plan_for, probe_summary
+from vsr.admission import (
+    ModelCost,
+    check_delivery,
+    check_limits,
+    cost_verdict,
+    delivery_for,
+    duration_s,
+    plan_for,
+    probe_summary,
+)
 from vsr.errors import InputError, PermanentError, TransientError
 from vsr.media.probe import VideoInfo, probe
+from vsr.media.profiles import DeliveryProfile, requested_codec
 from vsr.planning import STRATEGIES, JobPlan
 from vsr.settings import Settings, deep_merge, get_settings
 
@@ -60,13 +70,23 @@ def build(
     concurrency: int | None = None,
     architecture: str | None = None,
     tier: str | None = None,
+    codec: str = "auto",
 ) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
     cost = model_cost(model, settings)
     info = probe_input(location)
     check_limits(info, cost.scale, settings.limits)
+    delivery = delivery_for(info, cost.scale, requested_codec(codec), settings)
+    check_delivery(info, cost.scale, delivery, settings)
     plans = {
         strategy: plan_for(
-            info, cost, settings, strategy, concurrency=concurrency, architecture=architecture, tier=tier
+            info,
+            cost,
+            settings,
+            strategy,
+            concurrency=concurrency,
+            architecture=architecture,
+            tier=tier,
+            codec=delivery.codec,
         )
         for strategy in STRATEGIES
     }
@@ -82,10 +102,17 @@ def tier_rows(plans: dict[str, JobPlan]) -> list[dict[str, Any]]:
     return [options[tier][strategy].to_dict() for tier in options for strategy in ROW_ORDER]
 
 
-def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> dict[str, Any]:
+def as_json(
+    info: VideoInfo,
+    cost: ModelCost,
+    plans: dict[str, JobPlan],
+    settings: Settings,
+    delivery: DeliveryProfile | None = None,
+) -> dict[str, Any]:
     default = plans["default"].chosen
     return {
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
+        **({"delivery": delivery.to_dict()} if delivery else {}),
         "plans": tier_rows(plans),
         "chosen": {"strategy": "default", "tier": default.tier, "plan": default.to_dict()},
         "max_job_cost_usd": settings.limits.max_job_cost_usd,
@@ -94,10 +121,17 @@ def as_json(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], setting
     }
 
 
-def as_table(info: VideoInfo, cost: ModelCost, plans: dict[str, JobPlan], settings: Settings) -> str:
+def as_table(
+    info: VideoInfo,
+    cost: ModelCost,
+    plans: dict[str, JobPlan],
+    settings: Settings,
+    delivery: DeliveryProfile | None = None,
+) -> str:
     default = plans["default"].chosen
     lines = [
-        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})",
+        f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
+        + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]
@@ -143,6 +177,7 @@ def command(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             architecture=args.arch,
             tier=getattr(args, "tier", None),
+            codec=getattr(args, "codec", None) or "auto",
         )
     except PermanentError as exc:
         print(f"vsr plan: {exc.reason}", file=sys.stderr)
@@ -151,8 +186,9 @@ def command(args: argparse.Namespace) -> int:
         # not the video's fault: S3 unreachable, no credentials, no permission
         print(f"vsr plan: cannot read {args.input}: {exc}", file=sys.stderr)
         return 2
+    delivery = delivery_for(info, cost.scale, requested_codec(getattr(args, "codec", None)), settings)
     if args.json:
-        print(json.dumps(as_json(info, cost, plans, settings)))
+        print(json.dumps(as_json(info, cost, plans, settings, delivery)))
     else:
-        print(as_table(info, cost, plans, settings))
+        print(as_table(info, cost, plans, settings, delivery))
     return 0 if cost_verdict(plans["default"].chosen, settings.limits) is None else 1

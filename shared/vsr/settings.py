@@ -34,6 +34,8 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 GEOMETRY_CHANGE_MODES = ("scale", "fail")  # settings input.geometry_changes (vsr.media.geometry)
 TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
+DELIVERY_CODECS = ("h264", "hevc", "av1", "prores")  # what vsr-codec / --codec may ask for, besides auto
+NVENC_MODES = ("auto", "off")  # settings delivery.nvenc: use NVENC where it opens, or never
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,24 @@ class EncodeSettings:
 
     def replace(self, **changes: Any) -> EncodeSettings:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """One codec's named settings (settings.json `delivery.codecs.<codec>`; H.264's quality is `encode`'s)."""
+
+    codec: str
+    encoder: str  # the software encoder in the PyAV wheel
+    nvenc: str | None  # its NVENC encoder, if the codec has one
+    container: str
+    crf: int | None  # None: the codec has no CRF (ProRes: fixed-quality profile)
+    preset: str | None
+    profile: str | None  # encoder profile option (ProRes 3 = 422 HQ)
+    bit_depth: int | None  # forced output depth (HEVC Main 10, ProRes 10); None: the source's (8 or 10)
+    nvenc_cq: int | None  # NVENC constant-quality level chosen to match `crf` (not measured: no GPU here)
+    nvenc_preset: str
+    encode_mpix_per_vcpu_s: float  # measured (make bench-encode): output megapixels per vCPU-second
+    bytes_per_output_mpix: float  # measured: delivery bytes per output megapixel at these settings
 
 
 @dataclass(frozen=True)
@@ -470,29 +490,85 @@ class Settings:
             reencode_max_mpix=self.reencode_max_megapixels(),
         )
 
+    def encode_settings_for(self, codec: str) -> EncodeSettings:
+        """`encode_settings` with the re-encode limit of a job delivered in `codec` (its encoder's speed)."""
+        return self.encode_settings.replace(reencode_max_mpix=self.reencode_max_megapixels(codec))
+
     @property
     def assembly_work(self) -> AssemblyWork:
+        return self.assembly_work_for("h264")
+
+    def assembly_work_for(self, codec: str) -> AssemblyWork:
+        """The assembler's work for a job delivered in `codec`: its one delivery encode runs at that encoder's
+        measured speed (settings delivery.codecs.<codec>.encode_mpix_per_vcpu_s, `make bench-encode`)."""
         vcpus = self.function_vcpus("assemble")
         latency = self.latency
         check_speedup = 1.0 + max(0.0, vcpus - 1.0) * latency.quality_parallel_efficiency
         return AssemblyWork(
             reencode=str(self.raw["encode"].get("join", "remux")) == "reencode",
-            reencode_s_per_output_mpix=1.0 / (float(self.raw["encode"]["reencode_mpix_per_vcpu_s"]) * vcpus),
-            reencode_max_mpix=self.reencode_max_megapixels(),
+            reencode_s_per_output_mpix=1.0 / (self.delivery_codec(codec).encode_mpix_per_vcpu_s * vcpus),
+            reencode_max_mpix=self.reencode_max_megapixels(codec),
             quality_sample_pairs=self.quality_sample_pairs,
             quality_budget_s=self.quality_budget_s,
             quality_s_per_pair_mpix=latency.quality_cpu_s_per_pair_mpix / check_speedup,
         )
 
-    def reencode_max_megapixels(self) -> float:
+    def reencode_max_megapixels(self, codec: str = "h264") -> float:
         """Output megapixels the assembler can decode and encode once (seamless joins) within its share of
-        the function timeout (`segments.work_budget_fraction`, like the workers), at the measured
-        `encode.reencode_mpix_per_vcpu_s` (bench: lossless segments -> libx264 veryfast CRF 18)."""
+        the function timeout (`segments.work_budget_fraction`, like the workers), at the measured speed of
+        the delivery encoder (bench: lossless segments -> the codec's default settings)."""
         seg = self.raw["segments"]
         assemble = self.function("assemble")
         vcpus = self.function_vcpus("assemble")
-        rate = float(self.raw["encode"]["reencode_mpix_per_vcpu_s"])
+        rate = self.delivery_codec(codec).encode_mpix_per_vcpu_s
         return rate * vcpus * assemble.timeout_s * float(seg["work_budget_fraction"])
+
+    # --- delivery formats (vsr.media.profiles) -------------------------------------------------------
+    def delivery_codec(self, codec: str) -> CodecSettings:
+        """One delivery codec's named settings; H.264's CRF, preset and speed are `encode`'s (one number each)."""
+        codecs = self.raw["delivery"]["codecs"]
+        if codec not in codecs:
+            raise ValueError(f"unknown delivery codec {codec!r}; settings delivery.codecs has {', '.join(codecs)}")
+        raw = codecs[codec]
+        if codec == "h264":
+            encode = self.raw["encode"]
+            raw = {**raw, "crf": encode["crf"], "preset": encode["preset"]}
+            raw.setdefault("encode_mpix_per_vcpu_s", encode["reencode_mpix_per_vcpu_s"])
+
+        def opt(key: str) -> Any:
+            return raw.get(key)
+
+        return CodecSettings(
+            codec=codec,
+            encoder=str(raw["encoder"]),
+            nvenc=None if opt("nvenc") is None else str(raw["nvenc"]),
+            container=str(raw["container"]),
+            crf=None if opt("crf") is None else int(raw["crf"]),
+            preset=None if opt("preset") is None else str(raw["preset"]),
+            profile=None if opt("profile") is None else str(raw["profile"]),
+            bit_depth=None if opt("bit_depth") is None else int(raw["bit_depth"]),
+            nvenc_cq=None if opt("nvenc_cq") is None else int(raw["nvenc_cq"]),
+            nvenc_preset=str(raw.get("nvenc_preset", "p5")),
+            encode_mpix_per_vcpu_s=float(raw["encode_mpix_per_vcpu_s"]),
+            bytes_per_output_mpix=float(raw["bytes_per_output_mpix"]),
+        )
+
+    @property
+    def delivery_codecs(self) -> dict[str, CodecSettings]:
+        return {name: self.delivery_codec(name) for name in self.raw["delivery"]["codecs"]}
+
+    @property
+    def delivery_default_codec(self) -> str:
+        """What a job without `--codec` / `vsr-codec` gets (auto: by the source's depth and transfer)."""
+        return str(self.raw["delivery"].get("default_codec", "auto"))
+
+    @property
+    def delivery_nvenc(self) -> str:
+        """auto: encode with NVENC where it opens (a GPU instance), else software; off: always software."""
+        mode = str(self.raw["delivery"].get("nvenc", "auto"))
+        if mode not in NVENC_MODES:
+            raise ValueError(f'settings delivery.nvenc is "{mode}"; expected one of {", ".join(NVENC_MODES)}')
+        return mode
 
     # --- quality check in every job ------------------------------------------------------------------
     @property

@@ -1,7 +1,8 @@
 """`vsr upscale`: one video on this machine, through the same code path as the serverless workers.
 
 probe -> plan segments (the ingest Lambda's planner, vsr.admission.plan_for, unless --segment-frames) -> process_segment per
-segment into a temporary folder -> join_segments into the output MP4 (written atomically).
+segment into a temporary folder -> join_segments into the output (written atomically), in the delivery codec
+and container `--codec` asks for (vsr.media.profiles).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vsr.admission import ModelCost, plan_for
+from vsr.admission import ModelCost, delivery_for, plan_for
 from vsr.errors import InputError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT
 from vsr.media.probe import VideoInfo, probe
+from vsr.media.profiles import Delivery, Hdr10, choose_delivery, requested_codec
 from vsr.planning import Segment, plan_segments
 from vsr.quality.stabilise import Stabiliser
 from vsr.segment import process_segment
-from vsr.settings import TEMPORAL_MODES, get_settings
+from vsr.settings import TEMPORAL_MODES, Settings, get_settings
 
 log = get_logger(__name__)
 
@@ -50,8 +52,10 @@ def upscale_file(
     progress: bool = True,
     threads: int | None = None,
     temporal: str | None = None,
+    codec: str | None = None,
 ) -> dict[str, Any]:
-    """Upscale `input` into the MP4 `output`; returns a report (frames, segments, per-stage seconds)."""
+    """Upscale `input` into `output` in the delivery `codec` (auto when None; the output's extension becomes
+    its container's); returns a report (frames, segments, per-stage seconds, delivery)."""
     from vsr.engine import get_upscaler  # ONNX Runtime: loaded only when a video is upscaled
     from vsr.models.registry import resolve_model
 
@@ -85,6 +89,14 @@ def upscale_file(
     )
     load_s = time.perf_counter() - clock
 
+    delivery = _delivery(info, model_info.scale, requested_codec(codec), settings)
+    encode = settings.encode_settings_for(delivery.profile.codec)
+    if delivery.profile.codec != "h264":  # no Lambda clock here: the one delivery encode fits any length
+        encode = encode.replace(reencode_max_mpix=float("inf"))
+    if target.suffix.lower() != delivery.profile.extension:
+        target = target.with_suffix(delivery.profile.extension)
+        log.info("upscale.output_renamed", output=str(target), container=delivery.profile.container)
+
     segments = plan(info, model_info, segment_frames)
     log.info(
         "upscale.planned",
@@ -107,7 +119,7 @@ def upscale_file(
                 upscaler,
                 info,
                 part,
-                encode=settings.encode_settings,
+                encode=encode,
                 on_frames=bar.update if bar else None,
                 # one stabiliser per segment, warmed up on its context frames, exactly as a worker runs it
                 stabiliser=Stabiliser(model_info.scale) if temporal_mode == "flow" else None,
@@ -117,8 +129,8 @@ def upscale_file(
                 totals[key] += getattr(result, key)
             parts.append(part)
         clock = time.perf_counter()
-        partial = work / "output.mp4"
-        join_segments(parts, source, info, partial, settings.encode_settings)
+        partial = work / f"output{delivery.profile.extension}"
+        joined = join_segments(parts, source, info, partial, encode, delivery)
         os.replace(partial, target)  # never leave a half-written output under the final name
         join_s = time.perf_counter() - clock
     finally:
@@ -145,9 +157,24 @@ def upscale_file(
             "wall_s": wall_s,
         },
         "fps": info.frame_count / wall_s if wall_s else 0.0,
+        "delivery": {**delivery.profile.to_dict(), **joined.report()},
     }
-    log.info("upscale.done", **{k: v for k, v in report.items() if k != "timings"}, **report["timings"])
+    log.info(
+        "upscale.done", **{k: v for k, v in report.items() if k not in ("timings", "delivery")}, **report["timings"]
+    )
     return report
+
+
+def _delivery(info: VideoInfo, scale: int, requested: str, settings: Settings) -> Delivery:
+    profile = delivery_for(info, scale, requested, settings)
+    return choose_delivery(
+        profile,
+        settings.delivery_codec(profile.codec),
+        info.width * scale,
+        info.height * scale,
+        hdr10=Hdr10.from_dict(info.hdr10),
+        prefer_nvenc=settings.delivery_nvenc == "auto",
+    )
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -171,12 +198,14 @@ def command(args: argparse.Namespace) -> int:
         tile=args.tile,
         progress=not args.no_progress,
         temporal=args.temporal,
+        codec=args.codec,
     )
     t = report["timings"]
     print(
         f"{report['output']}: {report['frames']} frames {report['size_in']} -> {report['size_out']} "
         f"({report['model']}, {report['precision']}, {report['segments']} segments) in {t['wall_s']:.1f} s "
         f"[probe {t['probe_s']:.2f}, model {t['load_model_s']:.2f}, decode {t['decode_s']:.2f}, "
-        f"infer {t['infer_s']:.2f}, encode {t['encode_s']:.2f}, join {t['join_s']:.2f}]"
+        f"infer {t['infer_s']:.2f}, encode {t['encode_s']:.2f}, join {t['join_s']:.2f}]; "
+        f"{report['delivery']['codec']} in {report['delivery']['container']} by {report['delivery']['encoder']}"
     )
     return 0

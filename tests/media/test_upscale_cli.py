@@ -90,3 +90,25 @@ def test_cli_reports_a_missing_input_without_a_traceback(tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert f"no such file: {missing}" in err and "Traceback" not in err
     assert cli.main(["upscale", str(tmp_path), "-o", str(tmp_path / "x.mp4"), "--no-progress"]) == 2  # a folder
+
+
+def test_upscale_codec_prores_writes_a_mov_beside_the_asked_name(
+    media_clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--codec prores`: the container decides the extension (out.mp4 -> out.mov); PCM audio; frames exact."""
+    source = media_clips["vfr_mp4"]  # 96x64, 16 frames, VFR, AAC
+    asked = tmp_path / "out.mp4"
+    code = cli.main(["upscale", str(source), "-o", str(asked), "--codec", "prores", "--no-progress"])
+    assert code == 0 and not asked.exists()
+    output = asked.with_suffix(".mov")
+    assert _times(output) == _times(source)
+    with av.open(str(output)) as container:
+        assert container.streams.video[0].codec_context.name == "prores"
+        assert [a.codec_context.name for a in container.streams.audio] == ["pcm_s16le"]
+    assert "prores in mov by prores_ks" in capsys.readouterr().out
+
+
+def test_upscale_refuses_an_unknown_codec(media_clips: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["upscale", str(media_clips["vfr_mp4"]), "-o", str(tmp_path / "o.mp4"), "--codec", "h265"])
+    assert caught.value.code == 2  # argparse: the accepted values are printed

@@ -51,12 +51,23 @@ def test_ingest_creates_one_job_and_one_message_per_segment(resources: Resources
         "sha256": "",
         "precision": "fp32",
         "temporal": "off",  # settings model.temporal, fixed for the job at ingest
+        # the delivery profile, chosen once at ingest (no vsr-codec: auto, 8-bit SDR carphone -> H.264 in MP4)
+        "delivery": {
+            "codec": "h264",
+            "container": "mp4",
+            "bit_depth": 8,
+            "crf": get_settings().encode_settings.crf,
+            "preset": get_settings().encode_settings.preset,
+            "requested": "auto",
+            "reason": "auto: 8-bit SDR source, so H.264 (plays everywhere)",
+        },
     }
     assert job.timings["ingest_s"] > 0 and job.timings["probe_s"] > 0
     messages = [parse_segment_message(m["Body"]) for m in drain(resources.segment_queue_url)]
     assert sorted(m.segment.index for m in messages) == [0, 1, 2]
     assert [m.segment.frame_count for m in sorted(messages, key=lambda m: m.segment.index)] == [40, 40, 40]
     assert all(m.job_id == job.job_id and m.input["key"] == key for m in messages)
+    assert all(m.model == job.model for m in messages)  # the job's one request rides in every segment message
 
     # the same event again (S3 redelivery, or moto's second event for a multipart upload): nothing new
     assert ingest.handle_event(_event("m2", body), None) == {"batchItemFailures": []}

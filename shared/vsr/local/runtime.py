@@ -591,7 +591,8 @@ def _quiet_logs() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`vsr run INPUT [-o DIR] [--workers N] [--endpoint URL] [--json]`: exit 0 on COMPLETE, 1 on FAILED."""
+    """`vsr run INPUT [-o DIR] [--workers N] [--tier T] [--codec C] [--endpoint URL] [--json]`: exit 0 on
+    COMPLETE, 1 on FAILED."""
     _quiet_logs()
     source = Path(args.input)
     if not source.is_file():
@@ -617,8 +618,10 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         started = time.time()
-        tier = getattr(args, "tier", None)
-        job_id = runtime.submit(source, metadata={"vsr-tier": tier} if tier else None)
+        # the options an upload's user metadata carries (ingest reads them, as from `aws s3 cp --metadata`)
+        options = {"vsr-tier": getattr(args, "tier", None), "vsr-codec": getattr(args, "codec", None)}
+        metadata = {key: value for key, value in options.items() if value}
+        job_id = runtime.submit(source, metadata=metadata or None)
         progress = Progress()
         try:
             outcome = runtime.wait(job_id, started=started, on_update=progress)

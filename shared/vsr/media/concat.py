@@ -1,19 +1,23 @@
-"""Join encoded segments into the final MP4 without re-encoding, with the source's audio copied.
+"""Join encoded segments into the final output (MP4, or MOV for ProRes), with the source's audio.
 
 - Video: packets of every segment in order, pts converted exactly into the source time base (so every
   output frame has its source frame's timestamp), dts rebuilt for the whole stream: dts[i] = (i-th
   smallest pts) - (largest reorder lead). That is strictly increasing and never after the pts, however the
   segments' B-frame delays differ (a 1-frame segment has none; VFR changes x264's delay in time).
 - Audio: each source audio stream is copied packet for packet when MP4 can carry its codec; otherwise it
-  is re-encoded to AAC (logged) rather than dropped. Timestamps are kept, so the audio/video start
-  offset (mkv/webm video often starts a few ms after the audio) survives.
+  is re-encoded to AAC (logged) rather than dropped; a MOV (ProRes) output gets PCM
+  (vsr.media.profiles.audio_choice). Timestamps are kept, so the audio/video start offset (mkv/webm video
+  often starts a few ms after the audio) survives.
 - Subtitles: mov_text is copied; SubRip/WebVTT cues become mov_text (the text is kept, styling is not);
   others (ASS, bitmap subtitles) are dropped with a warning. Chapters and container metadata are kept.
 - Rotation/flips: the source display matrix is set on the output stream (templates drop it).
 - `movflags=+faststart`: the index is at the front, so players start before the download ends.
 - Seamless joins: when `join_mode` says REENCODE (vsr.media.encode), the segments are lossless and are
-  decoded in order and encoded once into a single segment at delivery quality, which is then joined as
-  above: the output has no segment joins, so no pulse at them (measured in tests/media/test_seams.py).
+  decoded in order and encoded once, by the job's delivery encoder (`Delivery`: codec, container, settings,
+  NVENC or software), straight into the output beside the audio: the output has no segment joins, so no
+  pulse at them (measured in tests/media/test_seams.py), and /tmp holds no second copy of the video.
+- What the output could not carry (subtitle kinds, a timecode in MP4, data streams) is listed in
+  `JoinResult.dropped`, which the report shows.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import heapq
 import itertools
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,23 +36,54 @@ import av.container
 
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
-from vsr.media.encode import FIRST_PTS_KEY, REENCODE, SEGMENT_FORMAT, SegmentEncoder, join_mode
+from vsr.media.encode import FIRST_PTS_KEY, REENCODE, SEGMENT_FORMAT, SegmentEncoder, join_mode, source_colour
 from vsr.media.probe import VideoInfo
+from vsr.media.profiles import (
+    MP4_AUDIO,
+    Delivery,
+    DeliveryProfile,
+    EncoderSpec,
+    add_video_stream,
+    audio_choice,
+    encoder_spec,
+)
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
-from vsr.settings import EncodeSettings
+from vsr.settings import CodecSettings, EncodeSettings
 
 log = get_logger(__name__)
 
 OUTPUT_FORMAT = "mp4"
 _TEXT_SUBTITLES = {"subrip", "srt", "webvtt", "text"}
 # Audio codecs the MP4 muxer writes without `-strict experimental` and common players decode. Everything
-# else (MP2, Vorbis, PCM, ...) is re-encoded to AAC rather than dropped.
-_MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}
+# else (MP2, Vorbis, PCM, ...) is re-encoded to AAC rather than dropped (MOV: PCM, vsr.media.profiles).
+_MP4_AUDIO = MP4_AUDIO
+_LOSSY_AUDIO = {"aac", "mp3", "mp2", "ac3", "eac3", "opus", "vorbis", "dts", "wmav2"}
 _METADATA_DROP = {"encoder", "major_brand", "minor_version", "compatible_brands"}
 
 
 class SegmentMismatchError(PermanentError):
     code = "segment_mismatch"
+
+
+def default_delivery(info: VideoInfo, scale: int, encode: EncodeSettings) -> Delivery:
+    """Today's delivery for callers that do not choose one: H.264 in MP4 at `encode`'s CRF and preset."""
+    depth = 10 if info.bit_depth > 8 else 8
+    profile = DeliveryProfile("h264", "mp4", depth, encode.crf, encode.preset, "h264", "default")
+    h264 = CodecSettings(
+        codec="h264",
+        encoder="libx264",
+        nvenc=None,
+        container="mp4",
+        crf=encode.crf,
+        preset=encode.preset,
+        profile=None,
+        bit_depth=None,
+        nvenc_cq=None,
+        nvenc_preset="p5",
+        encode_mpix_per_vcpu_s=0.0,  # not used to encode
+        bytes_per_output_mpix=0.0,
+    )
+    return Delivery(profile, encoder_spec(profile, h264, info.width * scale, info.height * scale))
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,21 @@ class JoinResult:
     subtitle_streams: int
     subtitles_dropped: int
     bytes: int | None
+    container: str = "mp4"
+    encoder: str | None = None  # the delivery encoder (None: segments remuxed as encoded by the workers)
+    audio: tuple[dict[str, Any], ...] = ()  # per source audio stream: what was done with it
+    dropped: tuple[str, ...] = ()  # what the source had that the output does not carry, in words
+    nvenc_fallback: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "container": self.container,
+            "encoder": self.encoder,
+            "audio": list(self.audio),
+            "dropped": list(self.dropped),
+            "subtitle_streams": self.subtitle_streams,
+            **({"nvenc_fallback": self.nvenc_fallback} if self.nvenc_fallback else {}),
+        }
 
 
 def _open_segment(segment: str | os.PathLike[str] | BinaryIO) -> av.container.InputContainer:
@@ -178,20 +227,30 @@ def _movie_timescale(info: VideoInfo) -> int:
     return timescale
 
 
+def _audio_bits(ctx: Any) -> int:
+    """Bits per sample of a source audio stream as decoded; 0 for lossy codecs (no native depth)."""
+    if ctx is None or ctx.name in _LOSSY_AUDIO or ctx.format is None:
+        return 0
+    return int(ctx.format.bytes) * 8
+
+
 class _Joiner:
-    def __init__(self, source: Source, info: VideoInfo, output: Any) -> None:
+    def __init__(self, source: Source, info: VideoInfo, output: Any, container: str = OUTPUT_FORMAT) -> None:
         self.info = info
+        self.container = container
         self.source = open_input(source)
         self.out: av.container.OutputContainer = av.open(
             output,
             mode="w",
-            format=OUTPUT_FORMAT,
+            format=container,
             options={"movflags": "+faststart", "movie_timescale": str(_movie_timescale(info))},
         )
         self.copy: dict[int, Any] = {}  # source stream index -> output stream (packets copied)
         self.text_to_mov: dict[int, Any] = {}  # source subtitle index -> mov_text output stream
         self.transcode: dict[int, tuple[Any, Any]] = {}  # source audio index -> (output stream, resampled)
         self.dropped_subtitles = 0
+        self.audio: list[dict[str, Any]] = []
+        self.dropped: list[str] = []
 
     def close(self) -> None:
         try:
@@ -199,13 +258,21 @@ class _Joiner:
         finally:
             self.source.close()
 
-    def add_video(self, template: Any) -> Any:
-        stream = self.out.add_stream_from_template(template)
-        stream.time_base = self.info.time_base
+    def _tag_video(self, stream: Any) -> None:
         if self.info.display_matrix:
             stream.set_display_matrix(self.info.display_matrix)
         elif self.info.rotation:
             stream.set_display_rotation(self.info.rotation)
+        timecode = self.source.streams[self.info.video_index].metadata.get("timecode")
+        if timecode and self.container == "mov":
+            stream.metadata["timecode"] = timecode  # the MOV muxer writes it as a tmcd track
+        elif timecode:
+            self.dropped.append(f"timecode {timecode} (an {self.container.upper()} output carries no tmcd track)")
+
+    def add_video(self, template: Any) -> Any:
+        stream = self.out.add_stream_from_template(template)
+        stream.time_base = self.info.time_base
+        self._tag_video(stream)
         ctx = stream.codec_context
         if ctx is not None:
             ctx.color_range = self.info.color_range
@@ -214,16 +281,43 @@ class _Joiner:
             ctx.colorspace = self.info.colorspace
         return stream
 
+    def add_encoded_video(self, spec: EncoderSpec, width: int, height: int) -> Any:
+        """An encoding video stream: the delivery encode writes straight into the output (no second file)."""
+        info = self.info
+        stream = add_video_stream(
+            self.out,
+            spec,
+            width=width,
+            height=height,
+            time_base=info.time_base,
+            rate=info.average_rate or info.base_rate,
+            sample_aspect_ratio=info.sample_aspect_ratio,
+            colour=source_colour(info),
+        )
+        self._tag_video(stream)
+        return stream
+
     def add_audio_and_subtitles(self) -> None:
         for stream in self.source.streams.audio:
-            name = stream.codec_context.name if stream.codec_context else None
-            if name in _MP4_AUDIO:
+            ctx = stream.codec_context
+            name = ctx.name if ctx else None
+            if not name:
+                self.dropped.append(f"audio stream {stream.index} (codec unknown)")
+                continue
+            choice = audio_choice(self.container, name, _audio_bits(ctx))
+            if choice.copy:
                 self.copy[stream.index] = self.out.add_stream_from_template(stream)
-            elif name:
-                ctx = stream.codec_context
-                out = self.out.add_stream("aac", rate=ctx.sample_rate or 48000, layout=ctx.layout)
-                self.transcode[stream.index] = (out, stream)
-                log.warning("join.audio_transcoded", stream=stream.index, codec=name, reason="MP4 cannot carry it")
+                self.audio.append({"index": stream.index, "codec": name, "action": "copied"})
+                continue
+            assert choice.encoder is not None
+            out = self.out.add_stream(choice.encoder, rate=ctx.sample_rate or 48000, layout=ctx.layout)
+            if choice.sample_format:
+                out.codec_context.format = choice.sample_format
+            if stream.metadata.get("language"):
+                out.metadata["language"] = stream.metadata["language"]
+            self.transcode[stream.index] = (out, stream)
+            self.audio.append({"index": stream.index, "codec": name, "action": f"encoded to {choice.encoder}"})
+            log.info("join.audio_transcoded", stream=stream.index, codec=name, to=choice.encoder, reason=choice.reason)
         for stream in self.source.streams.subtitles:
             name = stream.codec_context.name if stream.codec_context else None
             language = stream.metadata.get("language")
@@ -237,7 +331,20 @@ class _Joiner:
                 self.text_to_mov[stream.index] = out
             else:
                 self.dropped_subtitles += 1
-                log.warning("join.subtitle_dropped", stream=stream.index, codec=name, reason="not storable in MP4")
+                self.dropped.append(
+                    f"subtitle stream {stream.index} ({name}: not storable in {self.container.upper()})"
+                )
+                log.warning(
+                    "join.subtitle_dropped", stream=stream.index, codec=name, reason=f"not storable in {self.container}"
+                )
+        timecode = self.source.streams[self.info.video_index].metadata.get("timecode")
+        for stream in self.source.streams:
+            if stream.type not in ("video", "audio", "subtitle") and not timecode:  # a tmcd track: said above
+                kind = stream.codec_context.name if stream.codec_context else stream.type
+                self.dropped.append(f"{stream.type} stream {stream.index} ({kind})")
+        for stream in self.source.streams.video:
+            if stream.index != self.info.video_index:
+                self.dropped.append(f"video stream {stream.index} (only the main video stream is upscaled)")
 
     def copy_container_metadata(self) -> None:
         for key, value in self.source.metadata.items():
@@ -288,8 +395,9 @@ def reencode_segments(
     output: str | os.PathLike[str],
     encode: EncodeSettings,
 ) -> int:
-    """Decode `segments` in order and encode their frames once, at delivery quality, into one segment file
-    (frames keep the source's pts); returns the frame count. The segments must already be validated."""
+    """Decode `segments` in order and encode their frames once, at delivery quality (H.264), into one segment
+    file (frames keep the source's pts); returns the frame count. The segments must already be validated.
+    (The assembler encodes straight into the output instead: `join_segments`.)"""
     encoder: SegmentEncoder | None = None
     index = 0
     try:
@@ -317,33 +425,120 @@ def reencode_segments(
     return index
 
 
+def _encoded_packets(segments: Sequence[Any], info: VideoInfo, stream: Any) -> Iterator[Any]:
+    """The delivery encode: every frame of the lossless segments, in order, at its source pts, encoded by
+    `stream`'s encoder; packets carry the source frame's display duration (MP4 derives the rate from them)."""
+    durations = frame_durations(info)
+    pix_fmt = stream.codec_context.pix_fmt
+    index = 0
+    for segment in segments:
+        with _open_segment(segment) as container:
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"
+            for frame in container.decode(video):
+                if index >= info.frame_count:
+                    raise SegmentMismatchError(f"the segments hold more than the source's {info.frame_count} frames")
+                if frame.format.name != pix_fmt:
+                    frame = frame.reformat(format=pix_fmt)
+                frame.pict_type = 0  # AV_PICTURE_TYPE_NONE: a decoded IDR must not force a keyframe (a seam)
+                frame.pts, frame.time_base = info.pts[index], info.time_base
+                index += 1
+                for packet in stream.encode(frame):
+                    yield _with_duration(packet, durations)
+    if index != info.frame_count:
+        raise SegmentMismatchError(f"the segments hold {index} frames but the source has {info.frame_count}")
+    for packet in stream.encode(None):
+        yield _with_duration(packet, durations)
+
+
+def _with_duration(packet: Any, durations: dict[int, int]) -> Any:
+    if packet.pts is not None and int(packet.pts) in durations:
+        packet.duration = durations[int(packet.pts)]
+    return packet
+
+
 def join_segments(
     segments: Sequence[str | os.PathLike[str] | BinaryIO],
     source: Source,
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
     encode: EncodeSettings,
+    delivery: Delivery | None = None,
 ) -> JoinResult:
-    """Join `segments` (in order) and the source's audio/subtitles into a faststart MP4 at `output`:
-    re-encoded once when they are lossless mezzanines (seamless), else remuxed packet for packet."""
+    """Join `segments` (in order) and the source's audio/subtitles into the delivery's container at `output`
+    (faststart): encoded once by the delivery's encoder when the segments are lossless mezzanines (seamless),
+    else remuxed packet for packet (H.264 only: those segments are already delivery-quality H.264)."""
     if not segments:
         raise SegmentMismatchError("no segments to join")
     _segment_clocks(segments, info)  # refuse missing, duplicated or reordered segments before any work
     scale = _segment_scale(segments[0], info)
+    delivery = delivery or default_delivery(info, scale, encode)
     if join_mode(info, scale, encode) != REENCODE:
+        if delivery.profile.codec != "h264":
+            raise PermanentError(
+                f"the output is too large for one {delivery.profile.codec} encode in the assembler, and its "
+                "segments were encoded as H.264; upload it with vsr-codec=h264 or a shorter video"
+            )
         return _remux(segments, source, info, output)
-    parent = os.path.dirname(os.fspath(output)) if isinstance(output, str | os.PathLike) else None
-    with tempfile.TemporaryDirectory(prefix="vsr-reencode-", dir=parent or None) as work:
-        single = os.path.join(work, f"video.{SEGMENT_FORMAT}")
-        reencode_segments(segments, info, single, encode)
-        result = _remux([single], source, info, output)
-    log.info("join.reencoded", frames=result.frames)
+    result = _encode_join(segments, source, info, output, delivery, scale)
+    log.info("join.reencoded", frames=result.frames, encoder=result.encoder, container=result.container)
     return result
 
 
 def _segment_scale(segment: str | os.PathLike[str] | BinaryIO, info: VideoInfo) -> int:
     with _open_segment(segment) as container:
         return max(1, int(container.streams.video[0].codec_context.width) // info.width)
+
+
+def _mux_all(joiner: _Joiner, video: Iterator[Any]) -> None:
+    with corrupt_on_media_error("reading the source's audio"):
+        # merge by decode time so the muxer's interleaving queue stays small (bounded memory)
+        merged = heapq.merge(
+            ((_seconds(p), 0, n, p) for n, p in enumerate(video)),
+            ((_seconds(p), 1, n, p) for n, p in enumerate(joiner.side_packets())),
+            key=lambda item: item[:3],
+        )
+        for _, _, _, packet in merged:
+            joiner.out.mux(packet)
+
+
+def _result(joiner: _Joiner, info: VideoInfo, frames: int, target: Any, delivery: Delivery | None) -> JoinResult:
+    size = os.path.getsize(target) if isinstance(target, str) else None
+    result = JoinResult(
+        frames=frames,
+        audio_streams_copied=len({a.index for a in info.audio} & set(joiner.copy)),
+        audio_streams_transcoded=len(joiner.transcode),
+        subtitle_streams=len(info.subtitles) - joiner.dropped_subtitles,
+        subtitles_dropped=joiner.dropped_subtitles,
+        bytes=size,
+        container=joiner.container,
+        encoder=delivery.spec.name if delivery else None,
+        audio=tuple(joiner.audio),
+        dropped=tuple(joiner.dropped),
+        nvenc_fallback=delivery.nvenc_fallback if delivery else None,
+    )
+    log.info("join.done", **{k: v for k, v in result.__dict__.items() if k not in ("audio", "dropped")})
+    return result
+
+
+def _encode_join(
+    segments: Sequence[str | os.PathLike[str] | BinaryIO],
+    source: Source,
+    info: VideoInfo,
+    output: str | os.PathLike[str] | BinaryIO,
+    delivery: Delivery,
+    scale: int,
+) -> JoinResult:
+    target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
+    joiner = _Joiner(source, info, target, container=delivery.profile.muxer)
+    try:
+        video_out = joiner.add_encoded_video(delivery.spec, info.width * scale, info.height * scale)
+        joiner.add_audio_and_subtitles()
+        joiner.copy_container_metadata()
+        _mux_all(joiner, _encoded_packets(segments, info, video_out))
+    finally:
+        joiner.close()
+    return _result(joiner, info, info.frame_count, target, delivery)
 
 
 def _remux(
@@ -361,28 +556,7 @@ def _remux(
             video_out = joiner.add_video(first.streams.video[0])
             joiner.add_audio_and_subtitles()
             joiner.copy_container_metadata()
-            with corrupt_on_media_error("reading the source's audio"):
-                # merge by decode time so the muxer's interleaving queue stays small (bounded memory)
-                merged = heapq.merge(
-                    (
-                        (_seconds(p), 0, n, p)
-                        for n, p in enumerate(_video_packets(segments, clocks, video_out, info, dts))
-                    ),
-                    ((_seconds(p), 1, n, p) for n, p in enumerate(joiner.side_packets())),
-                    key=lambda item: item[:3],
-                )
-                for _, _, _, packet in merged:
-                    joiner.out.mux(packet)
+            _mux_all(joiner, _video_packets(segments, clocks, video_out, info, dts))
     finally:
         joiner.close()
-    size = os.path.getsize(target) if isinstance(target, str) else None
-    result = JoinResult(
-        frames=len(order),
-        audio_streams_copied=len({a.index for a in info.audio} & set(joiner.copy)),
-        audio_streams_transcoded=len(joiner.transcode),
-        subtitle_streams=len(info.subtitles) - joiner.dropped_subtitles,
-        subtitles_dropped=joiner.dropped_subtitles,
-        bytes=size,
-    )
-    log.info("join.done", **result.__dict__)
-    return result
+    return _result(joiner, info, len(order), target, None)

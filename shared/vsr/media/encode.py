@@ -34,6 +34,7 @@ import numpy as np
 from vsr.errors import GeometryChangeError
 from vsr.media.colour import from_rgb_array
 from vsr.media.probe import VideoInfo
+from vsr.media.profiles import EncoderSpec, add_video_stream
 from vsr.settings import EncodeSettings
 
 SEGMENT_FORMAT = "nut"
@@ -61,6 +62,39 @@ def output_pix_fmt(width: int, height: int, bit_depth: int) -> str:
     return f"yuv{chroma}p" + ("10le" if bit_depth > 8 else "")
 
 
+def segment_spec(
+    info: VideoInfo,
+    scale: int,
+    encode: EncodeSettings,
+    *,
+    crf: int | None = None,
+    preset: str | None = None,
+    codec: str | None = None,
+) -> EncoderSpec:
+    """The encoder of a worker's segment: lossless H.264 mezzanine when the assembler re-encodes the whole
+    output once (REENCODE), else delivery quality with closed GOPs (segments remuxed)."""
+    width, height = info.width * scale, info.height * scale
+    name = codec or encode.codec
+    if crf is None and join_mode(info, scale, encode) == REENCODE:
+        crf = encode.segment_crf  # a mezzanine: the assembler encodes the delivery once
+    crf = encode.crf if crf is None else int(crf)
+    options = {"crf": str(crf), "preset": preset or encode.preset}
+    if name == "libx264" and crf == 0:
+        options = {"qp": "0", "preset": preset or encode.preset}  # lossless, at any bit depth (crf 0 is not for 10-bit)
+    if name == "libx264":
+        options["flags"] = "+cgop"  # closed GOPs: no frame refers across a keyframe
+    return EncoderSpec(name=name, options=options, pix_fmt=output_pix_fmt(width, height, info.bit_depth))
+
+
+def source_colour(info: VideoInfo) -> dict[str, int]:
+    return {
+        "color_range": info.color_range,
+        "color_primaries": info.color_primaries,
+        "color_trc": info.color_trc,
+        "colorspace": info.colorspace,
+    }
+
+
 class SegmentEncoder:
     """`write(image, pts)` upscaled RGB frames (pts in the source time base), then `close()`."""
 
@@ -75,22 +109,18 @@ class SegmentEncoder:
         preset: str | None = None,
         codec: str | None = None,
         threads: int | None = None,
+        spec: EncoderSpec | None = None,
     ) -> None:
         self.info = info
         self.width = info.width * scale
         self.height = info.height * scale
-        self.pix_fmt = output_pix_fmt(self.width, self.height, info.bit_depth)
-        self.codec = codec or encode.codec
-        if crf is None and join_mode(info, scale, encode) == REENCODE:
-            crf = encode.segment_crf  # a mezzanine: the assembler encodes the delivery once
+        self.spec = spec or segment_spec(info, scale, encode, crf=crf, preset=preset, codec=codec)
+        self.pix_fmt = self.spec.pix_fmt
+        self.codec = self.spec.name
         target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
         self._container: av.container.OutputContainer = av.open(target, mode="w", format=SEGMENT_FORMAT)
         try:
-            self._stream = self._add_stream(
-                crf=encode.crf if crf is None else int(crf),
-                preset=preset or encode.preset,
-                threads=threads,
-            )
+            self._stream = self._add_stream(threads=threads)
         except Exception:
             self._container.close()
             raise
@@ -98,29 +128,19 @@ class SegmentEncoder:
         self._last_pts: int | None = None
         self._closed = False
 
-    def _add_stream(self, *, crf: int, preset: str, threads: int | None) -> Any:
+    def _add_stream(self, *, threads: int | None) -> Any:
         info = self.info
-        options = {"crf": str(crf), "preset": preset}
-        if self.codec == "libx264" and crf == 0:
-            options = {"qp": "0", "preset": preset}  # lossless, at any bit depth (crf 0 is not for 10-bit)
-        if self.codec == "libx264":
-            options["flags"] = "+cgop"  # closed GOPs: no frame refers across a keyframe
-        stream = self._container.add_stream(self.codec, options=options)
-        stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
-        stream.time_base = info.time_base
-        ctx = stream.codec_context
-        ctx.time_base = info.time_base
-        rate = info.average_rate or info.base_rate
-        if rate:
-            ctx.framerate = rate  # rate control and level; timestamps still come from the frames
-        if info.sample_aspect_ratio:
-            ctx.sample_aspect_ratio = info.sample_aspect_ratio
-        ctx.color_range = info.color_range
-        ctx.color_primaries = info.color_primaries
-        ctx.color_trc = info.color_trc
-        ctx.colorspace = info.colorspace
-        ctx.thread_count = threads or 0
-        return stream
+        return add_video_stream(
+            self._container,
+            self.spec,
+            width=self.width,
+            height=self.height,
+            time_base=info.time_base,
+            rate=info.average_rate or info.base_rate,
+            sample_aspect_ratio=info.sample_aspect_ratio,
+            colour=source_colour(info),
+            threads=threads,
+        )
 
     def write(self, image: np.ndarray, pts: int) -> None:
         if image.shape != (self.height, self.width, 3):

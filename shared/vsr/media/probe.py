@@ -21,6 +21,7 @@ import numpy as np
 from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
 from vsr.media.geometry import Geometry, GeometryChange, frame_geometry
+from vsr.media.profiles import hdr10_from_frame
 from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input, video_stream
 
 log = get_logger(__name__)
@@ -110,6 +111,9 @@ class VideoInfo:
     def changes(self) -> list[GeometryChange]:
         return [GeometryChange.from_dict(item) for item in self.geometry_changes]
 
+    # HDR10 static metadata of the first frame (vsr.media.profiles.Hdr10.to_dict()), None when absent
+    hdr10: dict[str, Any] | None = None
+
     @property
     def start_pts(self) -> int:
         return self.pts[0]
@@ -161,6 +165,11 @@ def _display_matrix(frame: av.VideoFrame) -> list[int] | None:
             if len(raw) == _DISPLAYMATRIX_BYTES:
                 return [int(v) for v in np.frombuffer(raw, dtype="<i4")]
     return None
+
+
+def _hdr10(frame: av.VideoFrame) -> dict[str, Any] | None:
+    found = hdr10_from_frame(frame)
+    return found.to_dict() if found is not None else None
 
 
 def _is_vfr(pts: list[int], time_base: Fraction) -> bool:
@@ -326,6 +335,7 @@ def probe(source: Source) -> VideoInfo:
                 "color_primaries": int(first.color_primaries),
                 "color_trc": int(first.color_trc),
                 "colorspace": int(first.colorspace),
+                "hdr10": _hdr10(first),
                 "audio": _audio_info(container),
                 "subtitles": _subtitle_info(container),
             }

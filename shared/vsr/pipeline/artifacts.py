@@ -64,14 +64,14 @@ def segment_key(job_id: str, index: int) -> str:
     return f"{job_prefix(job_id)}segments/{index:05d}{SEGMENT_SUFFIX}"
 
 
-def output_keys(input_key: str, scale: int) -> tuple[str, str]:
-    """(video key, report key) in the output bucket for an input key; every key derived from them (the
-    preview, the longest) stays within S3's 1024 bytes."""
+def output_keys(input_key: str, scale: int, extension: str = ".mp4") -> tuple[str, str]:
+    """(video key, report key) in the output bucket for an input key; the video's extension is its container's.
+    Every key derived from them (the preview, the longest) stays within S3's 1024 bytes."""
     stem, _ext = posixpath.splitext(input_key)
     suffix = f".upscaled-x{scale}"
     longest = f"{suffix}{PREVIEW_SUFFIX}"  # preview_key(video key) is the longest name derived from `base`
     base = keys.shorten(stem or input_key, keys.MAX_KEY_BYTES - keys.utf8_len(longest), input_key) + suffix
-    return f"{base}.mp4", f"{base}.json"
+    return f"{base}{extension}", f"{base}.json"
 
 
 def preview_key(video_key: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vsr import logs
+from vsr.admission import delivery_for
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
@@ -30,6 +31,7 @@ from vsr.errors import PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
 from vsr.media.probe import VideoInfo, probe
+from vsr.media.profiles import Delivery, Hdr10, choose_delivery, job_profile
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
 from vsr.quality import jobcheck, preview
@@ -119,17 +121,21 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         download_s = time.monotonic() - download_started
 
         join_started = time.monotonic()
-        output = tmp / "output.mp4"
+        delivery = job_delivery(job, info, scale)
+        output = tmp / f"output{delivery.profile.extension}"
         ref = job.input
         source = S3RangeReader(
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
-        join_segments(segments, source, info, output, get_settings().encode_settings)
+        settings = get_settings()
+        joined = join_segments(
+            segments, source, info, output, settings.encode_settings_for(delivery.profile.codec), delivery
+        )
         join_s = time.monotonic() - join_started
 
         upload_started = time.monotonic()
-        video_key, report_key = artifacts.output_keys(ref["key"], scale)
-        artifacts.upload_file(output, res.output_bucket, video_key, content_type="video/mp4")
+        video_key, report_key = artifacts.output_keys(ref["key"], scale, delivery.profile.extension)
+        artifacts.upload_file(output, res.output_bucket, video_key, content_type=delivery.profile.content_type)
         upload_s = time.monotonic() - upload_started
         timings: dict[str, Any] = {
             "assembly_segments": mode,
@@ -139,6 +145,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
             "assembly_s": time.monotonic() - started,
         }
         report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
+        report["delivery"] = {**delivery.profile.to_dict(), **joined.report()}
         report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started
@@ -162,6 +169,21 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         artifacts.delete_keys(work_bucket, keys)
     except Exception as exc:  # the job is complete; leftovers expire with the bucket's lifecycle rule
         log.warning("assemble.cleanup_failed", error=str(exc))
+
+
+def job_delivery(job: jobs.Job, info: VideoInfo, scale: int) -> Delivery:
+    """The job's delivery profile (H.264 in MP4 for jobs from before profiles) and the encoder for it here:
+    NVENC where settings allow it and it opens, else the software encoder."""
+    settings = get_settings()
+    profile = job_profile(job.model) or delivery_for(info, scale, "h264", settings)
+    return choose_delivery(
+        profile,
+        settings.delivery_codec(profile.codec),
+        info.width * scale,
+        info.height * scale,
+        hdr10=Hdr10.from_dict(info.hdr10),
+        prefer_nvenc=settings.delivery_nvenc == "auto",
+    )
 
 
 def _measure_quality(

@@ -10,7 +10,8 @@ Per object:
 3. plan segments (vsr.admission.plan_for -> vsr.planning.plan_job) from the model's cost
    (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`), the worker's capacity and concurrency, the latency model and
    prices, by the strategy the upload's `vsr-plan` metadata asks for; refuse a job whose predicted cost is
-   over `limits.max_job_cost_usd`; write probe and plan to the work bucket, create the job QUEUED with the
+   over `limits.max_job_cost_usd`; choose the delivery profile (`vsr-codec` metadata, vsr.media.profiles) and
+   refuse one the assembler cannot write; write probe and plan to the work bucket, create the job QUEUED with the
    chosen plan's predictions and the upload's user metadata, send the messages of the job's first segment
    window (SendMessageBatch; the rest follow as segments finish, `vsr.pipeline.window`), mark it PROCESSING.
 
@@ -29,8 +30,10 @@ from typing import Any
 from vsr import logs
 from vsr.admission import (
     check_cost,
+    check_delivery,
     check_geometry_changes,
     check_limits,
+    delivery_for,
     plan_for,
     probe_summary,
     requested_strategy,
@@ -43,6 +46,7 @@ from vsr.errors import CorruptInputError, DeadLetteredError, EmptyInputError, Li
 from vsr.failures import classify
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
+from vsr.media.profiles import requested_codec_from_metadata
 from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import MalformedEventError, S3Object, SqsRecord, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
@@ -156,11 +160,15 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
         tier = requested_tier(metadata, settings.enabled_tiers())
+        codec = requested_codec_from_metadata(metadata)
         check_limits(info, model.scale, settings.limits)
         check_geometry_changes(info, settings.geometry_changes)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
-        job_plan = plan_for(info, model.cost, settings, strategy, tier=tier)
+        delivery = delivery_for(info, model.scale, codec, settings)
+        check_delivery(info, model.scale, delivery, settings)
+        job_model["delivery"] = delivery.to_dict()  # the job's one request: every segment and the assembler
+        job_plan = plan_for(info, model.cost, settings, strategy, tier=tier, codec=delivery.codec)
         check_cost(job_plan.chosen, settings.limits)
     except PermanentError as exc:
         item = jobs.new_job_item(

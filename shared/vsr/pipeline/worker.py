@@ -41,6 +41,7 @@ from vsr.errors import CorruptInputError, DeadLetteredError, ModelError, Permane
 from vsr.failures import classify
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
+from vsr.media.profiles import delivery_codec
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
 from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
@@ -193,7 +194,8 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             upscaler,
             info,
             output,
-            encode=settings.encode_settings,
+            # lossless or delivery-quality segments by the limit of the job's delivery encoder (as the assembler)
+            encode=settings.encode_settings_for(delivery_codec(message.model)),
             on_frames=progress,
             stabiliser=stabiliser,
             geometry_changes=settings.geometry_changes,
