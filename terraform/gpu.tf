@@ -196,9 +196,15 @@ resource "aws_ecs_task_definition" "gpu_worker" {
   task_role_arn            = aws_iam_role.gpu_task[0].arn
   execution_role_arn       = aws_iam_role.gpu_execution[0].arn
 
-  # segments are decoded and encoded in /tmp: a volume on the instance's encrypted root disk (gpu.disk_gb)
+  # segments are decoded and encoded in /tmp: a Docker volume on the instance's encrypted root disk (gpu.disk_gb),
+  # one per task. A named volume starts with the image's /tmp mode (1777), so the non-root user can write to it
+  # (a bind mount of a host path would be root's).
   volume {
     name = "scratch"
+    docker_volume_configuration {
+      scope  = "task"
+      driver = "local"
+    }
   }
 
   container_definitions = jsonencode([{

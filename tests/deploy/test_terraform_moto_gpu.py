@@ -177,6 +177,9 @@ def test_task_definition_reserves_a_gpu_and_runs_the_worker_environment(applied:
     assert container["stopTimeout"] == gpu["stop_timeout_s"] > gpu["drain_s"]
     assert container["image"] == f"{outputs['gpu_repository_url']}:{IMAGE_TAG}"
     assert container["readonlyRootFilesystem"] is True and container["mountPoints"][0]["containerPath"] == "/tmp"
+    (volume,) = definition["volumes"]  # a task-scoped Docker volume: writable by the image's non-root user
+    assert volume["name"] == container["mountPoints"][0]["sourceVolume"]
+    assert volume["dockerVolumeConfiguration"]["scope"] == "task"
     assert container["logConfiguration"]["logDriver"] == "awslogs"
     (log_group,) = _client(applied, "logs").describe_log_groups(
         logGroupNamePrefix=container["logConfiguration"]["options"]["awslogs-group"]
