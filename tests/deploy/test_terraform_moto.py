@@ -233,7 +233,15 @@ def apply_stack(
     plan = _terraform(
         terraform_bin, workdir, data_dir, "plan", "-input=false", "-no-color", "-detailed-exitcode", *variables
     )
-    return {"endpoint": endpoint, "cert": cert, "outputs": outputs, "plan": plan, "apply_s": apply_s}
+    return {
+        "endpoint": endpoint,
+        "cert": cert,
+        "outputs": outputs,
+        "plan": plan,
+        "apply_s": apply_s,
+        # for a further plan with other variables
+        "terraform": (terraform_bin, workdir, data_dir, variables),
+    }
 
 
 @pytest.fixture(scope="module")

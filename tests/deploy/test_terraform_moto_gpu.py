@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.deploy import codescan
-from tests.deploy.test_terraform_moto import ACCOUNT, REGION, _client, apply_stack, moto_https
+from tests.deploy.test_terraform_moto import ACCOUNT, REGION, _client, _terraform, apply_stack, moto_https
 from vsr.aws.deployment import ENV_VARS, WORKER_TIER_ENV, resource_names
 from vsr.settings import get_settings
 
@@ -330,3 +331,35 @@ def test_dlq_alarm_and_dashboard_cover_the_gpu_tier(applied: dict[str, Any]) -> 
         "ServiceName",
         names.gpu_service,
     ] in metrics
+
+
+def test_given_subnets_replace_the_minimal_vpc(applied: dict[str, Any]) -> None:
+    """The other network path: the operator's own subnets. A plan with them (a VPC made here with boto3, as the
+    operator's) looks their VPC up for a security group of its own and drops the minimal VPC; the queues, the
+    cluster and the service stay."""
+    ec2 = _client(applied, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.99.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in enumerate("ab")
+    ]
+    binary, workdir, data_dir, variables = applied["terraform"]
+    plan = _terraform(
+        binary,
+        workdir,
+        data_dir,
+        "plan",
+        "-input=false",
+        "-no-color",
+        *variables,
+        "-var",
+        f"gpu_subnet_ids={json.dumps(subnets)}",
+    )
+    destroyed = set(re.findall(r"# (\S+) will be destroyed", plan))
+    assert {"aws_vpc.gpu[0]", "aws_internet_gateway.gpu[0]", "aws_subnet.gpu[0]", "aws_subnet.gpu[1]"} <= destroyed
+    assert "# aws_security_group.gpu[0] must be replaced" in plan
+    assert re.search(rf'vpc_id\s+= "vpc-\w+" -> "{vpc}"', plan), "the new security group is not in the given VPC"
+    replaced = set(re.findall(r"# (\S+) must be replaced", plan))
+    assert not any(r.startswith(("aws_sqs_queue", "aws_ecs_service", "aws_ecs_cluster")) for r in destroyed | replaced)
