@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 bench-encode package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 bench-encode package image push deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -91,9 +91,23 @@ bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-encode
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)
 
+# The GPU worker image (docker/gpu-worker/Dockerfile). Both are evaluated only when used: IMAGE_REPO is the ECR
+# repository Terraform made (gpu_fleet_enabled=true), else a local name; IMAGE_TAG is the commit (tags are immutable).
+IMAGE_REPO ?= $(or $(shell terraform -chdir=terraform output -raw gpu_repository_url 2>/dev/null | grep -E '^[0-9]+\.dkr\.ecr\.'),vsr-gpu-worker)
+IMAGE_TAG ?= $(shell git describe --always --dirty --abbrev=12)
+
+image: ## build the GPU worker image (needs a Docker daemon): IMAGE_REPO:IMAGE_TAG
+	docker build -f docker/gpu-worker/Dockerfile -t "$(IMAGE_REPO):$(IMAGE_TAG)" .
+
+push: image ## push the GPU worker image to the Terraform-made ECR repository (needs AWS credentials)
+	@case "$(IMAGE_REPO)" in *.dkr.ecr.*) ;; *) echo "make push: no ECR repository; terraform apply with gpu_fleet_enabled=true first, or set IMAGE_REPO" >&2; exit 1;; esac
+	aws ecr get-login-password --region "$(word 4,$(subst ., ,$(IMAGE_REPO)))" | \
+		docker login --username AWS --password-stdin "$(firstword $(subst /, ,$(IMAGE_REPO)))"
+	docker push "$(IMAGE_REPO):$(IMAGE_TAG)"
+
 deploy: package ## package + terraform apply (needs AWS credentials and terraform; TF_ARGS=-auto-approve etc.)
 	terraform -chdir=terraform init -input=false
-	terraform -chdir=terraform apply -var "architecture=$(ARCH)" \
+	terraform -chdir=terraform apply -var "architecture=$(ARCH)" -var "gpu_image_tag=$(IMAGE_TAG)" \
 		-var "model_dir=$$($(BIN)/python -c 'from vsr.models.registry import model_dir; print(model_dir())')" $(TF_ARGS)
 
 redrive: $(VENV)/.installed ## return dead-letter messages to their source queues

@@ -88,6 +88,15 @@ data "aws_iam_policy_document" "ingest" {
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.segments.arn]
   }
+  # a job the planner gives the GPU tier is enqueued on that tier's queue (only where the fleet exists)
+  dynamic "statement" {
+    for_each = aws_sqs_queue.segments_gpu
+    content {
+      sid       = "EnqueueGpuSegments"
+      actions   = ["sqs:SendMessage"]
+      resources = [statement.value.arn]
+    }
+  }
   statement {
     sid       = "PaceRetriesByBackoff"
     actions   = ["sqs:ChangeMessageVisibility"]

@@ -87,7 +87,10 @@ data "aws_iam_policy_document" "kms" {
     condition {
       test     = "ArnLike"
       variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = ["arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.prefix}-*"]
+      values = [
+        "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.prefix}-*",
+        "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.gpu_log_group}",
+      ]
     }
   }
 }

@@ -40,6 +40,23 @@ locals {
   segment_visibility_s      = local.visibility_timeout_factor * local.functions.worker.timeout_s
   message_retention_s       = local.settings.queues.message_retention_s
 
+  # --- the opt-in GPU worker tier: settings gpu (vsr.settings.GpuTier), the same numbers the planner uses -------
+  gpu         = local.settings.gpu
+  gpu_enabled = var.gpu_fleet_enabled != null ? var.gpu_fleet_enabled : local.settings.gpu.enabled
+  gpu_count   = local.gpu_enabled ? 1 : 0
+  # the planned (priced) type first: it is the on-demand priority and what the planner assumed
+  gpu_instance_types = var.gpu_instance_types != null ? var.gpu_instance_types : concat(
+    [local.gpu.planned_instance_type],
+    [for name in keys(local.gpu.instance_types) : name if name != local.gpu.planned_instance_type],
+  )
+  gpu_max_tasks    = coalesce(var.gpu_max_tasks, local.gpu.max_tasks)
+  gpu_task_cpu     = local.gpu.task_vcpus * 1024 # ECS CPU units
+  gpu_task_memory  = local.gpu.task_memory_mb
+  gpu_visibility_s = local.gpu.visibility_timeout_s
+  # the scale-to-zero alarm: a backlog of 0 for scale_in_idle_s, in periods of scale_out_s
+  gpu_scaling_period_s = local.gpu.scale_out_s
+  gpu_idle_periods     = ceil(local.gpu.scale_in_idle_s / local.gpu.scale_out_s)
+
   # --- jobs, model, observability ----------------------------------------------------------------------------
   work_expiry_days   = coalesce(var.work_expiry_days, local.settings.jobs.ttl_days)
   log_retention_days = coalesce(var.log_retention_days, local.settings.observability.log_retention_days)
@@ -83,6 +100,8 @@ locals {
       assemble = local.functions.assemble
     }
     queues = { worker_max_concurrency = local.worker_max_concurrency }
+    # the planner offers the GPU tier only where this deployment has the fleet (vsr.settings.enabled_tiers)
+    gpu = { enabled = local.gpu_enabled, max_tasks = local.gpu_max_tasks }
   })
 
   names = {
@@ -94,6 +113,11 @@ locals {
     ingest_dlq        = "${local.prefix}-ingest-dlq"
     segment_queue     = "${local.prefix}-segments"
     segment_dlq       = "${local.prefix}-segments-dlq"
+    gpu_segment_queue = "${local.prefix}-segments-gpu"
+    gpu_segment_dlq   = "${local.prefix}-segments-gpu-dlq"
+    gpu_cluster       = "${local.prefix}-gpu"
+    gpu_service       = "${local.prefix}-gpu-worker"
+    gpu_repository    = "${local.prefix}-gpu-worker"
     assembly_failures = "${local.prefix}-assembly-failures"
     table             = "${local.prefix}-jobs"
     alarms_topic      = "${local.prefix}-alarms"
@@ -101,22 +125,24 @@ locals {
   }
   function_full_names = { for name in local.function_names : name => "${local.prefix}-${name}" }
 
-  # Environment every function gets (vsr.aws.resources.Resources.from_env reads these).
+  # Environment every function gets (vsr.aws.resources.Resources.from_env reads these). Ingest sends a job planned
+  # for the GPU tier to VSR_GPU_SEGMENT_QUEUE_URL, empty when the fleet is off (the planner then never picks it).
   function_env = {
-    VSR_INPUT_BUCKET         = aws_s3_bucket.this["input"].id
-    VSR_OUTPUT_BUCKET        = aws_s3_bucket.this["output"].id
-    VSR_WORK_BUCKET          = aws_s3_bucket.this["work"].id
-    VSR_MODELS_BUCKET        = aws_s3_bucket.this["models"].id
-    VSR_INGEST_QUEUE_URL     = aws_sqs_queue.ingest.url
-    VSR_SEGMENT_QUEUE_URL    = aws_sqs_queue.segments.url
-    VSR_EVENT_BUS            = local.event_bus_env
-    VSR_TABLE                = aws_dynamodb_table.jobs.name
-    VSR_MODEL_KEY            = local.model_key
-    VSR_MODEL_SCALE          = tostring(local.model_meta.scale)
-    VSR_MODEL_MACS_PER_PIXEL = tostring(local.model_meta.macs_per_input_pixel)
-    VSR_MODEL_DIR            = "/tmp/vsr-models"
-    VSR_LOG_LEVEL            = var.log_level
-    VSR_SETTINGS_OVERRIDES   = local.settings_overrides
+    VSR_INPUT_BUCKET          = aws_s3_bucket.this["input"].id
+    VSR_OUTPUT_BUCKET         = aws_s3_bucket.this["output"].id
+    VSR_WORK_BUCKET           = aws_s3_bucket.this["work"].id
+    VSR_MODELS_BUCKET         = aws_s3_bucket.this["models"].id
+    VSR_INGEST_QUEUE_URL      = aws_sqs_queue.ingest.url
+    VSR_SEGMENT_QUEUE_URL     = aws_sqs_queue.segments.url
+    VSR_GPU_SEGMENT_QUEUE_URL = local.gpu_enabled ? aws_sqs_queue.segments_gpu[0].url : ""
+    VSR_EVENT_BUS             = local.event_bus_env
+    VSR_TABLE                 = aws_dynamodb_table.jobs.name
+    VSR_MODEL_KEY             = local.model_key
+    VSR_MODEL_SCALE           = tostring(local.model_meta.scale)
+    VSR_MODEL_MACS_PER_PIXEL  = tostring(local.model_meta.macs_per_input_pixel)
+    VSR_MODEL_DIR             = "/tmp/vsr-models"
+    VSR_LOG_LEVEL             = var.log_level
+    VSR_SETTINGS_OVERRIDES    = local.settings_overrides
   }
 }
 

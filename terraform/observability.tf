@@ -22,15 +22,22 @@ resource "aws_sns_topic_subscription" "alarm_email" {
 
 locals {
   alarm_actions = [aws_sns_topic.alarms.arn]
-  dead_letter_queues = {
-    ingest-dlq        = aws_sqs_queue.ingest_dlq.name
-    segments-dlq      = aws_sqs_queue.segments_dlq.name
-    assembly-failures = aws_sqs_queue.assembly_failures.name
-  }
-  work_queues = {
-    ingest   = aws_sqs_queue.ingest.name
-    segments = aws_sqs_queue.segments.name
-  }
+  # the GPU tier's queues join the same alarms and dashboard rows where the fleet exists
+  dead_letter_queues = merge(
+    {
+      ingest-dlq        = aws_sqs_queue.ingest_dlq.name
+      segments-dlq      = aws_sqs_queue.segments_dlq.name
+      assembly-failures = aws_sqs_queue.assembly_failures.name
+    },
+    local.gpu_enabled ? { segments-gpu-dlq = aws_sqs_queue.segments_gpu_dlq[0].name } : {},
+  )
+  work_queues = merge(
+    {
+      ingest   = aws_sqs_queue.ingest.name
+      segments = aws_sqs_queue.segments.name
+    },
+    local.gpu_enabled ? { segments-gpu = aws_sqs_queue.segments_gpu[0].name } : {},
+  )
   function_metric_alarms = {
     for pair in setproduct(local.function_names, ["Errors", "Throttles"]) :
     "${pair[0]}-${lower(pair[1])}" => { function = pair[0], metric = pair[1] }
@@ -148,14 +155,37 @@ locals {
       title  = "Recent warnings and errors (JSON logs)"
       region = local.region
       view   = "table"
-      query  = "SOURCE '/aws/lambda/${local.function_full_names.ingest}' | SOURCE '/aws/lambda/${local.function_full_names.worker}' | SOURCE '/aws/lambda/${local.function_full_names.assemble}' | fields @timestamp, @log, level, event, job_id, segment, reason | filter level in ['warning', 'error', 'critical', 'WARN', 'ERROR'] | sort @timestamp desc | limit 50"
+      query  = "SOURCE '/aws/lambda/${local.function_full_names.ingest}' | SOURCE '/aws/lambda/${local.function_full_names.worker}' | SOURCE '/aws/lambda/${local.function_full_names.assemble}' |${local.gpu_enabled ? " SOURCE '${local.gpu_log_group}' |" : ""} fields @timestamp, @log, level, event, job_id, segment, reason | filter level in ['warning', 'error', 'critical', 'WARN', 'ERROR'] | sort @timestamp desc | limit 50"
     }
   }
+}
+
+locals {
+  # the GPU fleet: tasks wanted/running/starting (Container Insights) and the instances under them
+  gpu_widgets = local.gpu_enabled ? [{
+    type   = "metric"
+    width  = 8
+    height = 6
+    properties = {
+      title  = "GPU worker tasks and instances"
+      region = local.region
+      stat   = "Maximum"
+      period = 60
+      view   = "timeSeries"
+      metrics = concat(
+        [
+          for metric in ["DesiredTaskCount", "RunningTaskCount", "PendingTaskCount"] :
+          ["ECS/ContainerInsights", metric, "ClusterName", local.names.gpu_cluster, "ServiceName", local.names.gpu_service]
+        ],
+        [["AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", aws_autoscaling_group.gpu[0].name]],
+      )
+    }
+  }] : []
 }
 
 resource "aws_cloudwatch_dashboard" "pipeline" {
   dashboard_name = local.names.dashboard
   dashboard_body = jsonencode({
-    widgets = concat(local.lambda_metric_rows, local.sqs_metric_rows, [local.table_widget, local.errors_widget])
+    widgets = concat(local.lambda_metric_rows, local.sqs_metric_rows, [local.table_widget, local.errors_widget], local.gpu_widgets)
   })
 }

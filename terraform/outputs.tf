@@ -32,6 +32,7 @@ output "dead_letter_queue_urls" {
     ingest            = aws_sqs_queue.ingest_dlq.url
     segments          = aws_sqs_queue.segments_dlq.url
     assembly_failures = aws_sqs_queue.assembly_failures.url
+    segments_gpu      = local.gpu_enabled ? aws_sqs_queue.segments_gpu_dlq[0].url : null
   }
 }
 
@@ -70,7 +71,7 @@ output "redrive_command" {
 output "redrive_command_aws_cli" {
   description = "The same with the AWS CLI only (one move task per dead-letter queue)."
   value = join(" && ", [
-    for dlq in [aws_sqs_queue.ingest_dlq, aws_sqs_queue.segments_dlq] : "aws sqs start-message-move-task --source-arn ${dlq.arn}"
+    for dlq in concat([aws_sqs_queue.ingest_dlq, aws_sqs_queue.segments_dlq], aws_sqs_queue.segments_gpu_dlq) : "aws sqs start-message-move-task --source-arn ${dlq.arn}"
   ])
 }
 
@@ -90,4 +91,24 @@ output "env_exports" {
       { AWS_REGION = local.region },
     ) : "export ${key}='${value}'"
   ])
+}
+
+# --- the GPU tier (null while the fleet is off) ------------------------------------------------------------
+output "gpu_segment_queue_url" {
+  description = "The GPU tier's segment queue (VSR_GPU_SEGMENT_QUEUE_URL); null without the fleet."
+  value       = local.gpu_enabled ? aws_sqs_queue.segments_gpu[0].url : null
+}
+
+output "gpu_repository_url" {
+  description = "ECR repository of the GPU worker image: `make push` pushes IMAGE_TAG here (tags are immutable)."
+  value       = local.gpu_enabled ? aws_ecr_repository.gpu_worker[0].repository_url : null
+}
+
+output "gpu_cluster_name" {
+  value = local.gpu_enabled ? aws_ecs_cluster.gpu[0].name : null
+}
+
+output "gpu_service_name" {
+  description = "ECS service of `vsr worker` tasks; its desired count follows the GPU queue (from 0)."
+  value       = local.gpu_enabled ? aws_ecs_service.gpu_worker[0].name : null
 }

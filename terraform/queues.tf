@@ -88,3 +88,35 @@ resource "aws_sqs_queue_policy" "ingest" {
   queue_url = aws_sqs_queue.ingest.id
   policy    = data.aws_iam_policy_document.ingest_queue.json
 }
+
+# The GPU tier's segment queue (only with the fleet): the same segment messages, consumed by `vsr worker` tasks
+# that keep a segment invisible with a heartbeat, so its visibility timeout is a setting of its own (gpu.*).
+resource "aws_sqs_queue" "segments_gpu_dlq" {
+  count                     = local.gpu_count
+  name                      = local.names.gpu_segment_dlq
+  message_retention_seconds = local.message_retention_s
+  kms_master_key_id         = aws_kms_key.main.arn
+}
+
+resource "aws_sqs_queue" "segments_gpu" {
+  count                      = local.gpu_count
+  name                       = local.names.gpu_segment_queue
+  visibility_timeout_seconds = local.gpu_visibility_s
+  message_retention_seconds  = local.message_retention_s
+  receive_wait_time_seconds  = local.gpu.poll_wait_s
+  kms_master_key_id          = aws_kms_key.main.arn
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.segments_gpu_dlq[0].arn
+    maxReceiveCount     = local.gpu.max_receive_count
+  })
+}
+
+resource "aws_sqs_queue_redrive_allow_policy" "segments_gpu_dlq" {
+  count     = local.gpu_count
+  queue_url = aws_sqs_queue.segments_gpu_dlq[0].id
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.segments_gpu[0].arn]
+  })
+}

@@ -185,6 +185,73 @@ variable "tags" {
   default     = {}
 }
 
+# --- the opt-in GPU worker tier (gpu.tf, gpu_network.tf, gpu_iam.tf, gpu_scaling.tf) ----------------------------
+
+variable "gpu_fleet_enabled" {
+  description = "Deploy the GPU worker tier (a second segment queue feeding an ECS service on GPU instances, scaled from zero); null uses settings.json gpu.enabled (false: new AWS accounts have no GPU instance quota)."
+  type        = bool
+  default     = null
+}
+
+variable "gpu_image_tag" {
+  description = "Tag of the GPU worker image in the Terraform-made ECR repository (tags are immutable): the tag `make push` pushed (make deploy passes the same IMAGE_TAG). Required when the GPU fleet is enabled."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.gpu_image_tag == null || can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", coalesce(var.gpu_image_tag, "x")))
+    error_message = "gpu_image_tag must be a Docker tag: up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'."
+  }
+}
+
+variable "gpu_ami_id" {
+  description = "AMI of the GPU instances; null looks up the ECS GPU-optimised Amazon Linux 2 AMI that AWS recommends (SSM /aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id)."
+  type        = string
+  default     = null
+}
+
+variable "gpu_instance_types" {
+  description = "Instance types the GPU Auto Scaling group may launch (first = highest priority); null uses the keys of settings.json gpu.instance_types."
+  type        = list(string)
+  default     = null
+}
+
+variable "gpu_max_tasks" {
+  description = "Most GPU worker tasks (one GPU each, one per instance); null uses settings.json gpu.max_tasks."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.gpu_max_tasks == null || try(var.gpu_max_tasks >= 1, false)
+    error_message = "gpu_max_tasks must be at least 1."
+  }
+}
+
+variable "gpu_subnet_ids" {
+  description = "Subnets of the GPU instances (they need a route to the AWS APIs: an internet gateway with public IPs, NAT, or VPC endpoints); empty creates a minimal VPC with two public subnets and no inbound access."
+  type        = list(string)
+  default     = []
+}
+
+variable "gpu_security_group_id" {
+  description = "Security group of the GPU instances when gpu_subnet_ids is given; null creates one that allows HTTPS out and nothing in."
+  type        = string
+  default     = null
+}
+
+variable "gpu_vpc_cidr" {
+  description = "Address range of the minimal VPC created when gpu_subnet_ids is empty."
+  type        = string
+  default     = "10.42.0.0/16"
+
+  validation {
+    condition     = can(cidrnetmask(var.gpu_vpc_cidr))
+    error_message = "gpu_vpc_cidr must be an IPv4 CIDR block."
+  }
+}
+
+# --- job events (events.tf) ---------------------------------------------------------------------------------
+
 variable "events_enabled" {
   description = "Emit a 'VSR Job State Change' EventBridge event (default bus) on every job state change."
   type        = bool

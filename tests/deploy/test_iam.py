@@ -17,7 +17,7 @@ FUNCTIONS = codescan.FUNCTIONS
 
 
 def role_statements(tf: tfconfig.TerraformConfig, function: str) -> list[dict]:
-    return tfconfig.statements(tf.data("aws_iam_policy_document")[function])
+    return tfconfig.all_statements(tf.data("aws_iam_policy_document")[function])
 
 
 def test_one_role_and_one_policy_per_function(tf: tfconfig.TerraformConfig) -> None:
@@ -80,7 +80,8 @@ def test_resources_are_the_exact_ones_each_function_touches(tf: tfconfig.Terrafo
     ingest = _grants(tf, "ingest")
     assert ingest["s3:GetObject"] == {input_objects, work}
     assert ingest["s3:PutObject"] == {work}
-    assert ingest["sqs:SendMessage"] == {"${aws_sqs_queue.segments.arn}"}
+    # the segment queue, and the GPU queue where the fleet exists (a dynamic statement over its 0 or 1 queues)
+    assert ingest["sqs:SendMessage"] == {"${aws_sqs_queue.segments.arn}", "${statement.value.arn}"}
     assert ingest["sqs:ReceiveMessage"] == {"${aws_sqs_queue.ingest.arn}"}
     assert ingest["dynamodb:PutItem"] == {"${aws_dynamodb_table.jobs.arn}"}
 
@@ -102,6 +103,7 @@ def test_resources_are_the_exact_ones_each_function_touches(tf: tfconfig.Terrafo
 
     for function in FUNCTIONS:
         grants = _grants(tf, function)
+        assert grants["events:PutEvents"] == {"${local.event_bus_arn}"}  # job events, to the one bus
         assert grants["logs:PutLogEvents"] == {f'${{aws_cloudwatch_log_group.function["{function}"].arn}}:*'}
         assert grants["kms:Decrypt"] == {"${aws_kms_key.main.arn}"}
         assert not any(r.endswith("/*") and "output" in r for r in grants.get("s3:GetObject", ()))

@@ -26,7 +26,7 @@ def _checkov() -> Path:
 
 
 def test_checkov_reports_no_failed_checks() -> None:
-    command = [str(_checkov()), "-d", str(tfconfig.TERRAFORM), "--framework", "terraform", "--quiet", "--compact"]
+    command = [str(_checkov()), "-d", str(tfconfig.TERRAFORM), "--framework", "terraform", "--compact"]
     done = subprocess.run(
         [*command, "-o", "json", "--skip-download"],
         capture_output=True,
@@ -45,6 +45,15 @@ def test_checkov_reports_no_failed_checks() -> None:
     summaries = [report.get("summary", {}) for report in reports]
     assert summaries and all(s.get("parsing_errors", 0) == 0 for s in summaries), summaries
     assert sum(s.get("resource_count", 0) for s in summaries) > 30, summaries  # it really scanned the stack
+    # the opt-in GPU tier (count 0 by default) is scanned too
+    scanned = {
+        check["resource"]
+        for report in reports
+        for kind in ("passed_checks", "failed_checks", "skipped_checks")
+        for check in report.get("results", {}).get(kind, [])
+    }
+    gpu = {"aws_ecs_task_definition.gpu_worker", "aws_launch_template.gpu", "aws_security_group.gpu"}
+    assert gpu <= scanned, sorted(gpu - scanned)
     assert not failed, "\n".join(failed)
 
 

@@ -8,6 +8,11 @@ enqueues its segments. Two concessions to moto, in a test-only override file: mo
 Deny statements without their conditions (so the TLS-only policies would deny everything), and it does not
 store RedriveAllowPolicy (the provider would wait for it forever); both are left out. About 2 minutes, most of
 it the provider's own consistency waits. Slow.
+
+This module applies the stack as settings.json has it, with the GPU fleet off, and checks that nothing of the
+GPU tier exists; tests/deploy/test_terraform_moto_gpu.py applies it with the fleet on through `apply_stack`, in a
+moto server of its own. The server is tests/deploy/moto_server.py: moto with two answers fixed to what AWS sends
+(see there), which the AWS provider needs for the GPU tier's ECS service and scaling target.
 """
 
 from __future__ import annotations
@@ -43,16 +48,18 @@ pytestmark = pytest.mark.slow
 
 ACCOUNT, REGION = "123456789012", "us-east-1"  # moto's defaults
 # job events on, with both optional consumers (terraform/events.tf)
-EVENT_CONSUMERS = [
-    "-var",
+EVENT_CONSUMERS = (
     "notify_email=ops@example.com",
-    "-var",
     "webhook_url=https://hooks.example.com/vsr",
-    "-var",
     "webhook_api_key=test-secret",
-]
+)
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
-ENDPOINT_SERVICES = ("s3", "sqs", "dynamodb", "lambda", "iam", "kms", "logs", "cloudwatch", "sns", "sts", "events")
+ENDPOINT_SERVICES = (
+    *("s3", "sqs", "dynamodb", "lambda", "iam", "kms", "logs", "cloudwatch", "sns", "sts"),
+    # the GPU tier (tests/deploy/test_terraform_moto_gpu.py applies it)
+    *("ec2", "ecs", "ecr", "autoscaling", "appautoscaling", "ssm"),
+    "events",  # job events (events.tf)
+)
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -93,8 +100,22 @@ def moto_https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), "-c", str(cert), "-k", str(key)],
-        env={**os.environ, **CREDENTIALS},
+        [
+            sys.executable,
+            "-m",
+            "tests.deploy.moto_server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-c",
+            str(cert),
+            "-k",
+            str(key),
+        ],
+        cwd=ROOT,  # tests.deploy.moto_server: moto with the fix it needs for the AWS provider
+        # the GPU instance role attaches AWS's AmazonEC2ContainerServiceforEC2Role, which moto 5 loads only on request
+        env={**os.environ, **CREDENTIALS, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -145,6 +166,9 @@ resource "aws_sqs_queue_redrive_allow_policy" "ingest_dlq" {{
 resource "aws_sqs_queue_redrive_allow_policy" "segments_dlq" {{
   count = 0
 }}
+resource "aws_sqs_queue_redrive_allow_policy" "segments_gpu_dlq" {{
+  count = 0
+}}
 """
 
 
@@ -175,22 +199,30 @@ def _terraform(binary: str, workdir: Path, data_dir: Path, *args: str, timeout: 
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def applied(
-    terraform_bin: str, plugin_dir: Path, moto_https: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+def apply_stack(
+    terraform_bin: str,
+    plugin_dir: Path,
+    moto_https: tuple[str, Path],
+    root: Path,
+    extra_variables: tuple[str, ...] = (),
+    extra_override: str = "",
 ) -> dict[str, Any]:
+    """Apply a copy of terraform/ (plus the test-only override file) against the moto server, read the outputs,
+    and plan again; `extra_variables` are `-var` assignments, `extra_override` more test-only overrides."""
     endpoint, cert = moto_https
-    root = tmp_path_factory.mktemp("stack")
     workdir = root / "terraform"
     workdir.mkdir()
     for path in TERRAFORM.glob("*.tf"):
         shutil.copy(path, workdir / path.name)
     (root / "shared").symlink_to(ROOT / "shared")  # the settings and filter files, at the path the config reads
     endpoints = "\n".join(f'    {service} = "{endpoint}"' for service in ENDPOINT_SERVICES)
-    (workdir / "moto_override.tf").write_text(OVERRIDE.format(region=REGION, endpoints=endpoints, ca_bundle=cert))
+    override = OVERRIDE.format(region=REGION, endpoints=endpoints, ca_bundle=cert) + extra_override
+    (workdir / "moto_override.tf").write_text(override)
     models, package = _stage_inputs(root)
     data_dir = root / "tf-data"
-    variables = ["-var", f"model_dir={models}", "-var", f"package_dir={package}", *EVENT_CONSUMERS]
+    variables = ["-var", f"model_dir={models}", "-var", f"package_dir={package}"]
+    for assignment in extra_variables:
+        variables += ["-var", assignment]
     _terraform(terraform_bin, workdir, data_dir, "init", "-backend=false", "-input=false", f"-plugin-dir={plugin_dir}")
     started = time.monotonic()
     _terraform(
@@ -209,26 +241,25 @@ def applied(
     plan = _terraform(
         terraform_bin, workdir, data_dir, "plan", "-input=false", "-no-color", "-detailed-exitcode", *variables
     )
-    # the same stack with job events switched off: what would change (nothing is applied)
-    events_off = _terraform(
-        terraform_bin,
-        workdir,
-        data_dir,
-        "plan",
-        "-input=false",
-        "-no-color",
-        *variables,
-        "-var",
-        "events_enabled=false",
-    )
     return {
         "endpoint": endpoint,
         "cert": cert,
         "outputs": outputs,
         "plan": plan,
         "apply_s": apply_s,
-        "events_off_plan": events_off,
+        # for a further plan with other variables
+        "terraform": (terraform_bin, workdir, data_dir, variables),
     }
+
+
+@pytest.fixture(scope="module")
+def applied(
+    terraform_bin: str, plugin_dir: Path, moto_https: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The stack as settings.json has it (the GPU fleet off), with job events and both of their consumers."""
+    return apply_stack(
+        terraform_bin, plugin_dir, moto_https, tmp_path_factory.mktemp("stack"), extra_variables=EVENT_CONSUMERS
+    )
 
 
 def _client(applied: dict[str, Any], service: str) -> Any:
@@ -247,6 +278,11 @@ def test_outputs_name_what_the_code_expects(applied: dict[str, Any]) -> None:
     assert outputs["segment_queue_url"].endswith("/" + names.segment_queue)
     env = outputs["env"]
     assert set(ENV_VARS.values()) <= set(env)
+    # the GPU fleet is off (settings gpu.enabled): no GPU queue to send to, and the outputs say so
+    assert env[ENV_VARS["gpu_segment_queue_url"]] == ""
+    for output in ("gpu_segment_queue_url", "gpu_repository_url", "gpu_cluster_name", "gpu_service_name"):
+        assert outputs.get(output) is None, output  # `terraform output -json` leaves null outputs out
+    assert outputs["dead_letter_queue_urls"]["segments_gpu"] is None
     assert env["VSR_MODEL_KEY"] == names.model_key
     exports = outputs["env_exports"].splitlines()
     assert f"export VSR_TABLE='{names.table}'" in exports
@@ -281,6 +317,24 @@ def test_queues(applied: dict[str, Any]) -> None:
     )
     (statement,) = policy["Statement"]
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"].endswith(applied["outputs"]["input_bucket"]["value"])
+
+
+def test_without_the_fleet_nothing_of_the_gpu_tier_exists(applied: dict[str, Any]) -> None:
+    names = resource_names(get_settings().name_prefix, get_settings().model_name, ACCOUNT, REGION)
+    queues = _client(applied, "sqs").list_queues(QueueNamePrefix=names.gpu_segment_queue).get("QueueUrls", [])
+    assert queues == []
+    assert _client(applied, "ecs").list_clusters()["clusterArns"] == []
+    assert _client(applied, "ecr").describe_repositories()["repositories"] == []
+    assert _client(applied, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
+    lam = _client(applied, "lambda")
+    for function in codescan.FUNCTIONS:
+        env = lam.get_function_configuration(FunctionName=f"{get_settings().name_prefix}-{function}")["Environment"]
+        assert env["Variables"][ENV_VARS["gpu_segment_queue_url"]] == ""
+        assert json.loads(env["Variables"]["VSR_SETTINGS_OVERRIDES"])["gpu"]["enabled"] is False
+    iam = _client(applied, "iam")
+    prefix = get_settings().name_prefix
+    document = iam.get_role_policy(RoleName=f"{prefix}-ingest-role", PolicyName=f"{prefix}-ingest-least-privilege")
+    assert names.gpu_segment_queue not in json.dumps(document["PolicyDocument"])
 
 
 def test_functions_and_event_sources(applied: dict[str, Any]) -> None:
@@ -445,7 +499,10 @@ def test_job_events_rules_reach_the_email_topic_and_the_webhook(applied: dict[st
     env = lambda_.get_function_configuration(FunctionName=f"{prefix}-worker")["Environment"]["Variables"]
     assert env["VSR_EVENT_BUS"] == "default"
     # switched off: the rules, the consumers and the alarm go, and the functions stop emitting
-    off = applied["events_off_plan"]
+    binary, workdir, data_dir, variables = applied["terraform"]
+    off = _terraform(
+        binary, workdir, data_dir, "plan", "-input=false", "-no-color", *variables, "-var", "events_enabled=false"
+    )
     for address in (
         "aws_cloudwatch_event_rule.job_finished[0]",
         "aws_cloudwatch_event_api_destination.webhook[0]",

@@ -32,6 +32,11 @@ EXPECTED_FILES = {
     "kms.tf",
     "observability.tf",
     "outputs.tf",
+    # the opt-in GPU worker tier (tests/deploy/test_terraform_gpu_wiring.py)
+    "gpu.tf",
+    "gpu_iam.tf",
+    "gpu_network.tf",
+    "gpu_scaling.tf",
 }
 
 
@@ -275,8 +280,12 @@ def test_alarms_cover_dlqs_errors_throttles_and_age(tf: tfconfig.TerraformConfig
     assert "Throttles" in str(tf.locals["function_metric_alarms"]) and "Errors" in str(
         tf.locals["function_metric_alarms"]
     )
-    for alarm in alarms.values():
-        assert expression(alarm["alarm_actions"]) == "local.alarm_actions"
+    # the GPU service's scaling alarms act on its scaling policies (gpu_scaling.tf); every other alarm pages
+    scaling = {"gpu_backlog_deficit", "gpu_idle"}
+    assert scaling <= set(alarms)
+    for name, alarm in alarms.items():
+        if name not in scaling:
+            assert expression(alarm["alarm_actions"]) == "local.alarm_actions", name
     log_group = tf.resource("aws_cloudwatch_log_group", "function")
     assert expression(log_group["retention_in_days"]) == "local.log_retention_days"
     logging_config = tf.resource("aws_lambda_function", "this")["logging_config"][0]
