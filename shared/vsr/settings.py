@@ -388,7 +388,24 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits.from_raw(self.raw["limits"])
+        """The Lambda tier's limits (settings `limits`): what every deployment has."""
+        return self.limits_for("lambda")
+
+    def limits_for(self, tier: str) -> Limits:
+        """A worker tier's limits: settings `limits`, with the GPU fleet's own `gpu.limits` over them (longer
+        videos, a higher cost limit: a film is hours of GPU time). One block per tier, read by nothing else."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown worker tier {tier!r}; expected one of {', '.join(TIERS)}")
+        raw = self.raw["limits"]
+        if tier == "gpu":
+            raw = deep_merge(raw, self.raw["gpu"].get("limits", {}))
+        return Limits.from_raw(raw)
+
+    def intake_limits(self) -> Limits:
+        """The most permissive limits over this deployment's tiers: what an upload is checked against before
+        it is probed (its size), when the tier is not known yet."""
+        tiers = [self.limits_for(t) for t in self.enabled_tiers()]
+        return max(tiers, key=lambda limits: limits.max_input_bytes)
 
     @property
     def job_ttl_s(self) -> int:

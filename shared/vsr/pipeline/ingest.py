@@ -9,8 +9,9 @@ Per object:
    Bad input -> a FAILED job with the user-facing reason; the message is acked (never retried).
 3. plan segments (vsr.admission.plan_for -> vsr.planning.plan_job) from the model's cost
    (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`), the worker's capacity and concurrency, the latency model and
-   prices, by the strategy the upload's `vsr-plan` metadata asks for; refuse a job whose predicted cost is
-   over `limits.max_job_cost_usd`; write probe and plan to the work bucket, create the job QUEUED with the
+   prices, by the strategy the upload's `vsr-plan` metadata asks for, over the tiers whose limits admit it
+   (`vsr.admission.admit`: settings `limits`, `gpu.limits`); refuse a job whose predicted cost is over its
+   tier's `max_job_cost_usd`; write probe and plan to the work bucket, create the job QUEUED with the
    chosen plan's predictions and the upload's user metadata, send the messages of the job's first segment
    window (SendMessageBatch; the rest follow as segments finish, `vsr.pipeline.window`), mark it PROCESSING.
 
@@ -24,11 +25,11 @@ import time
 from typing import Any
 
 from vsr import logs
-from vsr.admission import check_cost, check_limits, plan_for, probe_summary, requested_strategy, requested_tier
+from vsr.admission import admit, probe_summary, requested_strategy, requested_tier
 from vsr.aws import clients
 from vsr.aws.resources import ConfigurationError, Resources
 from vsr.aws.s3io import S3RangeReader
-from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
+from vsr.errors import CorruptInputError, CostLimitError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs, window
@@ -83,17 +84,18 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()
-        info, metadata = _probe(obj, settings.limits)
+        info, metadata = _probe(obj, settings.intake_limits())
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
         tier = requested_tier(metadata, settings.enabled_tiers())
-        check_limits(info, model.scale, settings.limits)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
-        job_plan = plan_for(info, model.cost, settings, strategy, tier=tier)
-        check_cost(job_plan.chosen, settings.limits)
+        admission = admit(info, model.cost, settings, strategy, tier=tier)  # each tier's limits, plan, cost
+        if admission.refusal:
+            raise CostLimitError(admission.refusal)
+        job_plan = admission.plan
     except PermanentError as exc:
         item = jobs.new_job_item(
             job_id=job_id,
