@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, cast
 
+from vsr.assembly_path import FRAGMENTED, AssemblyChoice, NoAssemblyPath, choose_path, predict_output_bytes
 from vsr.errors import BadRequestError, CostLimitError, LimitExceededError
 from vsr.fleet import FleetSample, GpuFleet, simulate_fleet, task_timeline
+from vsr.media.encode import REENCODE, join_mode
+from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import ALLOWED_FORMATS
 from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
@@ -197,7 +200,40 @@ def admit(
                 job_plan = planned((other,))
                 refusal = None
                 break
-    return Admission(plan=job_plan, refusal=refusal)
+    return Admission(
+        plan=with_assembly(job_plan, assembly_for(info, model, settings, len(job_plan.segments))), refusal=refusal
+    )
+
+
+def assembly_for(info: VideoInfo, model: ModelCost, settings: Settings, segments: int) -> AssemblyChoice:
+    """The assembly path of a job (vsr.assembly_path): its output size predicted from the delivery's measured
+    rate, checked against each path's capacity. LimitExceededError when no path can assemble it."""
+    output_mpix = info.width * info.height * model.scale**2 / 1e6
+    predicted = predict_output_bytes(info.frame_count, output_mpix, settings.output_model)
+    reencode = join_mode(info, model.scale, settings.encode_settings) == REENCODE
+    try:
+        choice = choose_path(predicted, segments, settings.assembly_capacity(reencode))
+    except NoAssemblyPath as exc:
+        raise LimitExceededError(str(exc)) from exc
+    if choice.path == FRAGMENTED:
+        recoded = sorted({a.codec for a in info.audio if a.codec not in FRAGMENT_AUDIO_CODECS})
+        if recoded:
+            raise LimitExceededError(
+                f"the output is predicted at {predicted / 1e9:.2f} GB, so it is joined as fragmented MP4, which "
+                f"copies the source's audio as it is; its {', '.join(recoded)} audio would have to be re-encoded: "
+                "convert the audio to AAC first"
+            )
+    return choice
+
+
+def with_assembly(job_plan: JobPlan, choice: AssemblyChoice) -> JobPlan:
+    """The plan with the job's assembly path on its chosen plan and options (the job records the chosen one)."""
+    fields = {"assembly": choice.path, "output_bytes": choice.predicted_bytes, "assembly_reason": choice.reason}
+    return dataclasses.replace(
+        job_plan,
+        chosen=dataclasses.replace(job_plan.chosen, **fields),
+        options={name: dataclasses.replace(option, **fields) for name, option in job_plan.options.items()},
+    )
 
 
 def plan_for(

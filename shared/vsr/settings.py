@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from vsr.assembly_path import ASSEMBLER_DISK_HEADROOM, AssemblyCapacity, OutputModel
+
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 SETTINGS_FILE = CONFIG_DIR / "settings.json"
 ASSEMBLY_FILTER_FILE = CONFIG_DIR / "assembly_filter.json"
@@ -438,6 +440,24 @@ class Settings:
             join=str(raw.get("join", "remux")),
             segment_crf=int(raw.get("segment_crf", raw["crf"])),
             reencode_max_mpix=self.reencode_max_megapixels(),
+        )
+
+    @property
+    def output_model(self) -> OutputModel:
+        """The delivery's bytes per output frame and megapixel (bench/bench_output_size.py) and the margin a
+        prediction of a job's output size gets (vsr.assembly_path)."""
+        raw = self.raw["encode"]
+        return OutputModel(
+            bytes_per_output_mpix=float(raw["delivery_bytes_per_output_mpix"]),
+            margin=float(raw["output_size_margin"]),
+        )
+
+    def assembly_capacity(self, reencode: bool) -> AssemblyCapacity:
+        """What the faststart join can hold: the assembler's ephemeral storage (what Terraform deploys) with
+        its headroom, and the outputs it keeps there at once (2 when it re-encodes the joins, else 1)."""
+        storage = self.function("assemble").ephemeral_storage_mb * 1024**2
+        return AssemblyCapacity(
+            faststart_disk_bytes=int(storage * ASSEMBLER_DISK_HEADROOM), faststart_copies=2 if reencode else 1
         )
 
     @property

@@ -24,6 +24,7 @@ Decisions (tested in tests/media):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -74,6 +75,7 @@ class SegmentEncoder:
         preset: str | None = None,
         codec: str | None = None,
         threads: int | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.info = info
         self.width = info.width * scale
@@ -89,6 +91,7 @@ class SegmentEncoder:
                 crf=encode.crf if crf is None else int(crf),
                 preset=preset or encode.preset,
                 threads=threads,
+                extra=options,
             )
         except Exception:
             self._container.close()
@@ -97,13 +100,14 @@ class SegmentEncoder:
         self._last_pts: int | None = None
         self._closed = False
 
-    def _add_stream(self, *, crf: int, preset: str, threads: int | None) -> Any:
+    def _add_stream(self, *, crf: int, preset: str, threads: int | None, extra: Mapping[str, str] | None) -> Any:
         info = self.info
         options = {"crf": str(crf), "preset": preset}
         if self.codec == "libx264" and crf == 0:
             options = {"qp": "0", "preset": preset}  # lossless, at any bit depth (crf 0 is not for 10-bit)
         if self.codec == "libx264":
             options["flags"] = "+cgop"  # closed GOPs: no frame refers across a keyframe
+        options.update(extra or {})  # e.g. no B-frames for fragmented MP4 (vsr.media.fragmented)
         stream = self._container.add_stream(self.codec, options=options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
         stream.time_base = info.time_base

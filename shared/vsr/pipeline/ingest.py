@@ -141,7 +141,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         if current is None or not message_id or current.ingest_message_id != message_id:
             log.info("ingest.lost_race")
             return job_id
-    _enqueue(job_id, segments, input_ref, job_model, resources, started, job_plan.chosen.tier)
+    _enqueue(job_id, segments, input_ref, job_model, resources, started, job_plan.chosen.tier, job_plan.chosen.assembly)
     return job_id
 
 
@@ -155,7 +155,17 @@ def _creator_is_gone(job: jobs.Job, message_id: str) -> bool:
 def resume_enqueue(job: jobs.Job, resources: Resources, started: float) -> None:
     log.warning("ingest.resume_enqueue", segments=job.segment_count)
     segments = artifacts.load_plan(job.artifacts["bucket"], job.job_id)
-    _enqueue(job.job_id, segments, job.input, job.model, resources, started, str(job.plan.get("tier", "lambda")))
+    plan = job.plan
+    _enqueue(
+        job.job_id,
+        segments,
+        job.input,
+        job.model,
+        resources,
+        started,
+        str(plan.get("tier", "lambda")),
+        str(plan.get("assembly", "faststart")),
+    )
 
 
 def _enqueue(
@@ -166,12 +176,15 @@ def _enqueue(
     resources: Resources,
     started: float,
     tier: str = "lambda",
+    assembly: str = "faststart",
 ) -> None:
     enqueue_started = time.monotonic()
     probe_loc = {"bucket": resources.work_bucket, "key": artifacts.probe_key(job_id)}
     size = get_settings().segment_window(tier)  # the rest follow as segments finish (vsr.pipeline.window)
     messages = [
-        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size)
+        SegmentMessage(
+            job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size, assembly=assembly
+        )
         for s in window.initial(segments, size)
     ]
     send_segments(segment_queue_for(tier, resources), messages)
