@@ -34,7 +34,8 @@ from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, output_video_pts
 from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
-from vsr.pipeline.fragments import fragment_keys, join_fragments
+from vsr.pipeline.fragments import fragment_keys
+from vsr.pipeline.multipart import join_fragments
 from vsr.quality import jobcheck, preview
 from vsr.settings import get_settings
 

@@ -14,13 +14,16 @@ bucket's lifecycle rule (terraform/storage.tf) aborts any that are left after a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vsr.assembly_path import S3_MAX_PART_BYTES, S3_MIN_PART_BYTES
 from vsr.aws import clients
 from vsr.logs import get_logger
+from vsr.media.fragmented import FragmentError
+from vsr.pipeline import artifacts
+from vsr.pipeline.fragments import INIT_BYTES_KEY, INIT_SHA_KEY
 
 log = get_logger(__name__)
 
@@ -227,3 +230,58 @@ def join(
     )
     log.info("multipart.complete", key=output_key, **stats.to_dict())
     return stats
+
+
+@dataclass(frozen=True)
+class FragmentedJoin:
+    bytes: int
+    stats: JoinStats
+    per_segment: list[dict[str, Any]]
+
+
+def _head(bucket: str, key: str) -> Mapping[str, str]:
+    what = f"head s3://{bucket}/{key}"
+    return clients.call(what, lambda: dict(clients.s3().head_object(Bucket=bucket, Key=key).get("Metadata", {})))
+
+
+def join_fragments(
+    job_id: str, segment_count: int, work_bucket: str, output_bucket: str, video_key: str
+) -> FragmentedJoin:
+    """Join the job's fMP4 segments into s3://output_bucket/video_key (init, then every segment's fragments)."""
+    sizes = artifacts.segment_sizes(work_bucket, job_id, artifacts.FRAGMENT_SUFFIX)
+    missing = [i for i in range(segment_count) if i not in sizes]
+    if missing:
+        raise artifacts.ArtifactMissingError(
+            f"upscaled segments {missing[:10]} are missing from the work bucket; the job must be resubmitted"
+        )
+    pieces: list[Piece] = []
+    per_segment: list[dict[str, Any]] = []
+    shas: set[str] = set()
+    first_init = 0
+    for index in range(segment_count):
+        key = artifacts.segment_key(job_id, index, artifacts.FRAGMENT_SUFFIX)
+        metadata = _head(work_bucket, key)
+        try:
+            init_bytes = int(metadata[INIT_BYTES_KEY])
+            shas.add(metadata[INIT_SHA_KEY])
+        except (KeyError, ValueError) as exc:
+            raise FragmentError(f"segment {index} is not a fragmented segment (no {INIT_BYTES_KEY})") from exc
+        if index == 0:
+            first_init = init_bytes
+        pieces.append(Piece(key, init_bytes, sizes[index]))
+        per_segment.append({"index": index, **artifacts.parse_segment_metadata(metadata)})
+    if len(shas) != 1:
+        raise FragmentError(
+            f"the segments were written with {len(shas)} different track layouts (encoder settings or streams "
+            "changed during the job); it must be resubmitted"
+        )
+    first_key = artifacts.segment_key(job_id, 0, artifacts.FRAGMENT_SUFFIX)
+    init = clients.call(
+        f"get the init of s3://{work_bucket}/{first_key}",
+        lambda: bytes(
+            clients.s3().get_object(Bucket=work_bucket, Key=first_key, Range=f"bytes=0-{first_init - 1}")["Body"].read()
+        ),
+    )
+    stats = join(work_bucket, pieces, init, output_bucket, video_key)
+    total = len(init) + sum(p.size for p in pieces)
+    return FragmentedJoin(bytes=total, stats=stats, per_segment=per_segment)
