@@ -110,6 +110,7 @@ def as_json(info: VideoInfo, cost: ModelCost, admitted: dict[str, Admission], se
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
         "plans": tier_rows(_plans(admitted)),
         "chosen": {"strategy": "default", "tier": chosen.tier, "plan": chosen.to_dict()},
+        "assembly": {"path": chosen.assembly, "predicted_bytes": chosen.output_bytes, "reason": chosen.assembly_reason},
         "fleet_tasks": [dataclasses.asdict(sample) for sample in timeline(info, cost, admitted, settings)],
         "max_job_cost_usd": settings.limits_for(chosen.tier).max_job_cost_usd,
         "accepted": default.accepted,
@@ -153,6 +154,7 @@ def as_table(info: VideoInfo, cost: ModelCost, admitted: dict[str, Admission], s
         f"chosen: {where}, {default.segments} segments, {default.predicted_wall_s:.1f} s "
         f"({default.predicted_wall_s / 3600:.1f} h), ${default.predicted_cost_usd:.4f}"
     )
+    lines.append(f"assembly: {default.assembly}, {default.assembly_reason}")
     verdict = admitted["default"].refusal
     limit = settings.limits_for(default.tier).max_job_cost_usd
     lines.append(f"refused: {verdict}" if verdict else f"accepted (cost limit ${limit:.2f} on {default.tier})")

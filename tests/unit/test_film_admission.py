@@ -104,8 +104,10 @@ def test_the_film_plan_plays_the_fleet_from_zero_to_its_maximum_and_back() -> No
     chosen = admitted["default"].plan.chosen
     assert f"chosen: GPU fleet ({settings.gpu.instance.name}), {chosen.segments} segments" in table
     assert "GPU fleet tasks over time" in table and "accepted" in table
+    assert "assembly: fragmented, the output (predicted" in table
     data = plan_command.as_json(FILM, MODEL, admitted, settings)
     assert data["accepted"] and data["fleet_tasks"][0]["tasks"] == 0
+    assert data["assembly"]["path"] == "fragmented" and data["assembly"]["predicted_bytes"] > 10 * 1024**3
     assert data["max_job_cost_usd"] == settings.limits_for("gpu").max_job_cost_usd
 
 

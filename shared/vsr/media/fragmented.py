@@ -144,6 +144,48 @@ def track_timescales(init: bytes) -> dict[int, int]:
     return scales
 
 
+def with_edits(init: bytes, media_times: dict[int, int]) -> bytes:
+    """The init with an edit list on each track of `media_times` ({track_id: media time in the track's
+    timescale}): the track's presentation starts that far into its decode timeline, as the source's own edit
+    list said (AAC encoder priming: the first packet's pts is -1024). Decode times cannot be negative, so the
+    fragments carry them from zero and the edit list moves them back; players apply it (FFmpeg does for
+    fragmented files too)."""
+    if not media_times:
+        return init
+    out = bytearray()
+    for box in iter_boxes(init):
+        if box.type != b"moov":
+            out += init[box.offset : box.offset + box.size]
+            continue
+        body = bytearray()
+        for child in _children(init, box):
+            raw = init[child.offset : child.offset + child.size]
+            if child.type == b"trak":
+                raw = _trak_with_edit(init, child, media_times)
+            body += raw
+        out += struct.pack(">I4s", 8 + len(body), b"moov") + body
+    return bytes(out)
+
+
+def _trak_with_edit(init: bytes, trak: Box, media_times: dict[int, int]) -> bytes:
+    children = list(_children(init, trak))
+    tkhd = next(c for c in children if c.type == b"tkhd")
+    body_at = tkhd.offset + tkhd.header
+    track_id = struct.unpack_from(">I", init, body_at + (20 if init[body_at] == 1 else 12))[0]
+    if track_id not in media_times or any(c.type == b"edts" for c in children):
+        return init[trak.offset : trak.offset + trak.size]
+    # elst version 0 (as FFmpeg writes it for fragments): one edit of duration 0 (the whole track: its length is
+    # not known in a fragmented movie's init), media_time, rate 1.0
+    elst = struct.pack(">I4sIIIihh", 28, b"elst", 0, 1, 0, media_times[track_id], 1, 0)
+    edts = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
+    body = bytearray()
+    for child in children:
+        body += init[child.offset : child.offset + child.size]
+        if child.type == b"tkhd":
+            body += edts
+    return struct.pack(">I4s", 8 + len(body), b"trak") + bytes(body)
+
+
 def patch_moof(moof: bytearray, sequence: int, decode_times: dict[int, list[int]], used: dict[int, int]) -> None:
     """Set the fragment's sequence number and each track's decode time (tfdt) in place: `decode_times[track]`
     lists the global decode time of each of the track's samples in order, `used[track]` how many earlier
@@ -180,12 +222,23 @@ def patch_moof(moof: bytearray, sequence: int, decode_times: dict[int, list[int]
             used[track] = first + samples
 
 
-def timeline_shift(info: VideoInfo) -> Fraction:
-    """Seconds added to every timestamp so none is negative (MP4 decode times are unsigned): usually 0; an
-    MP4 source whose audio starts before zero (encoder priming) moves the whole film, video and audio alike."""
-    starts = [Fraction(info.pts[0]) * info.time_base] if info.pts else []
-    starts += [Fraction(a.start_pts) * a.time_base for a in info.audio if a.start_pts is not None]
-    return max(Fraction(0), -min(starts, default=Fraction(0)))
+def _copied(stream: Any) -> bool:
+    return bool(stream.codec_context and stream.codec_context.name in FRAGMENT_AUDIO_CODECS)
+
+
+def _first_pts(container: Any, streams: list[Any]) -> dict[int, int]:
+    """The first packet's pts of each stream in `streams`, read from the start of a freshly opened file (an AAC
+    track's is often -1024: the encoder's priming, which the source's edit list hides and a seek to 0 skips).
+    Every worker reads the same."""
+    firsts: dict[int, int] = {}
+    if not streams:
+        return firsts
+    for packet in container.demux(streams):
+        if packet.pts is not None and packet.stream.index not in firsts:
+            firsts[packet.stream.index] = int(packet.pts)
+            if len(firsts) == len(streams):
+                break
+    return firsts
 
 
 def video_timescale(info: VideoInfo) -> int:
@@ -195,9 +248,9 @@ def video_timescale(info: VideoInfo) -> int:
 
 
 def output_video_pts(info: VideoInfo) -> list[int]:
-    """The output's video timestamps (in its track timescale): the source's, moved by `timeline_shift`."""
-    shift, timescale = timeline_shift(info), video_timescale(info)
-    return [_as_ticks(Fraction(p) * info.time_base + shift, timescale) for p in info.pts]
+    """The output's video timestamps (in its track timescale): the source's, exactly."""
+    timescale = video_timescale(info)
+    return [_as_ticks(Fraction(p) * info.time_base, timescale) for p in info.pts]
 
 
 def segment_span(segment: Segment, info: VideoInfo) -> tuple[Fraction | None, Fraction | None]:
@@ -243,20 +296,22 @@ def write_media_segment(
     a fragmented MP4 at `output`: init, then moof/mdat fragments with the film's decode times."""
     raw = Path(os.fspath(output) + ".mux")
     try:
-        decode_times, video_count, audio_count = _mux(video_segment, source, info, segment, raw)
-        return _finish(raw, Path(output), segment, decode_times, video_count, audio_count)
+        decode_times, edits, video_count, audio_count = _mux(video_segment, source, info, segment, raw)
+        return _finish(raw, Path(output), segment, decode_times, edits, video_count, audio_count)
     finally:
         raw.unlink(missing_ok=True)
 
 
 def _mux(
     video_segment: str | os.PathLike[str], source: Source, info: VideoInfo, segment: Segment, raw: Path
-) -> tuple[dict[int, list[int]], int, int]:
-    """FFmpeg's fragmented mux of the segment; returns every track's source times (as Fractions of seconds,
-    converted to ticks in `_finish`), keyed by track id (1: video, 2...: audio in source order)."""
-    shift = timeline_shift(info)
+) -> tuple[dict[int, list[Fraction]], dict[int, Fraction], int, int]:
+    """FFmpeg's fragmented mux of the segment; returns every track's decode times and edit (seconds, converted
+    to ticks in `_finish`), keyed by track id (1: video, 2...: audio in source order), and the sample counts."""
     times: dict[int, list[Fraction]] = {}
+    edits: dict[int, Fraction] = {}  # track -> seconds its presentation starts into its decode timeline
     expected = info.pts[segment.start_frame : segment.start_frame + segment.frame_count]
+    with open_input(source) as first_pass:  # before the main pass: one container at a time on an S3 reader
+        firsts = _first_pts(first_pass, [s for s in first_pass.streams.audio if _copied(s)])
     with av.open(os.fspath(video_segment), format=SEGMENT_FORMAT) as video_in, open_input(source) as source_in:
         stream_in = video_in.streams.video[0]
         first_pts = video_in.metadata.get(FIRST_PTS_KEY)
@@ -268,6 +323,16 @@ def _mux(
         for stream in source_in.streams:
             if stream not in audio_in:
                 stream.discard = av.stream.Discard.all
+        # decode times start at 0 on every track; a track whose first timestamp is negative gets an edit list
+        video_base = min(0, info.pts[0])
+        audio_bases = {index: min(0, pts) for index, pts in firsts.items()}
+        audio_bases.update({s.index: 0 for s in audio_in if s.index not in audio_bases})
+        if video_base:
+            edits[1] = Fraction(-video_base) * info.time_base
+        for number, stream in enumerate(audio_in, start=2):
+            if audio_bases[stream.index]:
+                tb = Fraction(stream.time_base.numerator, stream.time_base.denominator)
+                edits[number] = Fraction(-audio_bases[stream.index]) * tb
         timescale = video_timescale(info)
         out = av.open(
             os.fspath(raw),
@@ -307,14 +372,14 @@ def _mux(
                     packet.time_base = info.time_base
                     packet.pts = packet.dts = pts - expected[0]  # each track from 0: see `_local`
                     packet.duration = durations[pts]
-                    video_times.append(Fraction(pts) * info.time_base + shift)
+                    video_times.append(Fraction(pts - video_base) * info.time_base)
                     yield Fraction(pts) * info.time_base, 0, packet
 
             def audio_packets() -> Iterator[tuple[Fraction, int, Any]]:
                 for packet in _audio_packets(source_in, audio_in, segment_span(segment, info)):
                     tb = Fraction(packet.time_base.numerator, packet.time_base.denominator)
                     index = packet.stream.index
-                    audio_times[index].append(Fraction(packet.pts) * tb + shift)
+                    audio_times[index].append(Fraction(packet.pts - audio_bases[index]) * tb)
                     at = Fraction(packet.dts if packet.dts is not None else packet.pts) * tb
                     base = audio_base.setdefault(index, int(packet.dts if packet.dts is not None else packet.pts))
                     packet.pts -= base
@@ -332,11 +397,17 @@ def _mux(
     times[1] = video_times
     for number, stream in enumerate(audio_in, start=2):
         times[number] = audio_times[stream.index]
-    return times, len(video_times), sum(len(t) for t in audio_times.values())  # type: ignore[return-value]
+    return times, edits, len(video_times), sum(len(t) for t in audio_times.values())
 
 
 def _finish(
-    raw: Path, output: Path, segment: Segment, times: dict[int, list[Any]], video_count: int, audio_count: int
+    raw: Path,
+    output: Path,
+    segment: Segment,
+    times: dict[int, list[Fraction]],
+    edits: dict[int, Fraction],
+    video_count: int,
+    audio_count: int,
 ) -> MediaSegment:
     """Copy the muxed file to `output`: its init as it is, every moof with the film's decode times and sequence
     numbers, every mdat as it is; nothing else (no mfra: a fragment index of one segment is wrong for the film)."""
@@ -353,6 +424,7 @@ def _finish(
         if b"moov" not in {kind for kind, _, _ in boxes}:
             raise FragmentError("the fragmented mux wrote no moov")
         scales = track_timescales(init)
+        init = with_edits(init, {track: _as_ticks(at, scales[track]) for track, at in edits.items()})
         ticks = {track: [_as_ticks(t, scales[track]) for t in values] for track, values in times.items()}
         dst.write(init)
         used: dict[int, int] = {}
