@@ -317,14 +317,13 @@ def _mux(
         first_pts = video_in.metadata.get(FIRST_PTS_KEY)
         if first_pts is None:
             raise FragmentError(f"segment {segment.index} was not written by vsr.media.encode")
-        audio_in = [
-            s for s in source_in.streams.audio if s.codec_context and s.codec_context.name in FRAGMENT_AUDIO_CODECS
-        ]
+        audio_in = [s for s in source_in.streams.audio if _copied(s)]
         for stream in source_in.streams:
             if stream not in audio_in:
                 stream.discard = av.stream.Discard.all
         # decode times start at 0 on every track; a track whose first timestamp is negative gets an edit list
         video_base = min(0, info.pts[0])
+        audio_indexes = [s.index for s in audio_in]  # plain ints: the streams are gone once it is closed
         audio_bases = {index: min(0, pts) for index, pts in firsts.items()}
         audio_bases.update({s.index: 0 for s in audio_in if s.index not in audio_bases})
         if video_base:
@@ -395,8 +394,8 @@ def _mux(
         finally:
             out.close()
     times[1] = video_times
-    for number, stream in enumerate(audio_in, start=2):
-        times[number] = audio_times[stream.index]
+    for number, index in enumerate(audio_indexes, start=2):
+        times[number] = audio_times[index]
     return times, edits, len(video_times), sum(len(t) for t in audio_times.values())
 
 
