@@ -187,7 +187,7 @@ def test_a_film_too_big_for_the_assemblers_tmp_is_joined_in_s3_frame_exact_with_
     assert tmp.samples > 10 and tmp.peak < cap, f"assembler /tmp peaked at {tmp.peak} B (cap {cap} B)"
     multipart = report["assembly"]["multipart"]
     assert multipart["copied_parts"] >= 2  # S3 copied the segments; only the first part went through memory
-    assert multipart["uploaded_bytes"] <= 5 * 1024**2 + (size - multipart["copied_bytes"])
+    assert multipart["uploaded_bytes"] < 2 * 5 * 1024**2  # the most the assembler held in memory
     assert multipart["copied_bytes"] + multipart["uploaded_bytes"] == size
     print(f"fragmented film: {size} B output, assembler /tmp peak {tmp.peak} B over {tmp.samples} samples, {multipart}")
 

@@ -81,7 +81,7 @@ def _check(parts: list, pieces: list[Piece], min_part: int, max_part: int) -> No
     assert [p.number for p in parts] == list(range(1, len(parts) + 1))
     assert all(min_part <= p.size <= max_part for p in parts[:-1])  # S3's rule for every part but the last
     assert all(len(p.ranges) == 1 and p.ranges[0].key is not None for p in parts if p.copy)
-    assert all(p.size <= min_part for p in parts if not p.copy)  # memory: at most one minimum part
+    assert all(p.size < 2 * min_part for p in parts if not p.copy)  # memory: under two minimum parts
 
     def expand(ranges: list[Piece]) -> list[tuple[str | None, int]]:
         return [(r.key, offset) for r in ranges for offset in range(r.start, r.end)]
@@ -99,6 +99,7 @@ def _check(parts: list, pieces: list[Piece], min_part: int, max_part: int) -> No
         [7, 3],  # all small: one part
         [7, 10, 10, 10, 1],  # a small last segment: the last part may be small
         [7, 200],  # a segment over the part maximum is split
+        [7, 14, 14, 14],  # segments just over the minimum: the first joins the init, the others are copied
     ],
 )
 def test_parts_keep_s3s_minimum_and_the_bytes_in_order(sizes: list[int]) -> None:
@@ -116,3 +117,10 @@ def test_big_segments_are_copied_server_side_not_uploaded() -> None:
     assert uploaded == 5 * MIB  # only the first part (init + the head of segment 0) passes through memory
     assert copied == 400 * MIB + 1200 - uploaded
     assert len(parts) == 11
+
+
+def test_segments_just_over_the_minimum_are_copied_after_the_first() -> None:
+    pieces = [Piece(None, 0, 1200)] + [Piece(f"s{i}", 1200, 1200 + int(5.4 * MIB)) for i in range(3)]
+    parts = plan_parts(pieces)
+    assert [p.copy for p in parts] == [False, True, True]
+    assert parts[0].ranges == (pieces[0], pieces[1])  # the init and all of segment 0, in memory

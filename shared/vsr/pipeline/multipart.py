@@ -4,9 +4,9 @@ The output is the film's init segment followed by the byte range after each segm
 (vsr.media.fragmented). S3 requires every part but the last to be at least 5 MiB and at most 5 GiB:
 - a range of at least 5 MiB is copied by S3 itself (UploadPartCopy with CopySourceRange); no byte of it
   passes through the assembler;
-- smaller pieces (the init, short segments, a segment's tail) are gathered into one part of exactly the minimum
-  and uploaded (UploadPart) from memory, which therefore never holds more than one such part (5 MiB), and no
-  file at all: the assembler's /tmp does not grow with the video.
+- smaller pieces (the init, short segments, a segment's head) are gathered into one part and uploaded
+  (UploadPart) from memory, which never holds more than one such part (under 10 MiB), and no file at all: the
+  assembler's /tmp does not grow with the video.
 `plan_parts` is pure (unit-tested); `join` runs a plan. An attempt that dies leaves its upload open: the next
 attempt (the lease's next holder) aborts every open upload of the output key before it starts, and the
 bucket's lifecycle rule (terraform/storage.tf) aborts any that are left after a day.
@@ -55,41 +55,43 @@ class Part:
 def plan_parts(
     pieces: Sequence[Piece], min_part: int = S3_MIN_PART_BYTES, max_part: int = S3_MAX_PART_BYTES
 ) -> list[Part]:
-    """Parts for the pieces in order: every part but the last is within [min_part, max_part]; a piece of at
-    least `min_part` is copied (split into ranges of at most `max_part`); smaller ones are gathered, taking the
-    head of the next piece to fill a gathered part up to exactly `min_part`."""
+    """Parts for the pieces in order: every part but the last is within [min_part, max_part].
+
+    A piece of at least `min_part` is copied by S3 (split into ranges of at most `max_part`). Smaller pieces (and
+    the init, which is in memory) are gathered; a gathered part that is still short takes the head of the next
+    big piece, just enough to reach `min_part` when the rest of that piece can still be copied, else the whole
+    piece (then the gathered part stays under 2 x `min_part`: the most the assembler holds in memory)."""
     if min_part <= 0 or max_part < 2 * min_part:
         raise ValueError("need 0 < min_part and max_part >= 2 x min_part")
     parts: list[Part] = []
     pending: list[Piece] = []
-    pending_size = 0
 
     def add(ranges: Sequence[Piece], copy: bool) -> None:
         parts.append(Part(number=len(parts) + 1, ranges=tuple(ranges), copy=copy))
 
+    def flush() -> None:
+        add(pending, copy=False)
+        pending.clear()
+
     for piece in pieces:
         if piece.size <= 0:
             continue
+        if piece.key is None or piece.size < min_part:
+            pending.append(piece)
+            if sum(p.size for p in pending) >= min_part:
+                flush()
+            continue
         start = piece.start
-        if pending:  # fill the gathered part first, from the head of this piece
-            take = min(piece.size, min_part - pending_size)
-            pending.append(Piece(piece.key, start, start + take))
-            pending_size += take
-            start += take
-            if pending_size < min_part:
+        if pending:
+            need = min_part - sum(p.size for p in pending)
+            if piece.size - need < min_part:  # no copyable rest: the whole piece completes the gathered part
+                pending.append(piece)
+                flush()
                 continue
-            add(pending, copy=False)
-            pending, pending_size = [], 0
+            pending.append(Piece(piece.key, start, start + need))
+            flush()
+            start += need
         left = piece.end - start
-        if left <= 0:
-            continue
-        if left < min_part or piece.key is None:
-            pending.append(Piece(piece.key, start, piece.end))
-            pending_size += left
-            if pending_size >= min_part:
-                add(pending, copy=False)  # an init piece of min_part or more: it is in memory anyway
-                pending, pending_size = [], 0
-            continue
         count = -(-left // max_part)  # ranges of at most max_part, each at least min_part
         step = -(-left // count)
         while start < piece.end:
@@ -97,7 +99,7 @@ def plan_parts(
             add([Piece(piece.key, start, end)], copy=True)
             start = end
     if pending:
-        add(pending, copy=False)  # the last part may be small
+        flush()  # the last part may be small
     return parts
 
 
