@@ -3,6 +3,7 @@ init, the film keeps every source frame's timestamp and every source audio packe
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -104,3 +105,17 @@ def test_fragments_carry_the_films_decode_times_and_growing_sequence_numbers(
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
     assert video_tfdt == sorted(video_tfdt) and video_tfdt[0] == 0
     assert len(video_tfdt) >= 3  # at least one fragment per segment (each starts with an IDR frame)
+
+
+def test_the_assemblers_init_carries_the_films_duration(film: tuple[Path, Path, list, list], tmp_path: Path) -> None:
+    source, output, media, _ = film
+    data = output.read_bytes()
+    info = probe(source)
+    duration = fragmented.film_duration(info)
+    assert duration == Fraction(info.pts[-1] + (info.last_frame_duration or 1001)) * info.time_base
+    init = fragmented.with_duration(data[: media[0].init_bytes], duration)
+    assert b"mehd" in init and len(init) == media[0].init_bytes + 20
+    rewritten = tmp_path / "with-duration.mp4"
+    rewritten.write_bytes(init + data[media[0].init_bytes :])
+    assert video_times(rewritten) == video_times(source)
+    assert audio_packets(rewritten) == audio_packets(source)

@@ -167,6 +167,46 @@ def with_edits(init: bytes, media_times: dict[int, int]) -> bytes:
     return bytes(out)
 
 
+def film_duration(info: VideoInfo) -> Fraction:
+    """Seconds from the first frame to the end of the last one (the video track's length)."""
+    if not info.pts:
+        return Fraction(0)
+    step = info.pts[-1] - info.pts[-2] if len(info.pts) > 1 else 1
+    last = info.last_frame_duration or step or 1
+    return Fraction(info.pts[-1] + last - min(0, info.pts[0])) * info.time_base
+
+
+def with_duration(init: bytes, seconds: Fraction) -> bytes:
+    """The film's init with its duration: in mvhd and in a movie extends header (mehd) at the head of mvex,
+    in the movie timescale, so players know the length of a fragmented file without reading every fragment.
+    The assembler writes it (only it knows the whole film); workers' inits, whose hashes it compares, have none."""
+    out = bytearray()
+    for box in iter_boxes(init):
+        if box.type != b"moov":
+            out += init[box.offset : box.offset + box.size]
+            continue
+        body = bytearray()
+        timescale = 1000
+        for child in _children(init, box):
+            raw = bytearray(init[child.offset : child.offset + child.size])
+            if child.type == b"mvhd":
+                version = raw[8]
+                timescale = struct.unpack_from(">I", raw, 28 if version == 1 else 20)[0]
+                duration = math.ceil(seconds * timescale)
+                if version == 1:
+                    struct.pack_into(">Q", raw, 32, duration)
+                else:
+                    struct.pack_into(">I", raw, 24, min(duration, 2**32 - 1))
+            elif child.type == b"mvex":
+                inner = [b for b in _children(init, child) if b.type != b"mehd"]
+                mehd = struct.pack(">I4sIQ", 20, b"mehd", 1 << 24, math.ceil(seconds * timescale))
+                rest = b"".join(init[b.offset : b.offset + b.size] for b in inner)
+                raw = bytearray(struct.pack(">I4s", 8 + len(mehd) + len(rest), b"mvex") + mehd + rest)
+            body += raw
+        out += struct.pack(">I4s", 8 + len(body), b"moov") + body
+    return bytes(out)
+
+
 def _trak_with_edit(init: bytes, trak: Box, media_times: dict[int, int]) -> bytes:
     children = list(_children(init, trak))
     tkhd = next(c for c in children if c.type == b"tkhd")

@@ -30,7 +30,7 @@ from vsr.aws.s3io import S3RangeReader
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
-from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, output_video_pts
+from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, film_duration, output_video_pts
 from vsr.media.probe import VideoInfo, probe
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
@@ -192,7 +192,9 @@ def _assemble_fragmented(
     ref = job.input
     video_key, report_key = artifacts.output_keys(ref["key"], scale)
     join_started = time.monotonic()
-    joined = join_fragments(job.job_id, job.segment_count, work_bucket, res.output_bucket, video_key)
+    joined = join_fragments(
+        job.job_id, job.segment_count, work_bucket, res.output_bucket, video_key, film_duration(info)
+    )
     timings: dict[str, Any] = {
         "assembly_segments": "copied in S3",
         "assembly_join_s": time.monotonic() - join_started,

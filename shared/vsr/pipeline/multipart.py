@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from vsr.assembly_path import S3_MAX_PART_BYTES, S3_MIN_PART_BYTES
 from vsr.aws import clients
 from vsr.logs import get_logger
-from vsr.media.fragmented import FragmentError
+from vsr.media.fragmented import FragmentError, with_duration
 from vsr.pipeline import artifacts
 from vsr.pipeline.fragments import INIT_BYTES_KEY, INIT_SHA_KEY
 
@@ -247,9 +248,10 @@ def _head(bucket: str, key: str) -> Mapping[str, str]:
 
 
 def join_fragments(
-    job_id: str, segment_count: int, work_bucket: str, output_bucket: str, video_key: str
+    job_id: str, segment_count: int, work_bucket: str, output_bucket: str, video_key: str, duration: Fraction
 ) -> FragmentedJoin:
-    """Join the job's fMP4 segments into s3://output_bucket/video_key (init, then every segment's fragments)."""
+    """Join the job's fMP4 segments into s3://output_bucket/video_key: segment 0's init with the film's
+    `duration` (vsr.media.fragmented.with_duration), then every segment's fragments."""
     sizes = artifacts.segment_sizes(work_bucket, job_id, artifacts.FRAGMENT_SUFFIX)
     missing = [i for i in range(segment_count) if i not in sizes]
     if missing:
@@ -284,6 +286,7 @@ def join_fragments(
             clients.s3().get_object(Bucket=work_bucket, Key=first_key, Range=f"bytes=0-{first_init - 1}")["Body"].read()
         ),
     )
+    init = with_duration(init, duration)
     stats = join(work_bucket, pieces, init, output_bucket, video_key)
     total = len(init) + sum(p.size for p in pieces)
     return FragmentedJoin(bytes=total, stats=stats, per_segment=per_segment)
