@@ -3,6 +3,9 @@ init, the film keeps every source frame's timestamp and every source audio packe
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -119,3 +122,47 @@ def test_the_assemblers_init_carries_the_films_duration(film: tuple[Path, Path, 
     rewritten.write_bytes(init + data[media[0].init_bytes :])
     assert video_times(rewritten) == video_times(source)
     assert audio_packets(rewritten) == audio_packets(source)
+
+
+PAGE = """<html><body><video id="v" src="film.mp4" muted></video><pre id="out">pending</pre><script>
+const v = document.getElementById('v'), out = document.getElementById('out');
+v.addEventListener('error', () => { out.textContent = 'error ' + (v.error && v.error.code); });
+v.addEventListener('loadedmetadata', () => {
+  out.textContent = 'metadata ' + v.duration.toFixed(3) + ' ' + v.videoWidth + 'x' + v.videoHeight;
+  v.currentTime = SEEK;
+});
+v.addEventListener('canplay', () => { out.textContent += ' canplay@' + v.currentTime.toFixed(3); });
+</script></body></html>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine (apt install chromium)")
+def test_chromium_reads_the_joined_film_and_seeks_into_its_last_segment(
+    film: tuple[Path, Path, list, list], tmp_path: Path
+) -> None:
+    _, output, _, _ = film
+    (tmp_path / "film.mp4").write_bytes(output.read_bytes())
+    (tmp_path / "page.html").write_text(PAGE.replace("SEEK", "1.2"))  # frame 36 of 45: the third segment
+    done = subprocess.run(
+        [
+            "chromium",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            (tmp_path / "page.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    found = re.search(r'<pre id="out">([^<]*)', done.stdout)
+    assert found, done.stderr[-2000:]
+    text = found.group(1)
+    parsed = re.fullmatch(r"metadata ([0-9.]+) (\d+x\d+) canplay@([0-9.]+)", text)
+    assert parsed, text  # no media error: Chromium's demuxer and decoders take the file
+    duration, size, at = float(parsed.group(1)), parsed.group(2), float(parsed.group(3))
+    assert 1.50 <= duration < 1.55 and size == "352x288" and at == pytest.approx(1.2), text
