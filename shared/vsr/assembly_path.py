@@ -80,34 +80,38 @@ def fragmented_parts_bound(segments: int) -> int:
     return 2 * segments + 1
 
 
+def _size(count: float) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
 def choose_path(predicted_bytes: int, segments: int, capacity: AssemblyCapacity) -> AssemblyChoice:
     """faststart when the output fits the assembler's /tmp, else fragmented when S3's limits allow it; else
     NoAssemblyPath with the reason."""
-    gb = predicted_bytes / 1e9
+    predicted = _size(predicted_bytes)
     need = predicted_bytes * capacity.faststart_copies
-    disk = f"{capacity.faststart_disk_bytes / 1e9:.2f} GB"
+    disk = _size(capacity.faststart_disk_bytes)
     if need <= capacity.faststart_disk_bytes:
         return AssemblyChoice(
             FASTSTART,
             predicted_bytes,
-            f"the output (predicted {gb:.2f} GB, {capacity.faststart_copies} cop"
+            f"the output (predicted {predicted}, {capacity.faststart_copies} cop"
             f"{'ies' if capacity.faststart_copies > 1 else 'y'} on disk) fits the assembler's {disk} /tmp: "
             "one faststart MP4",
         )
     if predicted_bytes > capacity.max_object_bytes:
         raise NoAssemblyPath(
-            f"the output is predicted at {gb:.0f} GB, above S3's largest object "
+            f"the output is predicted at {predicted}, above S3's largest object "
             f"({capacity.max_object_bytes / 1e12:.1f} TB): upload a shorter or smaller video"
         )
     if fragmented_parts_bound(segments) > capacity.max_parts:
         raise NoAssemblyPath(
-            f"the output is predicted at {gb:.2f} GB, too big for the assembler's {disk} /tmp, and its "
+            f"the output is predicted at {predicted}, too big for the assembler's {disk} /tmp, and its "
             f"{segments} segments are more than one S3 multipart upload can join ({capacity.max_parts} parts)"
         )
     return AssemblyChoice(
         FRAGMENTED,
         predicted_bytes,
-        f"the output (predicted {gb:.2f} GB, {capacity.faststart_copies} cop"
+        f"the output (predicted {predicted}, {capacity.faststart_copies} cop"
         f"{'ies' if capacity.faststart_copies > 1 else 'y'} on disk) does not fit the assembler's {disk} /tmp: "
         f"fragmented MP4 joined in S3 from {segments} segments",
     )
