@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 bench-encode package image push deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-output-size bench-check bench-int8 bench-encode package image push deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench-seams: $(VENV)/.installed models ## segment joins: remux vs seamless re-en
 
 bench-encode: $(VENV)/.installed models ## delivery codecs at their defaults: ms/Mpix, MB/min, PSNR/SSIM vs lossless, ratio to H.264
 	nice -n 5 $(BIN)/python bench/bench_encode.py
+
+bench-output-size: $(VENV)/.installed models ## delivery bytes per output frame and megapixel on the bundled clips (settings encode.delivery_bytes_per_output_mpix)
+	$(BIN)/python bench/bench_output_size.py
 
 bench-check: $(VENV)/.installed ## the job's quality check: s/pair on one thread vs all (the planner's quality_* latency settings)
 	$(BIN)/python bench/bench_check.py

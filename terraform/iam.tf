@@ -185,7 +185,7 @@ data "aws_iam_policy_document" "worker" {
   }
 }
 
-# --- assemble: table stream -> join segments + source audio -> output bucket, delete segments -------------
+# --- assemble: table stream -> join segments + source audio (or copy fMP4 segments in S3) -> output bucket ---
 data "aws_iam_policy_document" "assemble" {
   statement {
     sid       = "LogsOwnGroup"
@@ -231,6 +231,12 @@ data "aws_iam_policy_document" "assemble" {
     sid       = "WriteOutputAndReport"
     actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${local.bucket_arns.output}/*"]
+  }
+  statement {
+    # the fragmented join (vsr.pipeline.multipart) aborts the open upload a crashed attempt left on its key
+    sid       = "FindAbandonedOutputUploads"
+    actions   = ["s3:ListBucketMultipartUploads"]
+    resources = [local.bucket_arns.output]
   }
   statement {
     sid       = "FinishJobs"

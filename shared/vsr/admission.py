@@ -7,13 +7,16 @@ exactly with what ingest then does for the same file and settings.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, cast
 
+from vsr.assembly_path import FRAGMENTED, AssemblyChoice, NoAssemblyPath, choose_path, predict_output_bytes
 from vsr.errors import BadRequestError, CostLimitError, GeometryChangeError, LimitExceededError
-from vsr.fleet import GpuFleet
+from vsr.fleet import FleetSample, GpuFleet, simulate_fleet, task_timeline
+from vsr.media.encode import REENCODE, join_mode
+from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS
 from vsr.media.geometry import FAIL, change_reason
 from vsr.media.probe import VideoInfo
 from vsr.media.profiles import AUTO, DeliveryProfile, Hdr10, choose_profile
@@ -127,36 +130,66 @@ def duration_s(info: VideoInfo) -> float:
     return 0.0
 
 
-def check_limits(info: VideoInfo, scale: int, limits: Limits) -> None:
-    """Raise LimitExceededError (a user-facing reason) if the video is outside the service's limits."""
+def limit_reason(info: VideoInfo, scale: int, limits: Limits) -> str | None:
+    """None when the video is within `limits`, else the user-facing reason."""
     if info.size_bytes > limits.max_input_bytes:
-        raise LimitExceededError(
-            f"the file is {info.size_bytes / 1e9:.2f} GB; the limit is {limits.max_input_bytes / 1e9:.2f} GB"
-        )
+        return f"the file is {info.size_bytes / 1e9:.2f} GB; the limit is {limits.max_input_bytes / 1e9:.2f} GB"
     if info.format_name not in ALLOWED_FORMATS:
-        raise LimitExceededError(f"container format {info.format_name!r} is not accepted")
+        return f"container format {info.format_name!r} is not accepted"
     duration = duration_s(info)
     if duration > limits.max_duration_s:
-        raise LimitExceededError(f"the video lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s")
+        return f"the video lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s"
     if info.frame_count > limits.max_frames:
-        raise LimitExceededError(f"the video has {info.frame_count} frames; the limit is {limits.max_frames}")
+        return f"the video has {info.frame_count} frames; the limit is {limits.max_frames}"
     pixels = info.width * info.height
     if pixels > limits.max_input_pixels:
-        raise LimitExceededError(
-            f"frames of {info.width}x{info.height} exceed the input limit of {limits.max_input_pixels} pixels"
-        )
+        return f"frames of {info.width}x{info.height} exceed the input limit of {limits.max_input_pixels} pixels"
     for change in info.changes():  # a later, larger picture is decoded at its own size before it is scaled
         size = change.geometry.width * change.geometry.height
         if size > limits.max_input_pixels:
-            raise LimitExceededError(
+            return (
                 f"from {change.time_s:.3f} s the frames are {change.geometry.width}x{change.geometry.height}, "
                 f"beyond the input limit of {limits.max_input_pixels} pixels"
             )
     if pixels * scale * scale > limits.max_output_pixels:
-        raise LimitExceededError(
+        return (
             f"x{scale} output of {info.width * scale}x{info.height * scale} exceeds the output limit of "
             f"{limits.max_output_pixels} pixels"
         )
+    return None
+
+
+def check_limits(info: VideoInfo, scale: int, limits: Limits) -> None:
+    """Raise LimitExceededError (a user-facing reason) if the video is outside the service's limits."""
+    reason = limit_reason(info, scale, limits)
+    if reason:
+        raise LimitExceededError(reason)
+
+
+TIER_NAMES = {"lambda": "Lambda", "gpu": "the GPU fleet"}
+ENABLE_GPU = "deploy it with Terraform gpu_fleet_enabled = true (settings gpu.enabled)"
+
+
+def admissible_tiers(info: VideoInfo, scale: int, settings: Settings, tier: str | None = None) -> tuple[str, ...]:
+    """The deployment's tiers (or the forced `tier`) whose limits (settings `limits`, `gpu.limits`) admit the
+    video. None does: LimitExceededError with each tier's reason, and, where only the GPU tier that this
+    deployment lacks would take it, a reason that names it as the way to run it."""
+    tiers = (tier,) if tier else settings.enabled_tiers()
+    reasons = {t: limit_reason(info, scale, settings.limits_for(t)) for t in tiers}
+    admitted = tuple(t for t in tiers if reasons[t] is None)
+    if admitted:
+        return admitted
+    if len(tiers) == 1:
+        reason = str(reasons[tiers[0]])
+    else:
+        reason = "; ".join(f"on {TIER_NAMES[t]}, {reasons[t]}" for t in tiers)
+    if "gpu" not in settings.enabled_tiers() and limit_reason(info, scale, settings.limits_for("gpu")) is None:
+        gpu = settings.limits_for("gpu")
+        reason += (
+            f" on Lambda; the GPU tier takes videos up to {gpu.max_duration_s:.0f} s and {gpu.max_frames} frames: "
+            f"{ENABLE_GPU}"
+        )
+    raise LimitExceededError(reason)
 
 
 def check_geometry_changes(info: VideoInfo, mode: str) -> None:
@@ -168,14 +201,15 @@ def check_geometry_changes(info: VideoInfo, mode: str) -> None:
 
 
 def cost_verdict(plan: PlanChoice, limits: Limits) -> str | None:
-    """None when the plan's predicted cost is within the limit, else the user-facing reason."""
+    """None when the plan's predicted cost is within the limit (of the plan's tier), else the user-facing reason."""
     if plan.predicted_cost_usd <= limits.max_job_cost_usd:
         return None
     where = f"{plan.instance_type} GPU fleet" if plan.tier == "gpu" else f"Lambda {plan.arch}"
     hint = "" if plan.tier == "gpu" else "; the GPU tier (Terraform gpu_fleet_enabled) costs far less for long videos"
+    setting = "gpu.limits.max_job_cost_usd" if plan.tier == "gpu" else "limits.max_job_cost_usd"
     return (
         f"the job's predicted cost is ${plan.predicted_cost_usd:.2f} ({plan.segments} segments, "
-        f"{where}), above the limit of ${limits.max_job_cost_usd:.2f}; raise limits.max_job_cost_usd in "
+        f"{where}), above the limit of ${limits.max_job_cost_usd:.2f}; raise {setting} in "
         f"settings.json (or VSR_SETTINGS_OVERRIDES) to accept it, or upload a shorter or smaller video{hint}"
     )
 
@@ -184,6 +218,95 @@ def check_cost(plan: PlanChoice, limits: Limits) -> None:
     reason = cost_verdict(plan, limits)
     if reason:
         raise CostLimitError(reason)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admission decided for one video: the plan (over the tiers whose limits admit it) and, when the
+    chosen plan is over its tier's cost limit, the reason (ingest refuses it; `vsr plan` prints it)."""
+
+    plan: JobPlan
+    refusal: str | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.refusal is None
+
+
+def admit(
+    info: VideoInfo,
+    model: ModelCost,
+    settings: Settings,
+    strategy: Strategy = "default",
+    *,
+    tier: str | None = None,
+    concurrency: int | None = None,
+    architecture: str | None = None,
+    codec: str = "h264",
+) -> Admission:
+    """THE admission of ingest and `vsr plan`: each tier's limits, the plan over the tiers that admit the video,
+    and the chosen tier's cost limit. When the pooled choice is over its tier's cost limit but another tier's
+    plan of the same strategy is within its own, that tier is planned alone (a film goes to the fleet whose
+    limit is made for it, not refused for Lambda's). Raises LimitExceededError when no tier admits it."""
+    tiers = admissible_tiers(info, model.scale, settings, tier)
+
+    def planned(over: Sequence[str]) -> JobPlan:
+        return plan_for(
+            info,
+            model,
+            settings,
+            strategy,
+            concurrency=concurrency,
+            architecture=architecture,
+            tiers=over,
+            codec=codec,
+        )
+
+    job_plan = planned(tiers)
+    refusal = cost_verdict(job_plan.chosen, settings.limits_for(job_plan.chosen.tier))
+    if refusal:
+        for other, by_strategy in job_plan.tier_options.items():
+            if (
+                other != job_plan.chosen.tier
+                and cost_verdict(by_strategy[strategy], settings.limits_for(other)) is None
+            ):
+                job_plan = planned((other,))
+                refusal = None
+                break
+    return Admission(
+        plan=with_assembly(job_plan, assembly_for(info, model, settings, len(job_plan.segments))), refusal=refusal
+    )
+
+
+def assembly_for(info: VideoInfo, model: ModelCost, settings: Settings, segments: int) -> AssemblyChoice:
+    """The assembly path of a job (vsr.assembly_path): its output size predicted from the delivery's measured
+    rate, checked against each path's capacity. LimitExceededError when no path can assemble it."""
+    output_mpix = info.width * info.height * model.scale**2 / 1e6
+    predicted = predict_output_bytes(info.frame_count, output_mpix, settings.output_model)
+    reencode = join_mode(info, model.scale, settings.encode_settings) == REENCODE
+    try:
+        choice = choose_path(predicted, segments, settings.assembly_capacity(reencode))
+    except NoAssemblyPath as exc:
+        raise LimitExceededError(str(exc)) from exc
+    if choice.path == FRAGMENTED:
+        recoded = sorted({a.codec for a in info.audio if a.codec not in FRAGMENT_AUDIO_CODECS})
+        if recoded:
+            raise LimitExceededError(
+                f"the output is predicted at {predicted / 1e9:.2f} GB, so it is joined as fragmented MP4, which "
+                f"copies the source's audio as it is; its {', '.join(recoded)} audio would have to be re-encoded: "
+                "convert the audio to AAC first"
+            )
+    return choice
+
+
+def with_assembly(job_plan: JobPlan, choice: AssemblyChoice) -> JobPlan:
+    """The plan with the job's assembly path on its chosen plan and options (the job records the chosen one)."""
+    fields = {"assembly": choice.path, "output_bytes": choice.predicted_bytes, "assembly_reason": choice.reason}
+    return dataclasses.replace(
+        job_plan,
+        chosen=dataclasses.replace(job_plan.chosen, **fields),
+        options={name: dataclasses.replace(option, **fields) for name, option in job_plan.options.items()},
+    )
 
 
 def plan_for(
@@ -196,9 +319,10 @@ def plan_for(
     architecture: str | None = None,
     tier: str | None = None,
     codec: str = "h264",
+    tiers: Sequence[str] | None = None,
 ) -> JobPlan:
     """The job's plan from the settings (the worker's capacity, latency model and prices), over the deployment's
-    tiers (settings gpu.enabled), or only `tier` when the job forces one."""
+    tiers (settings gpu.enabled), or only `tier` when the job forces one, or over `tiers` (admission's)."""
     if strategy not in STRATEGIES:
         raise BadRequestError(f"unknown plan strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     capacity = settings.worker_capacity
@@ -215,19 +339,9 @@ def plan_for(
         vcpus=capacity.vcpus,
     )
     output_mpix = info.width * info.height * model.scale**2 / 1e6
-    tiers = (tier,) if tier else settings.enabled_tiers()
-    fleet = (
-        GpuFleet.for_job(
-            settings.gpu,
-            width=info.width,
-            height=info.height,
-            scale=model.scale,
-            macs_per_input_pixel=model.macs_per_input_pixel,
-            min_frames=settings.segment_policy.min_frames,
-        )
-        if "gpu" in tiers
-        else None
-    )
+    if tiers is None:
+        tiers = (tier,) if tier else settings.enabled_tiers()
+    fleet = fleet_for(info, model, settings) if "gpu" in tiers else None
     return plan_job(
         info.pts,
         seconds_per_frame=spf,
@@ -239,12 +353,42 @@ def plan_for(
         strategy=strategy,
         output_mpix_per_frame=output_mpix,
         assembly=settings.assembly_work_for(codec),  # the delivery encoder's measured speed
-        temporal_s_per_frame=settings.latency.temporal_s_per_output_mpix * output_mpix
-        if settings.temporal == "flow"
-        else 0.0,
+        temporal_s_per_frame=_temporal_s_per_frame(settings, output_mpix),
         gpu=fleet,
         tiers=tiers,
     )
+
+
+def _temporal_s_per_frame(settings: Settings, output_mpix: float) -> float:
+    return settings.latency.temporal_s_per_output_mpix * output_mpix if settings.temporal == "flow" else 0.0
+
+
+def fleet_for(info: VideoInfo, model: ModelCost, settings: Settings) -> GpuFleet:
+    """The GPU fleet as the planner sees it for this video (settings `gpu`)."""
+    return GpuFleet.for_job(
+        settings.gpu,
+        width=info.width,
+        height=info.height,
+        scale=model.scale,
+        macs_per_input_pixel=model.macs_per_input_pixel,
+        min_frames=settings.segment_policy.min_frames,
+    )
+
+
+def fleet_timeline(info: VideoInfo, model: ModelCost, settings: Settings, plan: JobPlan) -> list[FleetSample]:
+    """The fleet's task count over a GPU plan's run, from zero (the same simulation the planner priced)."""
+    fleet = fleet_for(info, model, settings)
+    output_mpix = info.width * info.height * model.scale**2 / 1e6
+    run = simulate_fleet(
+        [s.frame_count for s in plan.segments],
+        fleet,
+        settings.latency,
+        output_mpix_per_frame=output_mpix,
+        assembly=settings.assembly_work,
+        context_frames=settings.segment_policy.context_frames if settings.temporal == "flow" else 0,
+        temporal_s_per_frame=_temporal_s_per_frame(settings, output_mpix),
+    )
+    return task_timeline(run, fleet)
 
 
 def probe_summary(info: VideoInfo) -> dict[str, Any]:

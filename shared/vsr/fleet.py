@@ -104,3 +104,33 @@ def simulate_fleet(
 def fleet_cost_usd(run: FleetRun, fleet: GpuFleet) -> float:
     """EC2 instance time at the planned type's hourly price (on demand: spot only lowers it)."""
     return run.instance_billed_s / 3600.0 * fleet.hourly_usd
+
+
+@dataclass(frozen=True)
+class FleetSample:
+    """The fleet at one moment of a job: tasks running (billed: booting, working or idle before scale-in) and
+    tasks working on a segment."""
+
+    at_s: float
+    tasks: int
+    busy: int
+
+
+def task_timeline(run: FleetRun, fleet: GpuFleet, points: int = 12) -> list[FleetSample]:
+    """The fleet's task count over one job, from zero back to zero: at the alarm, at the middle of every
+    `points`-th of the run, when the last segment ends and when the fleet has scaled in (what `vsr plan` prints)."""
+    sim = run.simulation
+    launched = sim.first_segment_start_s + fleet.scale_out_s  # the alarm fired: instances launch (billed)
+    scaled_in = sim.workers_done_s + fleet.scale_in_idle_s
+
+    def at(t: float) -> FleetSample:
+        tasks = run.instances if launched <= t < scaled_in else 0
+        busy = sum(1 for start, end in sim.segment_runs if start <= t < end)
+        return FleetSample(at_s=round(t, 1), tasks=tasks, busy=busy)
+
+    first_work = min((start for start, _ in sim.segment_runs), default=launched)
+    moments = {0.0, launched, first_work, sim.workers_done_s, scaled_in}
+    steps = max(1, points)
+    # mid-steps, not step edges: tasks of equal segments all change segments at the same instants
+    moments |= {first_work + (sim.workers_done_s - first_work) * (k + 0.5) / steps for k in range(steps)}
+    return [at(t) for t in sorted(moments)]

@@ -2,7 +2,8 @@
 
 Probes a local file or `s3://bucket/key` (read in place through ranged GETs, as ingest does), applies the same
 limit checks, and prints the cost, latency and default plans from the same planner ingest calls
-(vsr.admission.plan_for), so the segments shown are the segments ingest then enqueues for the same settings.
+(vsr.admission.admit: each tier's limits, the plan, the chosen tier's cost limit), so the segments shown are
+the segments ingest then enqueues for the same settings. A GPU plan also shows the fleet's task count over time.
 Exit codes: 0 when the default plan would be accepted, 1 for bad input or a job over the cost limit.
 """
 
@@ -19,16 +20,17 @@ from urllib.parse import urlparse
 import botocore.exceptions
 
 from vsr.admission import (
+    Admission,
     ModelCost,
+    admit,
     check_delivery,
-    check_limits,
-    cost_verdict,
     delivery_for,
     duration_s,
-    plan_for,
+    fleet_timeline,
     probe_summary,
 )
 from vsr.errors import InputError, PermanentError, TransientError
+from vsr.fleet import FleetSample
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import DeliveryProfile, requested_codec
 from vsr.planning import STRATEGIES, JobPlan
@@ -71,26 +73,35 @@ def build(
     architecture: str | None = None,
     tier: str | None = None,
     codec: str = "auto",
-) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
+) -> tuple[VideoInfo, ModelCost, dict[str, Admission]]:
+    """Probe and admit the input under every strategy, exactly as ingest would (vsr.admission.admit), for the
+    delivery codec the job would get (`codec`, as `vsr-codec` metadata asks)."""
     cost = model_cost(model, settings)
     info = probe_input(location)
-    check_limits(info, cost.scale, settings.limits)
     delivery = delivery_for(info, cost.scale, requested_codec(codec), settings)
+    admitted = admissions(
+        info, cost, settings, concurrency=concurrency, architecture=architecture, tier=tier, codec=delivery.codec
+    )
     check_delivery(info, cost.scale, delivery, settings)
-    plans = {
-        strategy: plan_for(
-            info,
-            cost,
-            settings,
-            strategy,
-            concurrency=concurrency,
-            architecture=architecture,
-            tier=tier,
-            codec=delivery.codec,
+    return info, cost, admitted
+
+
+def admissions(
+    info: VideoInfo,
+    cost: ModelCost,
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    architecture: str | None = None,
+    tier: str | None = None,
+    codec: str = "h264",
+) -> dict[str, Admission]:
+    return {
+        strategy: admit(
+            info, cost, settings, strategy, tier=tier, concurrency=concurrency, architecture=architecture, codec=codec
         )
         for strategy in STRATEGIES
     }
-    return info, cost, plans
 
 
 ROW_ORDER = ("cost", "latency", "default")
@@ -102,40 +113,58 @@ def tier_rows(plans: dict[str, JobPlan]) -> list[dict[str, Any]]:
     return [options[tier][strategy].to_dict() for tier in options for strategy in ROW_ORDER]
 
 
+def _plans(admitted: dict[str, Admission]) -> dict[str, JobPlan]:
+    return {strategy: admission.plan for strategy, admission in admitted.items()}
+
+
+def timeline(info: VideoInfo, cost: ModelCost, admitted: dict[str, Admission], settings: Settings) -> list[FleetSample]:
+    """The fleet's task count over the default plan's run when it is a GPU plan (empty otherwise)."""
+    plan = admitted["default"].plan
+    return fleet_timeline(info, cost, settings, plan) if plan.chosen.tier == "gpu" else []
+
+
 def as_json(
     info: VideoInfo,
     cost: ModelCost,
-    plans: dict[str, JobPlan],
+    admitted: dict[str, Admission],
     settings: Settings,
     delivery: DeliveryProfile | None = None,
 ) -> dict[str, Any]:
-    default = plans["default"].chosen
+    default = admitted["default"]
+    chosen = default.plan.chosen
     return {
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
         **({"delivery": delivery.to_dict()} if delivery else {}),
-        "plans": tier_rows(plans),
-        "chosen": {"strategy": "default", "tier": default.tier, "plan": default.to_dict()},
-        "max_job_cost_usd": settings.limits.max_job_cost_usd,
-        "accepted": cost_verdict(default, settings.limits) is None,
-        "reason": cost_verdict(default, settings.limits),
+        "plans": tier_rows(_plans(admitted)),
+        "chosen": {"strategy": "default", "tier": chosen.tier, "plan": chosen.to_dict()},
+        "assembly": {"path": chosen.assembly, "predicted_bytes": chosen.output_bytes, "reason": chosen.assembly_reason},
+        "fleet_tasks": [dataclasses.asdict(sample) for sample in timeline(info, cost, admitted, settings)],
+        "max_job_cost_usd": settings.limits_for(chosen.tier).max_job_cost_usd,
+        "accepted": default.accepted,
+        "reason": default.refusal,
     }
+
+
+def _clock(seconds: float) -> str:
+    minutes = round(seconds / 60.0)
+    return f"{minutes // 60}:{minutes % 60:02d}"
 
 
 def as_table(
     info: VideoInfo,
     cost: ModelCost,
-    plans: dict[str, JobPlan],
+    admitted: dict[str, Admission],
     settings: Settings,
     delivery: DeliveryProfile | None = None,
 ) -> str:
-    default = plans["default"].chosen
+    default = admitted["default"].plan.chosen
     lines = [
         f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
         + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]
-    for row in tier_rows(plans):
+    for row in tier_rows(_plans(admitted)):
         tier = "gpu" if row["tier"] == "gpu" else "lambda"
         mark = (
             "  <- chosen"
@@ -149,12 +178,20 @@ def as_table(
             f"{'$' + format(row['predicted_cost_usd'], '.4f'):>10}{mark}"
         )
     where = f"GPU fleet ({default.instance_type})" if default.tier == "gpu" else f"Lambda {default.arch}"
+    samples = timeline(info, cost, admitted, settings)
+    if samples:
+        lines.append(
+            f"GPU fleet tasks over time (h:mm from the upload; running/working, at most {settings.gpu.max_tasks}):"
+        )
+        lines.append("  " + "  ".join(f"{_clock(s.at_s)} {s.tasks}/{s.busy}" for s in samples))
     lines.append(
-        f"chosen: {where}, {default.segments} segments, {default.predicted_wall_s:.1f} s, "
-        f"${default.predicted_cost_usd:.4f}"
+        f"chosen: {where}, {default.segments} segments, {default.predicted_wall_s:.1f} s "
+        f"({default.predicted_wall_s / 3600:.1f} h), ${default.predicted_cost_usd:.4f}"
     )
-    verdict = cost_verdict(default, settings.limits)
-    lines.append(f"refused: {verdict}" if verdict else f"accepted (cost limit ${settings.limits.max_job_cost_usd:.2f})")
+    lines.append(f"assembly: {default.assembly}, {default.assembly_reason}")
+    verdict = admitted["default"].refusal
+    limit = settings.limits_for(default.tier).max_job_cost_usd
+    lines.append(f"refused: {verdict}" if verdict else f"accepted (cost limit ${limit:.2f} on {default.tier})")
     return "\n".join(lines)
 
 
@@ -170,7 +207,7 @@ def command(args: argparse.Namespace) -> int:
 
         clients.use_endpoint(args.endpoint)
     try:
-        info, cost, plans = build(
+        info, cost, admitted = build(
             args.input,
             settings=settings,
             model=args.model,
@@ -188,7 +225,7 @@ def command(args: argparse.Namespace) -> int:
         return 2
     delivery = delivery_for(info, cost.scale, requested_codec(getattr(args, "codec", None)), settings)
     if args.json:
-        print(json.dumps(as_json(info, cost, plans, settings, delivery)))
+        print(json.dumps(as_json(info, cost, admitted, settings, delivery)))
     else:
-        print(as_table(info, cost, plans, settings, delivery))
-    return 0 if cost_verdict(plans["default"].chosen, settings.limits) is None else 1
+        print(as_table(info, cost, admitted, settings, delivery))
+    return 0 if admitted["default"].accepted else 1

@@ -155,13 +155,18 @@ class PlanChoice:
     seconds_per_frame: float
     tier: str = "lambda"  # lambda | gpu: which segment queue, and so which workers, the job's segments go to
     instance_type: str | None = None  # the GPU tier's priced instance type
+    assembly: str = "faststart"  # faststart | fragmented (vsr.assembly_path), chosen by admission for the job
+    output_bytes: int = 0  # the output size admission predicted (0: not predicted)
+    assembly_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanChoice:
-        defaults = {"tier": "lambda", "instance_type": None}  # plans recorded before the GPU tier
+        # plans recorded before the GPU tier and the assembly paths
+        defaults = {"tier": "lambda", "instance_type": None, "assembly": "faststart", "output_bytes": 0}
+        defaults["assembly_reason"] = ""
         return cls(**{name: data.get(name, defaults.get(name)) for name in cls.__dataclass_fields__})
 
 

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -129,8 +129,10 @@ def process_segment(
     on_frames: Callable[[int], None] | None = None,
     stabiliser: Stabiliser | None = None,
     geometry_changes: str = SCALE,
+    encoder_options: Mapping[str, str] | None = None,
 ) -> SegmentResult:
-    """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode).
+    """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode);
+    `encoder_options` are extra codec options (the fragmented path's, vsr.media.fragmented).
 
     Every frame enters the model in the job's first geometry (`info.first_geometry()`): a mid-stream change of
     size, pixel format or SAR is converted (`geometry_changes` "scale") or a GeometryChangeError ("fail")."""
@@ -141,7 +143,14 @@ def process_segment(
     context_left = segment.context_before if keep_context else 0
     timings = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0, "temporal_s": 0.0}
     encoder = SegmentEncoder(
-        output, info=info, scale=upscaler.scale, encode=encode, crf=crf, preset=preset, codec=codec
+        output,
+        info=info,
+        scale=upscaler.scale,
+        encode=encode,
+        crf=crf,
+        preset=preset,
+        codec=codec,
+        options=encoder_options,
     )
     inbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
     outbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)

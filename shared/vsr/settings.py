@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from vsr.assembly_path import ASSEMBLER_DISK_HEADROOM, AssemblyCapacity, OutputModel
+
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 SETTINGS_FILE = CONFIG_DIR / "settings.json"
 ASSEMBLY_FILTER_FILE = CONFIG_DIR / "assembly_filter.json"
@@ -445,7 +447,24 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits.from_raw(self.raw["limits"])
+        """The Lambda tier's limits (settings `limits`): what every deployment has."""
+        return self.limits_for("lambda")
+
+    def limits_for(self, tier: str) -> Limits:
+        """A worker tier's limits: settings `limits`, with the GPU fleet's own `gpu.limits` over them (longer
+        videos, a higher cost limit: a film is hours of GPU time). One block per tier, read by nothing else."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown worker tier {tier!r}; expected one of {', '.join(TIERS)}")
+        raw = self.raw["limits"]
+        if tier == "gpu":
+            raw = deep_merge(raw, self.raw["gpu"].get("limits", {}))
+        return Limits.from_raw(raw)
+
+    def intake_limits(self) -> Limits:
+        """The most permissive limits over this deployment's tiers: what an upload is checked against before
+        it is probed (its size), when the tier is not known yet."""
+        tiers = [self.limits_for(t) for t in self.enabled_tiers()]
+        return max(tiers, key=lambda limits: limits.max_input_bytes)
 
     @property
     def job_ttl_s(self) -> int:
@@ -493,6 +512,24 @@ class Settings:
     def encode_settings_for(self, codec: str) -> EncodeSettings:
         """`encode_settings` with the re-encode limit of a job delivered in `codec` (its encoder's speed)."""
         return self.encode_settings.replace(reencode_max_mpix=self.reencode_max_megapixels(codec))
+
+    @property
+    def output_model(self) -> OutputModel:
+        """The delivery's bytes per output frame and megapixel (bench/bench_output_size.py) and the margin a
+        prediction of a job's output size gets (vsr.assembly_path)."""
+        raw = self.raw["encode"]
+        return OutputModel(
+            bytes_per_output_mpix=float(raw["delivery_bytes_per_output_mpix"]),
+            margin=float(raw["output_size_margin"]),
+        )
+
+    def assembly_capacity(self, reencode: bool) -> AssemblyCapacity:
+        """What the faststart join can hold: the assembler's ephemeral storage (what Terraform deploys) with
+        its headroom, and the outputs it keeps there at once (2 when it re-encodes the joins, else 1)."""
+        storage = self.function("assemble").ephemeral_storage_mb * 1024**2
+        return AssemblyCapacity(
+            faststart_disk_bytes=int(storage * ASSEMBLER_DISK_HEADROOM), faststart_copies=2 if reencode else 1
+        )
 
     @property
     def assembly_work(self) -> AssemblyWork:

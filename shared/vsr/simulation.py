@@ -46,6 +46,8 @@ class Simulation:
     assembly_billed_s: float
     invocations: int
     cold_starts: int
+    # (start, end) of each segment on its worker, after a cold start; in plan order (the fleet's timeline)
+    segment_runs: tuple[tuple[float, float], ...] = ()
 
 
 def segment_seconds(frames: int, seconds_per_frame: float, latency: LatencyModel) -> float:
@@ -129,6 +131,7 @@ def simulate(
     first_start = math.inf
     done = ready
     clock = ready
+    runs: list[tuple[float, float]] = []
     for index, frames in enumerate(segment_frames):
         upscaled = frames + (context_frames if index > 0 else 0)
         while True:
@@ -143,16 +146,19 @@ def simulate(
                 if ramp_at > clock:
                     next_events.append(ramp_at)
             clock = min(next_events)
-        if idle > 0:
-            idle -= 1
-            start_cost = latency.worker_warm_start_s
-        else:
+        cold = idle <= 0
+        if cold:
             cold_starts += 1
             start_cost = latency.worker_cold_start_s
+        else:
+            idle -= 1
+            start_cost = latency.worker_warm_start_s
         duration = start_cost + segment_seconds(upscaled, seconds_per_frame, latency) + upscaled * temporal_s_per_frame
         first_start = min(first_start, clock)
         worker_billed += duration
         heapq.heappush(running, clock + duration)
+        # a warm task goes on to its next segment at once; a new one works only after its cold start
+        runs.append((clock + (start_cost if cold else 0.0), clock + duration))
         done = max(done, clock + duration)
 
     to_complete, quality_check = assembly_seconds(segment_frames, output_mpix_per_frame, latency, assembly)
@@ -169,4 +175,5 @@ def simulate(
         assembly_billed_s=assembly_billed,
         invocations=len(segment_frames),
         cold_starts=cold_starts,
+        segment_runs=tuple(runs),
     )

@@ -54,6 +54,8 @@ ACTION_FOR_OPERATION = {
     "s3:CreateMultipartUpload": "s3:PutObject",
     "s3:UploadPart": "s3:PutObject",
     "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:UploadPartCopy": "s3:PutObject",  # and s3:GetObject on the source (the work bucket's segments)
+    "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "sqs:SendMessageBatch": "sqs:SendMessage",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",

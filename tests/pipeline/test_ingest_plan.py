@@ -43,7 +43,8 @@ def test_ingest_enqueues_the_plan_vsr_plan_prints(
     job = _ingest(resources, "bikes.mp4", metadata)
     assert job.status == jobs.PROCESSING
 
-    _, _, plans = plan_command.build(str(BIKES), settings=get_settings())
+    _, _, admitted = plan_command.build(str(BIKES), settings=get_settings())
+    plans = {name: admission.plan for name, admission in admitted.items()}
     expected = plans[strategy]
     assert job.plan == expected.chosen.to_dict()
     assert job.segment_count == expected.chosen.segments

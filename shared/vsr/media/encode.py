@@ -23,7 +23,9 @@ Decisions (tested in tests/media):
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -110,11 +112,14 @@ class SegmentEncoder:
         codec: str | None = None,
         threads: int | None = None,
         spec: EncoderSpec | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.info = info
         self.width = info.width * scale
         self.height = info.height * scale
         self.spec = spec or segment_spec(info, scale, encode, crf=crf, preset=preset, codec=codec)
+        if options:  # e.g. no B-frames for fragmented MP4 (vsr.media.fragmented)
+            self.spec = dataclasses.replace(self.spec, options={**self.spec.options, **options})
         self.pix_fmt = self.spec.pix_fmt
         self.codec = self.spec.name
         target = os.fspath(output) if isinstance(output, str | os.PathLike) else output

@@ -5,6 +5,7 @@ Work bucket layout (deterministic, so a retried or duplicated step overwrites in
     jobs/<job_id>/probe.json              full VideoInfo (with the exact pts table)
     jobs/<job_id>/plan.json               {"segments": [Segment.to_dict(), ...]}
     jobs/<job_id>/segments/<index:05d>.nut  one upscaled segment (NUT, see vsr.media.encode); timings as metadata
+    jobs/<job_id>/segments/<index:05d>.m4s  ... on the fragmented assembly path: fMP4 (vsr.media.fragmented)
 
 The output goes to the output bucket beside a JSON report, under a key derived from the input key:
 `videos/clip.mov` -> `videos/clip.upscaled-x2.mp4` and `videos/clip.upscaled-x2.json`. An input key so long
@@ -33,6 +34,7 @@ from vsr.planning import Segment
 
 SEGMENT_META_PREFIX = "vsr-"
 SEGMENT_SUFFIX = ".nut"  # vsr.media.encode writes NUT segments (exact source time base)
+FRAGMENT_SUFFIX = ".m4s"  # on the fragmented assembly path: a segment as fMP4 media fragments (vsr.media.fragmented)
 DELETE_BATCH = 1000  # DeleteObjects limit
 PREVIEW_SUFFIX = ".preview.png"
 
@@ -60,8 +62,8 @@ def plan_key(job_id: str) -> str:
     return f"{job_prefix(job_id)}plan.json"
 
 
-def segment_key(job_id: str, index: int) -> str:
-    return f"{job_prefix(job_id)}segments/{index:05d}{SEGMENT_SUFFIX}"
+def segment_key(job_id: str, index: int, suffix: str = SEGMENT_SUFFIX) -> str:
+    return f"{job_prefix(job_id)}segments/{index:05d}{suffix}"
 
 
 def output_keys(input_key: str, scale: int, extension: str = ".mp4") -> tuple[str, str]:
@@ -172,7 +174,7 @@ def parse_segment_metadata(metadata: Mapping[str, str]) -> dict[str, float]:
     return values
 
 
-def segment_sizes(bucket: str, job_id: str) -> dict[int, int]:
+def segment_sizes(bucket: str, job_id: str, suffix: str = SEGMENT_SUFFIX) -> dict[int, int]:
     """{index: bytes} of the segments present in the work bucket (ListObjectsV2, 1000 keys per call)."""
     prefix = f"{job_prefix(job_id)}segments/"
 
@@ -185,8 +187,8 @@ def segment_sizes(bucket: str, job_id: str) -> dict[int, int]:
     sizes: dict[int, int] = {}
     for obj in objects:
         name = obj["Key"][len(prefix) :]
-        if name.endswith(SEGMENT_SUFFIX) and name[: -len(SEGMENT_SUFFIX)].isdigit():
-            sizes[int(name[: -len(SEGMENT_SUFFIX)])] = int(obj["Size"])
+        if name.endswith(suffix) and name[: -len(suffix)].isdigit():
+            sizes[int(name[: -len(suffix)])] = int(obj["Size"])
     return sizes
 
 

@@ -24,16 +24,20 @@ from typing import Any
 
 from vsr import logs
 from vsr.admission import delivery_for
+from vsr.assembly_path import ASSEMBLER_DISK_HEADROOM, FASTSTART, FRAGMENTED
 from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
+from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, film_duration, output_video_pts
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import Delivery, Hdr10, choose_delivery, job_profile
 from vsr.pipeline import artifacts, jobs
 from vsr.pipeline.events import stream_records
+from vsr.pipeline.fragments import fragment_keys
+from vsr.pipeline.multipart import join_fragments
 from vsr.quality import jobcheck, preview
 from vsr.settings import get_settings
 
@@ -41,7 +45,7 @@ log = get_logger(__name__)
 
 REQUIRED = ("work_bucket", "output_bucket", "table")
 
-DISK_HEADROOM = 0.9  # fraction of free /tmp the assembler plans to use
+DISK_HEADROOM = ASSEMBLER_DISK_HEADROOM  # fraction of free /tmp the assembler plans to use (admission's too)
 
 # outcomes of assemble_job
 ASSEMBLED = "assembled"
@@ -114,6 +118,9 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
     scale = int(job.model.get("scale") or 0)
     if scale <= 0:
         raise PermanentError("the job record does not say which scale it was planned for")
+    if job.plan.get("assembly") == FRAGMENTED:  # admission's choice (vsr.assembly_path), recorded on the plan
+        _assemble_fragmented(job, owner, res, info, scale, work_bucket, started)
+        return
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
     try:
         download_started = time.monotonic()
@@ -144,8 +151,11 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
             "assembly_upload_s": upload_s,
             "assembly_s": time.monotonic() - started,
         }
-        report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
+        report = build_report(
+            job, info, scale, per_segment, timings, video_key, res.output_bucket, output.stat().st_size
+        )
         report["delivery"] = {**delivery.profile.to_dict(), **joined.report()}
+        report["assembly"] = assembly_summary(job, FASTSTART)
         report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started
@@ -186,18 +196,84 @@ def job_delivery(job: jobs.Job, info: VideoInfo, scale: int) -> Delivery:
     )
 
 
+def assembly_summary(job: jobs.Job, path: str, **details: Any) -> dict[str, Any]:
+    """The report's `assembly`: which path joined the output and why (admission's reason and prediction)."""
+    return {
+        "path": path,
+        "reason": job.plan.get("assembly_reason") or "recorded before the assembly paths: faststart",
+        "predicted_bytes": int(job.plan.get("output_bytes") or 0),
+        **details,
+    }
+
+
+def _assemble_fragmented(
+    job: jobs.Job, owner: str, res: Resources, info: VideoInfo, scale: int, work_bucket: str, started: float
+) -> None:
+    """The fragmented path: the segments' fragments joined in S3 behind segment 0's init; no file on /tmp but
+    the quality check's preview."""
+    ref = job.input
+    video_key, report_key = artifacts.output_keys(ref["key"], scale)
+    join_started = time.monotonic()
+    joined = join_fragments(
+        job.job_id, job.segment_count, work_bucket, res.output_bucket, video_key, film_duration(info)
+    )
+    timings: dict[str, Any] = {
+        "assembly_segments": "copied in S3",
+        "assembly_join_s": time.monotonic() - join_started,
+        "assembly_s": time.monotonic() - started,
+    }
+    report = build_report(job, info, scale, joined.per_segment, timings, video_key, res.output_bucket, joined.bytes)
+    dropped = len(info.audio) - sum(1 for a in info.audio if a.codec in FRAGMENT_AUDIO_CODECS)
+    report["assembly"] = assembly_summary(
+        job,
+        FRAGMENTED,
+        multipart=joined.stats.to_dict(),
+        audio_streams_copied=len(info.audio) - dropped,
+        subtitles_dropped=len(info.subtitles),
+    )
+    report["quality"] = {"pending": True}
+    artifacts.put_json(res.output_bucket, report_key, report)
+    out = {"bucket": res.output_bucket, "key": video_key, "report_key": report_key, "bytes": joined.bytes}
+    if not jobs.complete_job(job.job_id, owner, out, timings, res.table):
+        log.warning("assemble.lost_lease_before_complete")
+        return
+    log.info("assemble.complete", output=f"s3://{res.output_bucket}/{video_key}", path=FRAGMENTED, **timings)
+    tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
+    try:
+        quality_started = time.monotonic()
+        source = S3RangeReader(
+            clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
+        )
+        output = S3RangeReader(clients.s3(), res.output_bucket, video_key)
+        quality = _measure_quality(
+            job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp, output_video_pts(info)
+        )
+        report["quality"] = quality
+        report["timings"]["assembly_quality_s"] = time.monotonic() - quality_started
+        artifacts.put_json(res.output_bucket, report_key, report)
+        jobs.record_quality(job.job_id, quality.get("flicker_ratio"), quality.get("preview"), res.table)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        artifacts.delete_keys(work_bucket, fragment_keys(job.job_id, job.segment_count))
+    except Exception as exc:  # the job is complete; leftovers expire with the bucket's lifecycle rule
+        log.warning("assemble.cleanup_failed", error=str(exc))
+
+
 def _measure_quality(
     job: jobs.Job,
     work_bucket: str,
-    output: Path,
+    output: Any,
     source: S3RangeReader,
     info: VideoInfo,
     scale: int,
     output_bucket: str,
     video_key: str,
     tmp: Path,
+    output_pts: list[int] | None = None,
 ) -> dict[str, Any]:
-    """The report's `quality` block (vsr.quality.jobcheck) and the preview PNG beside the output.
+    """The report's `quality` block (vsr.quality.jobcheck) and the preview PNG beside the output (a local
+    file, or an S3 reader of it with its known `output_pts`: then read one pair at a time).
 
     Advisory: a failure here is logged and reported, never fails a job whose output is already uploaded.
     """
@@ -206,13 +282,14 @@ def _measure_quality(
         starts = [s.start_frame for s in artifacts.load_plan(work_bucket, job.job_id)]
         measured = jobcheck.measure(
             output,
-            probe(output).pts,
+            probe(output).pts if output_pts is None else output_pts,
             source,
             info,
             scale,
             starts,
             samples=settings.quality_sample_pairs,
             budget_s=settings.quality_budget_s,
+            workers=None if output_pts is None else 1,  # one reader: its position is shared
         )
         preview_key = None
         if measured.preview is not None:
@@ -269,7 +346,7 @@ def build_report(
     assembly: dict[str, float],
     video_key: str,
     output_bucket: str,
-    output: Path,
+    output_bytes: int,
 ) -> dict[str, Any]:
     """The JSON written beside the output: what was done, and where the time went.
 
@@ -298,7 +375,7 @@ def build_report(
             "width": info.width * scale,
             "height": info.height * scale,
             "frames": frames,
-            "bytes": output.stat().st_size,
+            "bytes": output_bytes,
         },
         "model": {
             "name": job.model.get("name"),

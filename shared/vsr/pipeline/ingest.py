@@ -9,8 +9,9 @@ Per object:
    Bad input -> a FAILED job with the user-facing reason; the message is acked (never retried).
 3. plan segments (vsr.admission.plan_for -> vsr.planning.plan_job) from the model's cost
    (VSR_MODEL_MACS_PER_PIXEL, see `modelstore`), the worker's capacity and concurrency, the latency model and
-   prices, by the strategy the upload's `vsr-plan` metadata asks for; refuse a job whose predicted cost is
-   over `limits.max_job_cost_usd`; choose the delivery profile (`vsr-codec` metadata, vsr.media.profiles) and
+   prices, by the strategy the upload's `vsr-plan` metadata asks for, over the tiers whose limits admit it
+   (`vsr.admission.admit`: settings `limits`, `gpu.limits`); refuse a job whose predicted cost is over its
+   tier's `max_job_cost_usd`; choose the delivery profile (`vsr-codec` metadata, vsr.media.profiles) and
    refuse one the assembler cannot write; write probe and plan to the work bucket, create the job QUEUED with the
    chosen plan's predictions and the upload's user metadata, send the messages of the job's first segment
    window (SendMessageBatch; the rest follow as segments finish, `vsr.pipeline.window`), mark it PROCESSING.
@@ -29,12 +30,10 @@ from typing import Any
 
 from vsr import logs
 from vsr.admission import (
-    check_cost,
+    admit,
     check_delivery,
     check_geometry_changes,
-    check_limits,
     delivery_for,
-    plan_for,
     probe_summary,
     requested_strategy,
     requested_tier,
@@ -42,7 +41,14 @@ from vsr.admission import (
 from vsr.aws import clients
 from vsr.aws.resources import ConfigurationError, Resources
 from vsr.aws.s3io import S3RangeReader
-from vsr.errors import CorruptInputError, DeadLetteredError, EmptyInputError, LimitExceededError, PermanentError
+from vsr.errors import (
+    CorruptInputError,
+    CostLimitError,
+    DeadLetteredError,
+    EmptyInputError,
+    LimitExceededError,
+    PermanentError,
+)
 from vsr.failures import classify
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
@@ -154,22 +160,24 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()
-        info, metadata = _probe(obj, settings.limits)
+        info, metadata = _probe(obj, settings.intake_limits())
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
         tier = requested_tier(metadata, settings.enabled_tiers())
         codec = requested_codec_from_metadata(metadata)
-        check_limits(info, model.scale, settings.limits)
         check_geometry_changes(info, settings.geometry_changes)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
         delivery = delivery_for(info, model.scale, codec, settings)
-        check_delivery(info, model.scale, delivery, settings)
         job_model["delivery"] = delivery.to_dict()  # the job's one request: every segment and the assembler
-        job_plan = plan_for(info, model.cost, settings, strategy, tier=tier, codec=delivery.codec)
-        check_cost(job_plan.chosen, settings.limits)
+        # each tier's limits, the plan over the tiers that admit it, its assembly path, its tier's cost limit
+        admission = admit(info, model.cost, settings, strategy, tier=tier, codec=delivery.codec)
+        if admission.refusal:
+            raise CostLimitError(admission.refusal)
+        check_delivery(info, model.scale, delivery, settings)
+        job_plan = admission.plan
     except PermanentError as exc:
         item = jobs.new_job_item(
             job_id=job_id,
@@ -215,7 +223,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         if current is None or not message_id or current.ingest_message_id != message_id:
             log.info("ingest.lost_race")
             return job_id
-    _enqueue(job_id, segments, input_ref, job_model, resources, started, job_plan.chosen.tier)
+    _enqueue(job_id, segments, input_ref, job_model, resources, started, job_plan.chosen.tier, job_plan.chosen.assembly)
     return job_id
 
 
@@ -229,7 +237,17 @@ def _creator_is_gone(job: jobs.Job, message_id: str) -> bool:
 def resume_enqueue(job: jobs.Job, resources: Resources, started: float) -> None:
     log.warning("ingest.resume_enqueue", segments=job.segment_count)
     segments = artifacts.load_plan(job.artifacts["bucket"], job.job_id)
-    _enqueue(job.job_id, segments, job.input, job.model, resources, started, str(job.plan.get("tier", "lambda")))
+    plan = job.plan
+    _enqueue(
+        job.job_id,
+        segments,
+        job.input,
+        job.model,
+        resources,
+        started,
+        str(plan.get("tier", "lambda")),
+        str(plan.get("assembly", "faststart")),
+    )
 
 
 def _enqueue(
@@ -240,12 +258,15 @@ def _enqueue(
     resources: Resources,
     started: float,
     tier: str = "lambda",
+    assembly: str = "faststart",
 ) -> None:
     enqueue_started = time.monotonic()
     probe_loc = {"bucket": resources.work_bucket, "key": artifacts.probe_key(job_id)}
     size = get_settings().segment_window(tier)  # the rest follow as segments finish (vsr.pipeline.window)
     messages = [
-        SegmentMessage(job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size)
+        SegmentMessage(
+            job_id=job_id, segment=s, input=input_ref, probe=probe_loc, model=model, window=size, assembly=assembly
+        )
         for s in window.initial(segments, size)
     ]
     send_segments(segment_queue_for(tier, resources), messages)

@@ -4,7 +4,8 @@
      "input": {bucket, key, version_id, etag, size},
      "probe": {"bucket": work bucket, "key": jobs/<id>/probe.json},
      "model": {"name", "scale", "key"},
-     "window": W}      # optional: ingest sent segments 0..W-1; finishing segment i releases segment i + W
+     "window": W,      # optional: ingest sent segments 0..W-1; finishing segment i releases segment i + W
+     "assembly": "fragmented"}  # optional: the job's assembly path when not "faststart" (vsr.assembly_path)
 
 
 A message that is not JSON, has an unknown version or misses a field is a `MalformedMessageError`
@@ -44,6 +45,7 @@ class SegmentMessage:
     probe: dict[str, str]
     model: dict[str, Any]
     window: int = 0  # 0: every segment of the job was enqueued at once (see vsr.pipeline.window)
+    assembly: str = "faststart"  # the job's assembly path (admission's): "fragmented" segments are fMP4
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -56,6 +58,8 @@ class SegmentMessage:
         }
         if self.window:
             data["window"] = self.window
+        if self.assembly != "faststart":
+            data["assembly"] = self.assembly
         return data
 
     def to_json(self) -> str:
@@ -94,7 +98,12 @@ def parse_segment_message(body: str) -> SegmentMessage:
     window = data.get("window", 0)
     if not isinstance(window, int) or isinstance(window, bool) or window < 0:
         raise MalformedMessageError(f"segment message has an invalid window {window!r}")
-    return SegmentMessage(job_id=job_id, segment=segment, input=input_ref, probe=probe, model=model, window=window)
+    assembly = data.get("assembly", "faststart")
+    if assembly not in ("faststart", "fragmented"):
+        raise MalformedMessageError(f"segment message has an unknown assembly path {assembly!r}")
+    return SegmentMessage(
+        job_id=job_id, segment=segment, input=input_ref, probe=probe, model=model, window=window, assembly=assembly
+    )
 
 
 class _EntriesFailed(Exception):

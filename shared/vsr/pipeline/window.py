@@ -20,6 +20,7 @@ until `vsr redrive` returns it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -80,14 +81,7 @@ def release_next(message: SegmentMessage, segment_count: int, work_bucket: str, 
     if index is None:
         return None
     segment = _plan(work_bucket, message.job_id)[index]
-    successor = SegmentMessage(
-        job_id=message.job_id,
-        segment=segment,
-        input=message.input,
-        probe=message.probe,
-        model=message.model,
-        window=message.window,
-    )
+    successor = dataclasses.replace(message, segment=segment)  # the same job fields (window, assembly path)
     send_segments(queue_url, [successor])
     log.info("window.released", segment=index, by=message.segment.index)
     return index

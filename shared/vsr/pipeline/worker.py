@@ -33,6 +33,7 @@ import botocore.exceptions
 import structlog
 
 from vsr import logs
+from vsr.assembly_path import FRAGMENTED
 from vsr.aws import clients
 from vsr.aws.resources import ConfigurationError, Resources, worker_tier
 from vsr.aws.s3io import S3RangeReader
@@ -40,11 +41,13 @@ from vsr.engine import get_upscaler, usable_providers
 from vsr.errors import CorruptInputError, DeadLetteredError, ModelError, PermanentError
 from vsr.failures import classify
 from vsr.logs import get_logger
+from vsr.media.fragmented import FRAGMENT_ENCODER_OPTIONS
 from vsr.media.probe import VideoInfo
 from vsr.media.profiles import delivery_codec
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
 from vsr.pipeline import artifacts, jobs, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
+from vsr.pipeline.fragments import fragment_upload
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
 from vsr.pipeline.retry import Retry, dead_letter_reason, decide, draw_for, hide
@@ -188,17 +191,22 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             message.job_id, message.segment.index, resources.table, settings.progress_interval_s
         )
         stabiliser = Stabiliser(model.scale) if message.model.get("temporal") == "flow" else None
+        fragmented = message.assembly == FRAGMENTED  # admission's choice: delivery-quality fMP4, joined in S3
+        # fragmented segments are the delivery itself (H.264 at the delivery CRF); otherwise lossless or
+        # delivery-quality segments by the limit of the job's delivery encoder (as the assembler decides)
+        encode = settings.encode_settings if fragmented else settings.encode_settings_for(delivery_codec(message.model))
         result = process_segment(
             reader,
             message.segment,
             upscaler,
             info,
             output,
-            # lossless or delivery-quality segments by the limit of the job's delivery encoder (as the assembler)
-            encode=settings.encode_settings_for(delivery_codec(message.model)),
+            encode=encode,
             on_frames=progress,
             stabiliser=stabiliser,
             geometry_changes=settings.geometry_changes,
+            crf=encode.crf if fragmented else None,
+            encoder_options=FRAGMENT_ENCODER_OPTIONS if fragmented else None,
         )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
@@ -213,12 +221,11 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "temporal_s": float(result.temporal_s),
         }
         key = artifacts.segment_key(message.job_id, message.segment.index)
-        artifacts.upload_file(
-            output,
-            resources.work_bucket,
-            key,
-            metadata=artifacts.segment_metadata({**timings, "setup_s": setup_s}, result.frames),
-        )
+        metadata = artifacts.segment_metadata({**timings, "setup_s": setup_s}, result.frames)
+        if fragmented:
+            output, key, extra = fragment_upload(output, reader, info, message.segment, message.job_id)
+            metadata.update(extra)
+        artifacts.upload_file(output, resources.work_bucket, key, metadata=metadata)
         timings["wall_s"] = time.monotonic() - started
         log.info("worker.segment_done", frames=result.frames, bytes_read=reader.bytes_fetched, **timings)
         return timings, int(result.frames)
