@@ -15,6 +15,7 @@ classification and visibility heartbeat). Only the event source differs:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import threading
@@ -149,9 +150,11 @@ def command(args: argparse.Namespace) -> int:
     resources = Resources.from_env().require(*worker.REQUIRED)
     queue_url = args.queue_url or resources.segment_queue_url
     gpu = settings.gpu
+    # backoff-paced retries (vsr.pipeline.retry), counted against this queue's own maxReceiveCount
+    retry = dataclasses.replace(settings.retry_policy("worker"), max_attempts=settings.gpu.max_receive_count)
     poller = QueuePoller(
         queue_url,
-        lambda record: worker.process_record(record, resources),
+        lambda record: worker.process_record(record, resources, retry=retry),
         wait_s=args.wait_s if args.wait_s is not None else gpu.poll_wait_s,
         drain_s=gpu.drain_s,
     )
