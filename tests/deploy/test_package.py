@@ -137,13 +137,17 @@ def test_size_check_uses_layer_plus_largest_function() -> None:
 
 
 def test_function_zips_hold_only_the_handler(tmp_path: Path) -> None:
+    """handler.py and its bytecode for the runtime's CPython (Lambda's /var/task is read-only: without it every
+    cold start compiles), unchecked-hash so the zip's fixed timestamps cannot invalidate it."""
     built = pkg.build_functions(tmp_path / "out", tmp_path / "stage")
     assert [a.name for a in built] == ["ingest", "worker", "assemble"]
+    pyc = f"__pycache__/handler.cpython-{pkg.PYTHON_VERSION.replace('.', '')}.pyc"
     for item in built:
         with zipfile.ZipFile(item.path) as archive:
-            names = archive.namelist()
-            assert "handler.py" in names and not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+            assert archive.namelist() == [pyc, "handler.py"]
             assert archive.read("handler.py") == (ROOT / "services" / item.name / "handler.py").read_bytes()
+            flags = int.from_bytes(archive.read(pyc)[4:8], "little")
+            assert flags == 0b01  # hash-based, source not checked (PEP 552)
 
 
 def test_elf_detection_and_strip(tmp_path: Path) -> None:
