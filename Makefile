@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 package lambda-smoke deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-check 
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)
+
+lambda-smoke: package ## run the built packages as Lambda would (bubblewrap sandbox, Debian CPython; arm64 under qemu) on a tiny real clip against moto
+	$(BIN)/python tools/lambda_smoke.py --arch $(ARCH)
 
 deploy: package ## package + terraform apply (needs AWS credentials and terraform; TF_ARGS=-auto-approve etc.)
 	terraform -chdir=terraform init -input=false

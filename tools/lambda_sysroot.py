@@ -227,10 +227,12 @@ def compile_tree(tree: Path, prefix: str, version: str | None = None) -> None:
 def precompile_stdlib(made: Sysroot) -> None:
     """The standard library as Lambda's runtime has it: compiled (Debian compiles it in postinst, which
     `dpkg -x` does not run; without it every cold start would compile the stdlib it imports)."""
+    stdlib = f"/usr/lib/python{made.python_version}"
+    # Debian's own addition, a link into /etc/python3.x: Lambda's CPython has no sitecustomize
+    (made.root / stdlib.lstrip("/") / "sitecustomize.py").unlink(missing_ok=True)
     stamp = made.root / ".stdlib-compiled"
     if stamp.is_file():
         return
-    stdlib = f"/usr/lib/python{made.python_version}"
     compile_tree(made.root / stdlib.lstrip("/"), stdlib, made.python_version)
     stamp.write_text("ok\n")
 
