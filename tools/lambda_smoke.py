@@ -38,10 +38,12 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,14 @@ from vsr.settings import deep_merge, get_settings
 ROOT = Path(__file__).resolve().parent.parent
 TASK_ROOT, OPT, RUNTIME_DIR, EMULATOR_DIR = "/var/task", "/opt", "/var/runtime", "/var/emulator"
 MIB = 1024 * 1024
+# Lambda's arm64 functions run on Graviton2, a Neoverse N1 (no SVE). qemu's default CPU ("max") also offers SVE
+# and SME, and ONNX Runtime's inference of 8 frames under it was still running after 9 minutes (stopped); as a
+# Neoverse N1, 14.7 s per 32x24 frame (the shared 2-core machine, both).
+EMULATED_CPU = "neoverse-n1"
+# The clip: small enough for emulation (arm64: 15 s of inference per frame under qemu, the whole run about 3 min
+# on the shared 2-core machine), still more frames than a segment's context.
+CLIP_FRAMES = 4
+CLIP_SIZE = (32, 24)
 INIT_REPEATS = 3  # isolated cold starts per function (native only); the summary shows their median
 
 # File system calls that change something, traced in every sandboxed process (strace --seccomp-bpf: only these
@@ -85,8 +95,10 @@ class SmokeFailure(RuntimeError):
 # --- the runtime directory: the bootstrap and the runtime's own boto3 -------------------------------------
 def runtime_dir(python_version: str, cache: Path) -> Path:
     """/var/runtime: boto3 as the Lambda runtime ships it (pure Python, the same for both arches), compiled for
-    the runtime's CPython, and vsr.local.bootstrap as the runtime's bootstrap. Cached per Python version."""
-    base = cache / f"runtime-python{python_version}"
+    the runtime's CPython, and vsr.local.bootstrap as the runtime's bootstrap. Lambda's boto3 version is AWS's
+    choice; this one is the version the tests ran. Cached per Python and boto3 version."""
+    boto3 = f"boto3=={metadata.version('boto3')}"
+    base = cache / f"runtime-python{python_version}-{boto3.replace('==', '-')}"
     stamp = base / ".complete"
     if not stamp.is_file():
         shutil.rmtree(base, ignore_errors=True)
@@ -107,7 +119,7 @@ def runtime_dir(python_version: str, cache: Path) -> Path:
                 "cp",
                 "--target",
                 str(base),
-                "boto3",
+                boto3,
             ],
             capture_output=True,
             text=True,
@@ -156,6 +168,7 @@ class FunctionReport:
     init_s: list[float] = field(default_factory=list)
     ready_s: list[float] = field(default_factory=list)
     job_init_s: list[float] = field(default_factory=list)  # the job's own containers, started all at once
+    invocations: int = 0  # how often the job invoked it: 0 means the job never exercised this function
     tmp_peak_bytes: int = 0
     tmp_limit_bytes: int = 0
     writes_outside_tmp: list[str] = field(default_factory=list)
@@ -230,7 +243,7 @@ class Sandbox:
         interpreter = [self.sysroot.python]
         if self.sysroot.qemu is not None:
             command += ["--ro-bind", str(self.sysroot.qemu), f"{EMULATOR_DIR}/qemu-aarch64"]
-            interpreter = [f"{EMULATOR_DIR}/qemu-aarch64", *interpreter]
+            interpreter = [f"{EMULATOR_DIR}/qemu-aarch64", "-cpu", EMULATED_CPU, *interpreter]
         command += ["--remount-ro", "/"]
         command = [*command, *interpreter, "-I", f"{RUNTIME_DIR}/bootstrap.py"]
         trace = self.trace_dir / f"{function}-{len(self.started)}.strace"
@@ -373,6 +386,7 @@ class SmokeResult:
     frames: int
     size: str
     output_size: str
+    scale: int | None
     segments: int
     wall_s: float
     layer_unzipped_bytes: int
@@ -382,7 +396,8 @@ class SmokeResult:
     def ok(self) -> bool:
         writes = any(r.writes_outside_tmp for r in self.functions.values())
         over = any(r.tmp_peak_bytes > r.tmp_limit_bytes for r in self.functions.values())
-        return self.status == jobs.COMPLETE and self.frame_problem is None and not writes and not over
+        idle = any(r.invocations == 0 for r in self.functions.values())
+        return self.status == jobs.COMPLETE and self.frame_problem is None and not (writes or over or idle)
 
 
 def run(arch: str, package: Path, work: Path, frames: int, width: int, height: int, timeout_s: float) -> SmokeResult:
@@ -391,8 +406,7 @@ def run(arch: str, package: Path, work: Path, frames: int, width: int, height: i
     sysroot = lambda_sysroot.sysroot(arch)
     lambda_sysroot.precompile_stdlib(sysroot)
     layout = unpack(package, work / "unpacked")
-    runtime_dir(sysroot.python_version, cache)
-    shutil.copytree(cache / f"runtime-python{sysroot.python_version}", layout.runtime)
+    shutil.copytree(runtime_dir(sysroot.python_version, cache), layout.runtime)
     clip = make_clip(work / "carphone-tiny.mp4", frames, width, height)
     sandbox = Sandbox(arch, sysroot, layout, work / "traces", s.lambda_handler)
     manifest = json.loads((package / "manifest.json").read_text())
@@ -401,6 +415,9 @@ def run(arch: str, package: Path, work: Path, frames: int, width: int, height: i
     started = time.time()
     with embedded_moto() as endpoint:
         use_endpoint(endpoint)
+        # moto keeps one state per process: a job left by an earlier run here (same clip, same job id) would
+        # come back COMPLETE without invoking anything
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
         with LocalRuntime(endpoint, workers=1, log_dir=work / "logs", launcher=sandbox) as runtime:
             job_id = runtime.submit(clip)
 
@@ -417,13 +434,19 @@ def run(arch: str, package: Path, work: Path, frames: int, width: int, height: i
                 outcome = Outcome(job_id, jobs.FAILED, runtime.job(job_id), f"{exc} (see {work / 'logs'})", 0.0)
             if outcome.status == jobs.COMPLETE:
                 runtime.download(outcome, work / "out")
+            invocations = {
+                f: sum(loop.invocations for loop in runtime.loops if loop.name.split("-")[0] == f) for f in FUNCTIONS
+            }
         wall = time.time() - started
         if sysroot.qemu is None and outcome.status == jobs.COMPLETE:
             measure_init(sandbox, work / "logs", INIT_REPEATS)
     job = outcome.job
-    scale = int(job.plan.get("scale", 2)) if job and job.plan.get("scale") else 2
-    problem = frame_problem(clip, outcome.output, scale) if outcome.output else "no output"
+    scale = int(job.model["scale"]) if job and job.model.get("scale") else None  # what ingest recorded
+    problem = frame_problem(clip, outcome.output, scale) if outcome.output and scale else "no output"
     out_info = probe(outcome.output) if outcome.output else None
+    reports = sandbox.report()
+    for function, count in invocations.items():
+        reports[function].invocations = count
     return SmokeResult(
         arch=arch,
         emulated=sysroot.qemu is not None,
@@ -434,10 +457,11 @@ def run(arch: str, package: Path, work: Path, frames: int, width: int, height: i
         frames=frames,
         size=f"{width}x{height}",
         output_size=f"{out_info.width}x{out_info.height}" if out_info else "-",
+        scale=scale,
         segments=job.segment_count if job else 0,
         wall_s=round(wall, 1),
         layer_unzipped_bytes=layer_bytes,
-        functions=sandbox.report(),
+        functions=reports,
     )
 
 
@@ -461,11 +485,11 @@ def summary(result: SmokeResult) -> str:
     else:
         lines.append(f"init: median of {INIT_REPEATS} cold starts of each function alone, this machine, native")
     lines.append(
-        f"{'function':10} {'init s':>7} {'start+init s':>13} {'/tmp peak MB':>13} {'/tmp MB':>8}  writes outside /tmp"
+        f"{'function':10} {'calls':>5} {'init s':>7} {'start+init s':>13} {'/tmp peak MB':>13} {'/tmp MB':>8}  writes outside /tmp"
     )
     for report in result.functions.values():
         lines.append(
-            f"{report.function:10} {_median(report.init_s):>7} {_median(report.ready_s):>13} "
+            f"{report.function:10} {report.invocations:5d} {_median(report.init_s):>7} {_median(report.ready_s):>13} "
             f"{report.tmp_peak_bytes / MIB:13.2f} {report.tmp_limit_bytes / MIB:8.0f}  {len(report.writes_outside_tmp)}"
         )
         lines += [f"    {w}" for w in report.writes_outside_tmp[:10]]
@@ -480,8 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", choices=sorted(lambda_sysroot.DEBIAN_ARCH), required=True)
     parser.add_argument("--package-dir", type=Path, default=ROOT / "build" / "lambda")
     parser.add_argument("--work", type=Path, default=None, help="default build/lambda-smoke/<arch>")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", default="32x24", help="WIDTHxHEIGHT of the clip (even numbers)")
+    parser.add_argument("--frames", type=int, default=CLIP_FRAMES)
+    parser.add_argument("--size", default="{}x{}".format(*CLIP_SIZE), help="WIDTHxHEIGHT of the clip (even numbers)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.add_argument("--timeout", type=float, default=1200.0, help="give up on the job after this many seconds")
     args = parser.parse_args(argv)

@@ -28,8 +28,9 @@ SUITE = "trixie"
 MIRROR = os.environ.get("VSR_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 DEBIAN_ARCH = {"arm64": "arm64", "x86_64": "amd64"}
-# Beside the interpreter's own closure: the C++ runtime and OpenMP that numpy's and onnxruntime's wheels link
-# against and Amazon Linux has in its base image (manylinux_2_28 wheels expect them from the system).
+# Beside the interpreter's own closure: the C++ runtime that onnxruntime's and av's libraries take from the
+# system (manylinux_2_28 wheels do). libgomp is what the first emulated trial unpacked; readelf shows no library
+# of the current layer needing it.
 EXTRA_PACKAGES = ("libstdc++6", "libgcc-s1", "libgomp1")
 QEMU_PACKAGE = "qemu-user"  # the host (amd64) build; its usr/bin/qemu-aarch64 is static-pie
 LINKS = {"lib": "usr/lib", "lib64": "usr/lib64", "bin": "usr/bin", "sbin": "usr/sbin"}  # merged /usr, as base-files

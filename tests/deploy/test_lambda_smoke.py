@@ -75,24 +75,28 @@ def test_frame_check_compares_times_count_and_size(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # a hang guard: emulating 8 frames of inference takes minutes
+@pytest.mark.timeout(1800)  # a hang guard: emulated inference takes minutes
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
 def test_the_packaged_handlers_run_a_job_in_a_lambda_sandbox(arch: str, tmp_path: Path) -> None:
     package = _load("vsr_package_tool_for_smoke", ROOT / "tools" / "package.py")
     manifest = package.build(arch, tmp_path / "package")
     assert manifest.python_version == get_settings().lambda_python_version
-    result = smoke.run(arch, tmp_path / "package" / arch, tmp_path / "smoke", 8, 32, 24, timeout_s=1500)
+    width, height = smoke.CLIP_SIZE
+    result = smoke.run(arch, tmp_path / "package" / arch, tmp_path / "smoke", smoke.CLIP_FRAMES, width, height, 1500)
     print(smoke.summary(result))
     assert result.status == "COMPLETE", result.error
     assert result.frame_problem is None
-    assert (result.segments, result.output_size) == (1, "64x48")
+    s = get_settings()
+    model = resolve_model(deployed_model_name(s.model_name, s.precision))
+    assert (result.segments, result.scale) == (1, model.scale)
+    assert result.output_size == f"{model.scale * width}x{model.scale * height}"
     for report in result.functions.values():
+        assert report.invocations >= 1, report.function  # the job went through every packaged handler
         assert report.writes_outside_tmp == [], report.function
         assert 0 <= report.tmp_peak_bytes <= report.tmp_limit_bytes
         assert report.tmp_limit_bytes == get_settings().function(report.function).ephemeral_storage_mb * smoke.MIB
-    s = get_settings()  # the worker downloaded the model into its /tmp
-    model = Path(resolve_model(deployed_model_name(s.model_name, s.precision)).path)
-    assert result.functions["worker"].tmp_peak_bytes >= model.stat().st_size
+    # the worker downloaded the model into its /tmp
+    assert result.functions["worker"].tmp_peak_bytes >= Path(model.path).stat().st_size
     if result.emulated:  # emulated times are never reported as Lambda's
         assert all(report.init_s == [] for report in result.functions.values())
     else:
