@@ -214,7 +214,7 @@ def test_no_strip_tool_is_reported_not_fatal(tmp_path: Path, monkeypatch: pytest
 # --- real builds ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_real_arm64_build_fits_lambda(tmp_path: Path) -> None:
-    """`make package ARCH=arm64` for real: about 10-25 s with a warm pip cache (67 MB zipped, 191 MB unzipped)."""
+    """`make package ARCH=arm64` for real: about 10-25 s with a warm pip cache (73 MB zipped, 210 MB unzipped)."""
     manifest = pkg.build("arm64", tmp_path)
     out = tmp_path / "arm64"
     assert {p.name for p in out.iterdir()} == {"layer.zip", "ingest.zip", "worker.zip", "assemble.zip", "manifest.json"}
@@ -228,7 +228,12 @@ def test_real_arm64_build_fits_lambda(tmp_path: Path) -> None:
         assert "python/vsr/config/settings.json" in names and "python/vsr/config/assembly_filter.json" in names
         assert any(n.startswith("python/onnxruntime/capi/") and ".so" in n for n in names)
         assert any(n.startswith("python/av/") and n.endswith(".so") for n in names)
-        assert not any("/transformers/" in n or "/tests/" in n or "__pycache__" in n for n in names)
+        assert not any("/transformers/" in n or "/tests/" in n for n in names)
+        # bytecode for the runtime's CPython only (the host's would be ignored there), beside every module
+        tag = f"cpython-{pkg.PYTHON_VERSION.replace('.', '')}"
+        compiled = {n for n in names if n.endswith(".pyc")}
+        assert compiled and all("/__pycache__/" in n and n.endswith(f".{tag}.pyc") for n in compiled)
+        assert f"python/vsr/pipeline/__pycache__/ingest.{tag}.pyc" in compiled
         assert not any(n.startswith(("python/onnx/", "python/tqdm/", "python/moto/", "python/ncnn")) for n in names)
         extension = next(n for n in names if "onnxruntime_pybind11_state" in n)
         assert "aarch64" in extension
