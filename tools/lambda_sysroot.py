@@ -100,7 +100,10 @@ class Apt:
         ]
 
     def update(self) -> None:
-        _run(["apt-get", "-q", *self.options(), "update"], f"apt-get update ({SUITE} {self.debian_arch})")
+        _run(
+            ["apt-get", "-q", "--error-on=any", *self.options(), "update"],
+            f"apt-get update ({SUITE} {self.debian_arch})",
+        )
 
     def closure(self, packages: Sequence[str]) -> list[str]:
         """The packages with everything they depend on (no recommends), real packages only."""
@@ -279,5 +282,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(DEBIAN_ARCH), required=True)
     args = parser.parse_args()
-    made = sysroot(args.arch)
+    try:
+        made = sysroot(args.arch)
+    except SysrootError as exc:
+        raise SystemExit(f"lambda_sysroot: error: {exc}") from None
     print(f"{made.arch}: {made.root} ({len(made.packages)} packages), python {made.python}, qemu {made.qemu}")
