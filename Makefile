@@ -86,7 +86,7 @@ bench-int8: $(VENV)/.installed models ## int8 variants: speed and fidelity per t
 bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-check bench-plan bench-load ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
-	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)
+	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto) $(if $(filter 0 no,$(PACKAGE_BYTECODE)),--no-bytecode)
 
 lambda-smoke: package ## run the built packages as Lambda would (bubblewrap sandbox, Debian CPython; arm64 under qemu) on a tiny real clip against moto
 	$(BIN)/python tools/lambda_smoke.py --arch $(ARCH)
