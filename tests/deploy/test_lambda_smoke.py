@@ -86,6 +86,9 @@ def test_the_packaged_handlers_run_a_job_in_a_lambda_sandbox(arch: str, tmp_path
     print(smoke.summary(result))
     assert result.status == "COMPLETE", result.error
     assert result.frame_problem is None
+    # the pixels are the model's: against `vsr upscale` of the same clip in the project's own environment
+    assert len(result.reference_psnr_db) == smoke.CLIP_FRAMES
+    assert min(result.reference_psnr_db) >= smoke.REFERENCE_MIN_PSNR_DB
     s = get_settings()
     model = resolve_model(deployed_model_name(s.model_name, s.precision))
     assert (result.segments, result.scale) == (1, model.scale)
