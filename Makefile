@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-output-size bench-check bench-int8 bench-encode package image push deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-output-size bench-check bench-int8 bench-encode package lambda-smoke image push deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,7 +92,10 @@ bench-int8: $(VENV)/.installed models ## int8 variants: speed and fidelity per t
 bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-encode bench-check bench-plan bench-load ## all benchmarks
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
-	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto)
+	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto) $(if $(filter 0 no,$(PACKAGE_BYTECODE)),--no-bytecode)
+
+lambda-smoke: package ## run the built packages as Lambda would (bubblewrap sandbox, Debian CPython; arm64 under qemu) on a tiny real clip against moto
+	$(BIN)/python tools/lambda_smoke.py --arch $(ARCH)
 
 # The GPU worker image (docker/gpu-worker/Dockerfile). Both are evaluated only when used: IMAGE_REPO is the ECR
 # repository Terraform made (gpu_fleet_enabled=true), else a local name; IMAGE_TAG is the commit (tags are immutable).

@@ -34,7 +34,7 @@ resource "aws_lambda_function" "this" {
   role          = aws_iam_role.function[each.key].arn
   runtime       = local.runtime
   architectures = [var.architecture]
-  handler       = "handler.handler"
+  handler       = local.handler
   layers        = [aws_lambda_layer_version.vsr.arn]
 
   filename         = local.function_zips[each.key]

@@ -17,7 +17,10 @@ locals {
   region     = data.aws_region.current.name
   partition  = data.aws_partition.current.partition
 
-  runtime = "python3.12"
+  # Lambda runtime and handler string of every function: settings "lambda" (tools/package.py builds the layer
+  # for the same runtime; `make lambda-smoke` resolves the same handler string).
+  runtime = local.settings.lambda.runtime
+  handler = local.settings.lambda.handler
 
   # --- functions: settings values, each field overridable through var.functions ---------------------------
   function_names = ["ingest", "worker", "assemble"]

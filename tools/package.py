@@ -1,7 +1,7 @@
 """Build the Lambda layer and the three function zips for one architecture (`make package ARCH=arm64|x86_64`).
 
 The layer holds `python/vsr` (shared/vsr) and vsr's runtime dependencies from pyproject.toml, installed for
-Lambda's Python 3.12 on the target architecture with pip's `--platform`/`--only-binary` (no compiler, no Docker),
+the Lambda runtime in settings (`lambda.runtime`, the one Terraform deploys) on the target architecture with pip's `--platform`/`--only-binary` (no compiler, no Docker),
 then pruned of what Lambda never imports and stripped. Each function zip holds only its thin `handler.py`.
 Zips are reproducible (sorted entries, fixed timestamps and modes), so an unchanged tree gives the same
 `source_code_hash` and Terraform does not redeploy.
@@ -26,9 +26,14 @@ import tomllib
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lambda_sysroot  # a sibling tool: a CPython of the runtime's version to compile bytecode with
+
 from vsr.hashing import sha256_file
+from vsr.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_SRC = ROOT / "shared" / "vsr"
@@ -39,7 +44,8 @@ FUNCTIONS = ("ingest", "worker", "assemble")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 # Above this a zip cannot be uploaded to Lambda directly; Terraform sends the layer through S3.
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
-PYTHON_VERSION = "3.12"  # the Lambda runtime Terraform deploys (python3.12)
+# The CPython of the Lambda runtime Terraform deploys (settings lambda.runtime, e.g. python3.13 -> "3.13").
+PYTHON_VERSION = get_settings().lambda_python_version
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip can store: fixed for reproducible archives
 
 # Runtime dependencies that Lambda's Python runtime already provides.
@@ -106,6 +112,7 @@ class Manifest:
     dependencies: dict[str, str] = field(default_factory=dict)
     pruned_bytes: int = 0
     strip: StripResult | None = None
+    bytecode: str = ""  # how the .pyc files were made, or why there are none
     total_unzipped_bytes: int = 0
     limit_bytes: int = LAMBDA_UNZIPPED_LIMIT
 
@@ -126,8 +133,31 @@ def runtime_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]
     return requirements
 
 
-def pip_install(requirements: Sequence[str], target: Path, arch: str, python_version: str = PYTHON_VERSION) -> None:
-    """Install wheels for the Lambda platform into target (binary wheels only: nothing is compiled here)."""
+def tested_versions() -> list[str]:
+    """`name==version` of every distribution installed where the packager runs: the project's venv, the versions
+    its tests ran. The layer is resolved under these constraints, so Lambda gets what was tested rather than
+    whatever is newest for its Python (the python3.13 layer once got av 19, which dropped `av.open`'s
+    `metadata_errors`, while the tests ran av 18: every ingest failed; found by `make lambda-smoke`)."""
+    pins = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() != "vsr":
+            pins[name.lower()] = f"{name}=={dist.version}"
+    return sorted(pins.values())
+
+
+def pip_install(
+    requirements: Sequence[str],
+    target: Path,
+    arch: str,
+    python_version: str = PYTHON_VERSION,
+    constraints: Sequence[str] | None = None,
+) -> None:
+    """Install wheels for the Lambda platform into target (binary wheels only: nothing is compiled here), each at
+    the version in `constraints` where it names one (default: tested_versions())."""
+    constraints_file = target.parent / f".constraints-{arch}.txt"
+    constraints_file.parent.mkdir(parents=True, exist_ok=True)
+    constraints_file.write_text("\n".join(tested_versions() if constraints is None else constraints) + "\n")
     command = [
         sys.executable,
         "-m",
@@ -145,11 +175,17 @@ def pip_install(requirements: Sequence[str], target: Path, arch: str, python_ver
         "cp",
         "--target",
         str(target),
+        "--constraint",
+        str(constraints_file),
         *requirements,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
+    constraints_file.unlink()
     if result.returncode != 0:
-        raise PackageError(f"pip install for {PLATFORMS[arch]} failed:\n{result.stderr.strip()}")
+        raise PackageError(
+            f"pip install for {PLATFORMS[arch]}, CPython {python_version}, at the versions installed here (the "
+            f"tested ones) failed:\n{result.stderr.strip()}"
+        )
 
 
 def installed_versions(site: Path) -> dict[str, str]:
@@ -301,6 +337,22 @@ def strip_binaries(root: Path, arch: str, tool: str | None = None) -> StripResul
     return result
 
 
+# --- bytecode ------------------------------------------------------------------------------------------------
+# Lambda's /opt and /var/task are read-only: without .pyc files every cold start compiles every module it
+# imports, and the runtime's attempts to cache bytecode next to the code fail. Measured with `make lambda-smoke
+# ARCH=x86_64`: each handler's import took 2.1-2.9 s from source, 0.8-1.1 s compiled (+8 MB unzipped).
+def compile_bytecode(tree: Path, prefix: str) -> str:
+    """Compile `tree` for the runtime's CPython (whose .pyc the runtime would look for), as `prefix` on Lambda."""
+    try:
+        lambda_sysroot.compile_tree(tree, prefix, PYTHON_VERSION)
+    except lambda_sysroot.SysrootError as exc:
+        raise PackageError(
+            f"cannot compile bytecode for CPython {PYTHON_VERSION} (install python{PYTHON_VERSION}, or let "
+            f"tools/lambda_sysroot.py fetch Debian's, or pass --no-bytecode): {exc}"
+        ) from exc
+    return f"cpython-{PYTHON_VERSION.replace('.', '')} .pyc (unchecked-hash) for {prefix}"
+
+
 # --- reproducible zips ----------------------------------------------------------------------------------------
 def _file_mode(path: Path) -> int:
     executable = path.stat().st_mode & 0o111 or ".so" in path.name
@@ -342,7 +394,7 @@ def check_size(layer_unzipped: int, function_unzipped: Iterable[int], limit: int
 
 
 # --- the whole build --------------------------------------------------------------------------------------------
-def build_functions(out: Path, staging: Path) -> list[Artefact]:
+def build_functions(out: Path, staging: Path, bytecode: bool = True) -> list[Artefact]:
     built = []
     for name in FUNCTIONS:
         source = SERVICES / name
@@ -351,6 +403,8 @@ def build_functions(out: Path, staging: Path) -> list[Artefact]:
         shutil.copytree(source, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "test_*.py"))
         if not (stage / "handler.py").is_file():
             raise PackageError(f"{source}/handler.py is missing")
+        if bytecode:
+            compile_bytecode(stage, "/var/task")
         zip_path = out / f"{name}.zip"
         built.append(artefact(name, zip_path, write_zip(stage, zip_path)))
     return built
@@ -372,7 +426,9 @@ def should_strip(mode: str, arch: str, unstripped_total: int, limit: int = LAMBD
     return False, f"cross build for {arch} fits unstripped; left as shipped (--strip always to force)"
 
 
-def build(arch: str, out_root: Path, *, strip: str = "auto", limit: int = LAMBDA_UNZIPPED_LIMIT) -> Manifest:
+def build(
+    arch: str, out_root: Path, *, strip: str = "auto", limit: int = LAMBDA_UNZIPPED_LIMIT, bytecode: bool = True
+) -> Manifest:
     out = out_root / arch
     staging = out_root / f".staging-{arch}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -387,11 +443,12 @@ def build(arch: str, out_root: Path, *, strip: str = "auto", limit: int = LAMBDA
     largest_function = max(tree_size(SERVICES / name) for name in FUNCTIONS)
     do_strip, why_not = should_strip(strip, arch, tree_size(site) + largest_function, limit)
     manifest.strip = strip_binaries(site, arch) if do_strip else StripResult(tool=None, note=why_not)
+    manifest.bytecode = compile_bytecode(site, "/opt/python") if bytecode else "none (--no-bytecode)"
 
     out.mkdir(parents=True, exist_ok=True)
     layer_zip = out / "layer.zip"
     layer = artefact("layer", layer_zip, write_zip(site.parent, layer_zip))
-    functions = build_functions(out, staging / "functions")
+    functions = build_functions(out, staging / "functions", bytecode)
     manifest.artefacts = [layer, *functions]
     manifest.total_unzipped_bytes = layer.unzipped_bytes + max(f.unzipped_bytes for f in functions)
     (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
@@ -421,6 +478,7 @@ def size_table(manifest: Manifest) -> str:
         else:
             rows.append(f"not stripped: {strip.note}")
     rows.append(f"pruned {manifest.pruned_bytes / 1e6:.1f} MB (tests, headers, stubs, unused onnxruntime tools)")
+    rows.append(f"bytecode: {manifest.bytecode}")
     layer = manifest.artefacts[0]
     if layer.zipped_bytes > DIRECT_UPLOAD_LIMIT:
         rows.append("layer.zip is over Lambda's 50 MB direct upload limit: Terraform uploads it through S3")
@@ -437,9 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="strip shared libraries: auto = for this machine's arch, or when the layer would not fit otherwise",
     )
+    parser.add_argument(
+        "--no-bytecode", action="store_true", help="ship sources only (every cold start then compiles them)"
+    )
     args = parser.parse_args(argv)
     try:
-        manifest = build(args.arch, args.out, strip=args.strip)
+        manifest = build(args.arch, args.out, strip=args.strip, bytecode=not args.no_bytecode)
     except PackageError as exc:
         manifest_path = args.out / args.arch / "manifest.json"
         if manifest_path.is_file():

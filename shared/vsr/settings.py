@@ -355,6 +355,24 @@ class Settings:
         return int(self.raw["model"]["tile_overlap"])
 
     # --- functions and queues ----------------------------------------------------------------------
+    @property
+    def lambda_runtime(self) -> str:
+        """The Lambda runtime every function and the layer use (Terraform's `runtime`), e.g. python3.13."""
+        return str(self.raw["lambda"]["runtime"])
+
+    @property
+    def lambda_python_version(self) -> str:
+        """The CPython version of that runtime ("3.13"): the layer's wheels are built for it."""
+        runtime = self.lambda_runtime
+        if not runtime.startswith("python"):
+            raise ValueError(f"lambda.runtime {runtime!r} is not a Python runtime")
+        return runtime.removeprefix("python")
+
+    @property
+    def lambda_handler(self) -> str:
+        """Terraform's handler string for every function: `module.function` inside the function's zip."""
+        return str(self.raw["lambda"]["handler"])
+
     def function(self, name: str) -> FunctionSettings:
         return FunctionSettings(**self.raw["functions"][name])
 

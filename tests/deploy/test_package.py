@@ -137,13 +137,17 @@ def test_size_check_uses_layer_plus_largest_function() -> None:
 
 
 def test_function_zips_hold_only_the_handler(tmp_path: Path) -> None:
+    """handler.py and its bytecode for the runtime's CPython (Lambda's /var/task is read-only: without it every
+    cold start compiles), unchecked-hash so the zip's fixed timestamps cannot invalidate it."""
     built = pkg.build_functions(tmp_path / "out", tmp_path / "stage")
     assert [a.name for a in built] == ["ingest", "worker", "assemble"]
+    pyc = f"__pycache__/handler.cpython-{pkg.PYTHON_VERSION.replace('.', '')}.pyc"
     for item in built:
         with zipfile.ZipFile(item.path) as archive:
-            names = archive.namelist()
-            assert "handler.py" in names and not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+            assert archive.namelist() == [pyc, "handler.py"]
             assert archive.read("handler.py") == (ROOT / "services" / item.name / "handler.py").read_bytes()
+            flags = int.from_bytes(archive.read(pyc)[4:8], "little")
+            assert flags == 0b01  # hash-based, source not checked (PEP 552)
 
 
 def test_elf_detection_and_strip(tmp_path: Path) -> None:
@@ -210,7 +214,7 @@ def test_no_strip_tool_is_reported_not_fatal(tmp_path: Path, monkeypatch: pytest
 # --- real builds ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_real_arm64_build_fits_lambda(tmp_path: Path) -> None:
-    """`make package ARCH=arm64` for real: about 10-25 s with a warm pip cache (67 MB zipped, 191 MB unzipped)."""
+    """`make package ARCH=arm64` for real: about 10-25 s with a warm pip cache (73 MB zipped, 210 MB unzipped)."""
     manifest = pkg.build("arm64", tmp_path)
     out = tmp_path / "arm64"
     assert {p.name for p in out.iterdir()} == {"layer.zip", "ingest.zip", "worker.zip", "assemble.zip", "manifest.json"}
@@ -224,7 +228,12 @@ def test_real_arm64_build_fits_lambda(tmp_path: Path) -> None:
         assert "python/vsr/config/settings.json" in names and "python/vsr/config/assembly_filter.json" in names
         assert any(n.startswith("python/onnxruntime/capi/") and ".so" in n for n in names)
         assert any(n.startswith("python/av/") and n.endswith(".so") for n in names)
-        assert not any("/transformers/" in n or "/tests/" in n or "__pycache__" in n for n in names)
+        assert not any("/transformers/" in n or "/tests/" in n for n in names)
+        # bytecode for the runtime's CPython only (the host's would be ignored there), beside every module
+        tag = f"cpython-{pkg.PYTHON_VERSION.replace('.', '')}"
+        compiled = {n for n in names if n.endswith(".pyc")}
+        assert compiled and all("/__pycache__/" in n and n.endswith(f".{tag}.pyc") for n in compiled)
+        assert f"python/vsr/pipeline/__pycache__/ingest.{tag}.pyc" in compiled
         assert not any(n.startswith(("python/onnx/", "python/tqdm/", "python/moto/", "python/ncnn")) for n in names)
         extension = next(n for n in names if "onnxruntime_pybind11_state" in n)
         assert "aarch64" in extension

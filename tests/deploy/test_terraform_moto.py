@@ -344,9 +344,9 @@ def test_functions_and_event_sources(applied: dict[str, Any]) -> None:
         config = lam.get_function_configuration(FunctionName=f"{s.name_prefix}-{name}")
         f = s.function(name)
         assert (config["Runtime"], config["Handler"], config["Architectures"]) == (
-            "python3.12",
-            "handler.handler",
-            ["arm64"],
+            s.lambda_runtime,
+            s.lambda_handler,
+            [s.architecture],
         )
         assert (config["Timeout"], config["MemorySize"], config["EphemeralStorage"]["Size"]) == (
             f.timeout_s,

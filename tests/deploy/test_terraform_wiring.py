@@ -20,6 +20,7 @@ from vsr.pipeline import artifacts, jobs
 from vsr.settings import ASSEMBLY_FILTER_FILE, SETTINGS_FILE, get_settings, load_assembly_filter
 
 FUNCTIONS = ("ingest", "worker", "assemble")
+AL2023_PYTHON_RUNTIMES = ("python3.12", "python3.13", "python3.14")  # Lambda's Python runtimes on Amazon Linux 2023
 EXPECTED_FILES = {
     "versions.tf",
     "variables.tf",
@@ -68,9 +69,15 @@ def test_settings_and_filter_are_the_files_the_code_reads(tf: tfconfig.Terraform
 
 def test_handlers_exist_with_lambda_signature(tf: tfconfig.TerraformConfig) -> None:
     function = tf.resource("aws_lambda_function", "this")
-    assert unwrap(function["handler"]) == "handler.handler"
+    assert expression(function["handler"]) == "local.handler"
     assert expression(function["runtime"]) == "local.runtime"
-    assert unwrap(tf.locals["runtime"]) == "python3.12"
+    # one place for both: settings "lambda", which tools/package.py builds the layer for
+    assert expression(tf.locals["runtime"]) == "local.settings.lambda.runtime"
+    assert expression(tf.locals["handler"]) == "local.settings.lambda.handler"
+    # onnxruntime ships manylinux_2_28 wheels only: Amazon Linux 2 runtimes (glibc 2.26, python3.11 and older)
+    # cannot load them; the Amazon Linux 2023 ones (glibc 2.34) can
+    assert get_settings().lambda_runtime in AL2023_PYTHON_RUNTIMES
+    assert get_settings().lambda_handler == "handler.handler"  # handler.py's `handler`, checked below
     names = re.findall(r"'(\w+)'|\"(\w+)\"", str(tf.locals["function_names"]))
     assert {a or b for a, b in names} == set(FUNCTIONS)
     for name in FUNCTIONS:

@@ -7,31 +7,30 @@ original stdout (its fd 1 is pointed at stderr, the log file, so stray prints ca
 An invocation that outlives the function timeout gets the container killed, as Lambda does; a container that
 dies (crash, SIGKILL from a test) reports `died` and the dispatcher starts a fresh one.
 
-Run as `python -m vsr.local.containers --function NAME --handler MODULE:FUNCTION|PATH [--fault-plan JSON]`
-(the child side).
+The child side is vsr.local.bootstrap (standard library only); `python -m vsr.local.containers` runs it. A
+container may be started by another command that runs the same bootstrap (`command=`): the Lambda sandbox of
+tools/lambda_smoke.py runs it under bubblewrap, on a Debian CPython, with only the packaged code on the path.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
 import json
 import os
 import selectors
 import subprocess
 import sys
 import time
-import traceback
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from vsr.local.bootstrap import REGION, LambdaContext, load_handler, main
 from vsr.logs import get_logger
 
 log = get_logger(__name__)
-REGION = "us-east-1"
+__all__ = ["REGION", "Container", "Invocation", "LambdaContext", "load_handler"]
 
 
 @dataclass
@@ -44,27 +43,11 @@ class Invocation:
     timed_out: bool = False  # ran past the function timeout; the container was killed
     init_failed: bool = False  # the container never got ready (handler import failed): a broken install
     duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # what the bootstrap reports besides the result (/tmp use)
 
     @property
     def ok(self) -> bool:
         return self.error is None and not self.died and not self.timed_out
-
-
-class LambdaContext:
-    """The attributes of the Lambda context object that handlers use."""
-
-    def __init__(self, function_name: str, memory_mb: int, request_id: str, deadline_ms: int) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = memory_mb
-        self.aws_request_id = request_id
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:{function_name}"
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"local/{os.getpid()}"
-        self._deadline_ms = deadline_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, self._deadline_ms - int(time.time() * 1000))
 
 
 class Container:
@@ -81,19 +64,26 @@ class Container:
         log_path: Path,
         fault_plan_json: str | None = None,
         cpus: tuple[int, ...] | None = None,
+        command: Sequence[str] | None = None,
+        bootstrap_args: Sequence[str] = (),
     ) -> None:
+        """`command` starts the bootstrap (default: this Python, `-m vsr.local.containers`); `bootstrap_args` are
+        added to its own arguments (e.g. `--path`, `--watch-tmp`)."""
         self.function_name = function_name
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.busy_with: str | None = None  # message id / record id being processed, for observers
+        self.init: dict[str, Any] = {}  # the bootstrap's ready line: init_s (the handler's import), /tmp use
+        self.last_report: dict[str, Any] = {}  # the latest reply's extras (the bootstrap's /tmp peak so far)
+        self.ready_s: float | None = None  # process start -> ready (interpreter start and imports included)
+        self._spawned = time.time()  # wall clock: the bootstrap stamps its ready line with the same clock
         command = [
-            sys.executable,
-            "-m",
-            "vsr.local.containers",
+            *(command or (sys.executable, "-m", "vsr.local.containers")),
             "--function",
             function_name,
             "--handler",
             str(handler),
+            *bootstrap_args,
         ]
         if fault_plan_json:
             command += ["--fault-plan", fault_plan_json]
@@ -136,16 +126,29 @@ class Container:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
+    def wait_ready(self) -> bool:
+        """Wait for the init phase (the handler's import) to end; False, with the container killed, when it
+        failed or outlived its limit. Lambda's init phase has its own 10 s limit; imports of ORT + PyAV on a busy
+        2-core box can take several seconds, so the function timeout is allowed on top rather than failing
+        spuriously."""
+        if self._ready:
+            return True
+        line = self._read_line(time.monotonic() + 10.0 + self.timeout_s)
+        ready = json.loads(line) if line is not None else {}
+        if not ready.get("ready"):
+            self.kill()
+            return False
+        self._ready = True
+        self.init = ready
+        if "ready_at" in ready:
+            self.ready_s = float(ready["ready_at"]) - self._spawned
+        return True
+
     def invoke(self, event: dict[str, Any]) -> Invocation:
         started = time.monotonic()
         if not self._ready:
-            # Lambda's init phase has its own 10 s limit; imports of ORT + PyAV on a busy 2-core box can take
-            # several seconds, so allow the function timeout on top rather than failing spuriously.
-            line = self._read_line(started + 10.0 + self.timeout_s)
-            if line is None or not json.loads(line).get("ready"):
-                self.kill()
+            if not self.wait_ready():
                 return Invocation(died=True, init_failed=True, duration_s=time.monotonic() - started)
-            self._ready = True
             started = time.monotonic()
         deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
         request = {"event": event, "request_id": str(uuid.uuid4()), "deadline_ms": deadline_ms}
@@ -163,9 +166,12 @@ class Container:
             self.kill()  # still running past the timeout: Lambda kills the execution environment
             return Invocation(timed_out=True, duration_s=duration)
         reply = json.loads(line)
+        extra = {k: v for k, v in reply.items() if k not in ("ok", "result", "error_type", "error_message")}
+        self.last_report = extra
         if reply.get("ok"):
-            return Invocation(result=reply.get("result"), duration_s=duration)
-        return Invocation(error=f"{reply.get('error_type')}: {reply.get('error_message')}", duration_s=duration)
+            return Invocation(result=reply.get("result"), duration_s=duration, extra=extra)
+        error = f"{reply.get('error_type')}: {reply.get('error_message')}"
+        return Invocation(error=error, duration_s=duration, extra=extra)
 
     def kill(self) -> None:
         if self.alive():
@@ -183,59 +189,5 @@ class Container:
         self.kill()
 
 
-# --- child side ----------------------------------------------------------------------------------------
-
-
-def _load_handler(target: str) -> Any:
-    """The handler: "package.module:function" from the installed package (vsr.entrypoints), or a handler.py
-    path whose `handler` is imported the way the Lambda runtime imports `handler.handler`."""
-    if ":" in target and not target.endswith(".py"):
-        module_name, function_name = target.split(":", 1)
-        return getattr(importlib.import_module(module_name), function_name)
-    path = Path(target)
-    spec = importlib.util.spec_from_file_location(f"lambda_handler_{path.parent.name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handler
-
-
-def _child_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--function", required=True)
-    parser.add_argument("--handler", required=True)
-    parser.add_argument("--fault-plan")
-    parser.add_argument("--cpus", help="CPU affinity, like the vCPUs Lambda gives an execution environment")
-    args = parser.parse_args(argv)
-    if args.cpus and hasattr(os, "sched_setaffinity"):  # before ONNX Runtime starts: the engine sizes its
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # thread pool from this affinity
-
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything printed goes to the log, never into the protocol stream
-
-    handler = _load_handler(args.handler)
-    if args.fault_plan:
-        from vsr.local import faults
-
-        plan = faults.FaultPlan.from_dict(json.loads(args.fault_plan))
-        faults.install(plan)
-        handler = faults.wrap_handler(handler, plan)
-    memory_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
-    protocol.write(json.dumps({"ready": True}) + "\n")
-
-    for line in sys.stdin:
-        request = json.loads(line)
-        context = LambdaContext(args.function, memory_mb, request["request_id"], int(request["deadline_ms"]))
-        try:
-            result = handler(request["event"], context)
-            reply: dict[str, Any] = {"ok": True, "result": result}
-        except Exception as exc:  # reported to the dispatcher like Lambda's errorType/errorMessage
-            traceback.print_exc()
-            reply = {"ok": False, "error_type": type(exc).__name__, "error_message": str(exc)}
-        protocol.write(json.dumps(reply, default=str) + "\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -85,6 +85,7 @@ class _Loop(threading.Thread):
         self.invocations = 0
         self.replaced = 0
         self.init_failure: str | None = None  # log file of a container whose handler could not even load
+        self.failures: list[str] = []  # every failed invocation or reported batch item failure, for observers
 
     def invoke(self, event: dict[str, Any], label: str) -> Invocation:
         if not self.container.alive():
@@ -95,6 +96,8 @@ class _Loop(threading.Thread):
         self.invocations += 1
         if self.stop_event.is_set():
             return outcome  # killed by shutdown: its message reappears after the visibility timeout
+        if not outcome.ok:
+            self.failures.append(f"{label}: {outcome.error or ('timed out' if outcome.timed_out else 'died')}")
         if outcome.init_failed:
             self.init_failure = str(self.container.log_path)
         if outcome.died or outcome.timed_out:
@@ -163,6 +166,8 @@ class SqsPoller(_Loop):
             for item in (outcome.result or {}).get("batchItemFailures", [])
             if isinstance(item, dict)
         }
+        if failed:
+            self.failures.append(f"batch item failures: {', '.join(sorted(str(f) for f in failed))}")
         done = [r for r in records if r["messageId"] not in failed]
         if done:
             self._sqs.delete_message_batch(

@@ -35,9 +35,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vsr.aws import clients
+from vsr.aws.deployment import FIXED_ENV
 from vsr.entrypoints import FUNCTIONS, HANDLERS
 from vsr.errors import VsrError
 from vsr.local.containers import REGION, Container
@@ -155,11 +156,22 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class ContainerLauncher(Protocol):
+    """Starts a function's container other than as a host process running the installed package: the Lambda
+    sandbox of tools/lambda_smoke.py runs the packaged zips on a clean interpreter. `env` is the function's
+    Lambda environment (LocalRuntime.lambda_env), nothing of this process's own."""
+
+    def __call__(
+        self, function: str, *, env: dict[str, str], log_path: Path, timeout_s: float, memory_mb: int
+    ) -> Container: ...
+
+
 class LocalRuntime:
     """Provisioned resources plus running dispatchers; use as a context manager.
 
     `fault_plan` (tests only) is handed to worker containers, see vsr.local.faults. `functions` limits which
     event source mappings run (default all three), e.g. to hold segment messages while a test inspects them.
+    `launcher` starts the containers some other way (see ContainerLauncher).
     """
 
     def __init__(
@@ -174,8 +186,10 @@ class LocalRuntime:
         functions: tuple[str, ...] = FUNCTIONS,
         gpu_workers: int = 0,
         event_listeners: list[Listener] | None = None,
+        launcher: ContainerLauncher | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.launcher = launcher
         self.functions = functions
         self.gpu_workers = int(gpu_workers or 0)
         self.gpu_fleet: LocalGpuFleet | None = None
@@ -282,24 +296,32 @@ class LocalRuntime:
             self.events.stop()
 
     # --- containers -----------------------------------------------------------------------------------
-    def _container_env(self, function: str, tmp: Path) -> dict[str, str]:
+    def lambda_env(self, function: str) -> dict[str, str]:
+        """The function's environment as Terraform sets it (the deployment contract's variables) plus the ones
+        Lambda itself sets, pointed at this runtime's endpoint."""
         assert self.resources is not None
         fn = self.settings.function(function)
-        env = dict(os.environ)
-        env.update(self.resources.function_env())
         # The segment queue's concurrency here is this runtime's worker pollers, as Terraform passes the event
         # source mapping's MaximumConcurrency: ingest plans for them and sizes each job's segment window from it.
-        overrides = json.loads(env.get("VSR_SETTINGS_OVERRIDES") or "{}")
+        overrides = json.loads(os.environ.get("VSR_SETTINGS_OVERRIDES") or "{}")
         overrides = deep_merge(overrides, {"queues": {"worker_max_concurrency": self.workers}})
         if self.gpu_workers > 0:  # as Terraform tells the functions that the fleet exists, and its size
             overrides = deep_merge(overrides, {"gpu": {"enabled": True, "max_tasks": self.gpu_workers}})
-        env["VSR_SETTINGS_OVERRIDES"] = json.dumps(overrides)
+        return {
+            **self.resources.function_env(),
+            **FIXED_ENV,
+            "VSR_SETTINGS_OVERRIDES": json.dumps(overrides),
+            "VSR_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or REGION,
+            "AWS_LAMBDA_FUNCTION_NAME": getattr(self.resources.names, f"{function}_function"),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+        }
+
+    def _container_env(self, function: str, tmp: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.lambda_env(function))
         env.update(
             {
-                "VSR_ENDPOINT_URL": self.endpoint,
-                "AWS_REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or REGION,
-                "AWS_LAMBDA_FUNCTION_NAME": getattr(self.resources.names, f"{function}_function"),
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
                 "TMPDIR": str(tmp),  # each execution environment has its own /tmp
                 "VSR_MODEL_DIR": str(tmp / "vsr-models"),  # what Terraform sets: the model is fetched from S3
                 "PYTHONUNBUFFERED": "1",
@@ -323,6 +345,12 @@ class LocalRuntime:
             with self._serial_lock:
                 self._serial += 1
                 serial = self._serial
+            log_path = self.log_dir / f"{function}-{serial}.log"
+            fn = self.settings.function(function)
+            timeout_s, memory_mb = fn.timeout_s, fn.memory_mb
+            if self.launcher is not None:
+                env = self.lambda_env(function)
+                return self.launcher(function, env=env, log_path=log_path, timeout_s=timeout_s, memory_mb=memory_mb)
             tmp = self._work_dir / f"{function}-{serial}"
             tmp.mkdir(parents=True, exist_ok=True)
             rules = self.fault_plan.for_function(function) if self.fault_plan else None
@@ -330,10 +358,10 @@ class LocalRuntime:
             return Container(
                 function,
                 HANDLERS[function],
-                timeout_s=self.settings.function(function).timeout_s,
-                memory_mb=self.settings.function(function).memory_mb,
+                timeout_s=timeout_s,
+                memory_mb=memory_mb,
                 env=self._container_env(function, tmp),
-                log_path=self.log_dir / f"{function}-{serial}.log",
+                log_path=log_path,
                 fault_plan_json=plan,
                 cpus=cpus,
             )
