@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 package deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-check bench-int8 package deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench-load: $(VENV)/.installed models ## vsr serve under 100 uploads with faults
 
 bench-seams: $(VENV)/.installed models ## segment joins: remux vs seamless re-encode, flicker at joins on real clips
 	$(BIN)/python bench/bench_seams.py
+
+bench-interpolate: $(VENV)/.installed models ## frame interpolation: RIFE vs blend vs repeat on real clips with every other frame dropped; ms/frame at 640x360
+	$(BIN)/python bench/bench_interpolate.py
 
 bench-check: $(VENV)/.installed ## the job's quality check: s/pair on one thread vs all (the planner's quality_* latency settings)
 	$(BIN)/python bench/bench_check.py

@@ -302,6 +302,30 @@ class GpuTier:
 
 
 @dataclass(frozen=True)
+class InterpolationSettings:
+    """Settings `interpolation`: the frame-interpolation model and the numbers its path uses."""
+
+    model: str
+    scale_lists: tuple[tuple[int, tuple[float, float, float]], ...]  # (max_pixels, 0 = any size; scale list)
+    cut_threshold: float  # vsr.cuts score above which two neighbouring frames are a scene cut (measured)
+    cpu_s_per_made_mpix: float  # CPU seconds per made frame per megapixel on one vCPU (bench-interpolate)
+    max_output_fps: float
+    max_output_pixel_rate: float
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> InterpolationSettings:
+        rules = tuple((int(r["max_pixels"]), tuple(float(s) for s in r["scale_list"])) for r in raw["scale_lists"])
+        return cls(
+            model=str(raw["model"]),
+            scale_lists=rules,  # type: ignore[arg-type]
+            cut_threshold=float(raw["cut_threshold"]),
+            cpu_s_per_made_mpix=float(raw["cpu_s_per_made_mpix"]),
+            max_output_fps=float(raw["max_output_fps"]),
+            max_output_pixel_rate=float(raw["max_output_pixel_rate"]),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     raw: dict[str, Any]
 
@@ -317,6 +341,10 @@ class Settings:
     @property
     def tile(self) -> int:
         return int(self.raw["model"]["tile"])
+
+    @property
+    def interpolation(self) -> InterpolationSettings:
+        return InterpolationSettings.from_raw(self.raw["interpolation"])
 
     @property
     def tile_overlap(self) -> int:

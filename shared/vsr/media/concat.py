@@ -323,20 +323,23 @@ def join_segments(
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
     encode: EncodeSettings,
+    *,
+    audio: bool = True,
 ) -> JoinResult:
     """Join `segments` (in order) and the source's audio/subtitles into a faststart MP4 at `output`:
-    re-encoded once when they are lossless mezzanines (seamless), else remuxed packet for packet."""
+    re-encoded once when they are lossless mezzanines (seamless), else remuxed packet for packet.
+    `audio=False` leaves the source's audio and subtitles out (slow motion: they would no longer be in sync)."""
     if not segments:
         raise SegmentMismatchError("no segments to join")
     _segment_clocks(segments, info)  # refuse missing, duplicated or reordered segments before any work
     scale = _segment_scale(segments[0], info)
     if join_mode(info, scale, encode) != REENCODE:
-        return _remux(segments, source, info, output)
+        return _remux(segments, source, info, output, audio)
     parent = os.path.dirname(os.fspath(output)) if isinstance(output, str | os.PathLike) else None
     with tempfile.TemporaryDirectory(prefix="vsr-reencode-", dir=parent or None) as work:
         single = os.path.join(work, f"video.{SEGMENT_FORMAT}")
         reencode_segments(segments, info, single, encode)
-        result = _remux([single], source, info, output)
+        result = _remux([single], source, info, output, audio)
     log.info("join.reencoded", frames=result.frames)
     return result
 
@@ -351,6 +354,7 @@ def _remux(
     source: Source,
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
+    audio: bool = True,
 ) -> JoinResult:
     clocks, order = _segment_clocks(segments, info)
     dts = _rebuilt_dts(order, info)
@@ -359,7 +363,8 @@ def _remux(
     try:
         with _open_segment(segments[0]) as first:
             video_out = joiner.add_video(first.streams.video[0])
-            joiner.add_audio_and_subtitles()
+            if audio:
+                joiner.add_audio_and_subtitles()
             joiner.copy_container_metadata()
             with corrupt_on_media_error("reading the source's audio"):
                 # merge by decode time so the muxer's interleaving queue stays small (bounded memory)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -85,3 +86,21 @@ class Interpolator:
         }
         output = self.session.run(["output"], feeds)[0]  # type: ignore[attr-defined]
         return from_output(output, width, height, a.dtype)
+
+
+def rules_from_settings(scale_lists: Sequence[tuple[int, tuple[float, float, float]]]) -> tuple[ScaleRule, ...]:
+    return tuple(ScaleRule(max_pixels, scale_list) for max_pixels, scale_list in scale_lists)
+
+
+def get_interpolator(
+    model_path: str,
+    scale_lists: Sequence[tuple[int, tuple[float, float, float]]],
+    threads: int | None = None,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> Interpolator:
+    """An Interpolator on the process-wide ONNX Runtime session of `model_path` (vsr.engine's session cache)."""
+    from vsr.cpus import available_cpus
+    from vsr.engine import _session
+
+    session = _session(Path(model_path), threads or available_cpus(), providers)
+    return Interpolator(session, rules_from_settings(scale_lists))
