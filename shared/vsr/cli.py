@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
     run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
+    run.add_argument("--scale", type=_positive_int, help="1: interpolation without super-resolution (vsr-scale)")
+    _add_time_request(run)
     _add_endpoint(run)
     run.set_defaults(command_key="run")
 

@@ -580,6 +580,12 @@ def _quiet_logs() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.WARNING)))
 
 
+def upload_metadata(args: argparse.Namespace) -> dict[str, str]:
+    """The S3 user metadata the time-request flags stand for (ingest parses and checks them, as for any upload)."""
+    keys = {"interpolate": "vsr-interpolate", "fps": "vsr-fps", "slowmo": "vsr-slowmo", "scale": "vsr-scale"}
+    return {key: str(value) for flag, key in keys.items() if (value := getattr(args, flag, None)) is not None}
+
+
 def run_command(args: argparse.Namespace) -> int:
     """`vsr run INPUT [-o DIR] [--workers N] [--endpoint URL] [--json]`: exit 0 on COMPLETE, 1 on FAILED."""
     _quiet_logs()
@@ -608,7 +614,9 @@ def run_command(args: argparse.Namespace) -> int:
         )
         started = time.time()
         tier = getattr(args, "tier", None)
-        job_id = runtime.submit(source, metadata={"vsr-tier": tier} if tier else None)
+        metadata = {"vsr-tier": tier} if tier else {}
+        metadata.update(upload_metadata(args))  # --interpolate/--fps/--slowmo/--scale as the upload's metadata
+        job_id = runtime.submit(source, metadata=metadata or None)
         progress = Progress()
         try:
             outcome = runtime.wait(job_id, started=started, on_update=progress)

@@ -30,7 +30,7 @@ from vsr.errors import PermanentError
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
 from vsr.media.probe import VideoInfo, probe
-from vsr.pipeline import artifacts, jobs
+from vsr.pipeline import artifacts, jobs, timejob
 from vsr.pipeline.events import stream_records
 from vsr.quality import jobcheck, preview
 from vsr.settings import get_settings
@@ -112,6 +112,9 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
     scale = int(job.model.get("scale") or 0)
     if scale <= 0:
         raise PermanentError("the job record does not say which scale it was planned for")
+    time_request = timejob.request_of(job.model)
+    if time_request.scale == 1:  # interpolation without super-resolution
+        scale = 1
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
     try:
         download_started = time.monotonic()
@@ -124,7 +127,10 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         source = S3RangeReader(
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
-        join_segments(segments, source, info, output, get_settings().encode_settings)
+        joined_info = timejob.output_of(info, time_request) if time_request.active else info
+        join_segments(
+            segments, source, joined_info, output, get_settings().encode_settings, audio=time_request.audio == "kept"
+        )
         join_s = time.monotonic() - join_started
 
         upload_started = time.monotonic()
@@ -150,7 +156,10 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         # The job's own quality check runs once the user has the output, so it never delays it (a short clip's
         # latency would otherwise grow with every segment join the planner adds). Advisory: best effort.
         quality_started = time.monotonic()
-        quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
+        if time_request.active:  # the check pairs output frames with source frames one to one: not yet here
+            quality: dict[str, Any] = {"skipped": "frame interpolation: the job check does not pair made frames yet"}
+        else:
+            quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
         report["quality"] = quality
         report["timings"]["assembly_quality_s"] = time.monotonic() - quality_started
         artifacts.put_json(res.output_bucket, report_key, report)

@@ -31,7 +31,7 @@ from vsr.aws.s3io import S3RangeReader
 from vsr.errors import CorruptInputError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
-from vsr.pipeline import artifacts, jobs, window
+from vsr.pipeline import artifacts, jobs, timejob, window
 from vsr.pipeline.events import MalformedEventError, S3Object, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import configured_model
@@ -89,10 +89,16 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
         strategy = requested_strategy(metadata)
         tier = requested_tier(metadata, settings.enabled_tiers())
+        # frame interpolation (vsr-interpolate / vsr-fps / vsr-slowmo / vsr-scale): bad values fail here
+        time_request = timejob.request_from_upload(metadata, model.scale)
+        timejob.check(time_request, info, model.scale, settings)
+        job_model.update(timejob.job_fields(time_request, resources.model_key, settings))
         check_limits(info, model.scale, settings.limits)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
-        job_plan = plan_for(info, model.cost, settings, strategy, tier=tier)
+        job_plan = plan_for(
+            info, timejob.planned_cost(model.cost, time_request, settings), settings, strategy, tier=tier
+        )
         check_cost(job_plan.chosen, settings.limits)
     except PermanentError as exc:
         item = jobs.new_job_item(

@@ -38,7 +38,7 @@ from vsr.errors import CorruptInputError, ModelError, PermanentError
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
-from vsr.pipeline import artifacts, jobs, window
+from vsr.pipeline import artifacts, jobs, timejob, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
 from vsr.pipeline.modelstore import ensure_local_model
@@ -137,16 +137,34 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             message.job_id, message.segment.index, resources.table, settings.progress_interval_s
         )
         stabiliser = Stabiliser(model.scale) if message.model.get("temporal") == "flow" else None
-        result = process_segment(
-            reader,
-            message.segment,
-            upscaler,
-            info,
-            output,
-            encode=settings.encode_settings,
-            on_frames=progress,
-            stabiliser=stabiliser,
-        )
+        time_request = timejob.request_of(message.model)
+        if time_request.active:  # frame interpolation (vsr.chain): the segment owns its source intervals
+            interpolation_path = ensure_local_model(
+                resources.models_bucket, str(message.model["interpolation_key"]), model_dir()
+            )
+            result = timejob.run(
+                reader,
+                message.segment,
+                info,
+                time_request,
+                interpolation_path,
+                upscaler,
+                output,
+                settings,
+                settings.providers(worker_tier()),
+                progress,
+            )
+        else:
+            result = process_segment(
+                reader,
+                message.segment,
+                upscaler,
+                info,
+                output,
+                encode=settings.encode_settings,
+                on_frames=progress,
+                stabiliser=stabiliser,
+            )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
                 f"frames {message.segment.start_frame}-{message.segment.start_frame + message.segment.frame_count - 1}"
