@@ -10,8 +10,9 @@ neighbours by three methods, scored against the real frames:
 
 Columns: PSNR (RGB) and SSIM (luma) of the rebuilt frames; `flicker` = warping error of the rebuilt full-rate
 sequence / that of the real sequence (OpenCV DIS flow of the real frames; 1.00 is as steady as the real clip).
-Then ms per made frame at 640x360 fp32 on our engine (ONNX Runtime, CPU, this machine's threads) and the cut
-scores (vsr.cuts) of every neighbouring pair, with the threshold in settings.
+Then ms per made frame at 640x360 fp32 on our engine (ONNX Runtime, CPU, this machine's threads) beside the
+x2 super-resolution of the same frame in the same run (the ratio is what the planner's setting
+`interpolation.made_frame_macs_per_pixel` records, as equivalent multiply-adds), and the cut scores (vsr.cuts) of every neighbouring pair, with the threshold in settings.
 
     python bench/bench_interpolate.py [--frames 41] [--clips bikes carphone bigbuckbunny] [--json]
 """
@@ -97,18 +98,38 @@ def bench_clip(name: str, count: int, interpolator: Any, threshold: float) -> di
     }
 
 
-def speed_640x360(interpolator: Any, runs: int = 3) -> float:
+def speed_640x360(interpolator: Any, runs: int = 3) -> dict[str, Any]:
+    """ms per made frame at 640x360, and the baseline in the same run: one x2 super-resolution of the same frame
+    (the animevideov3 x2 model) on the same engine and threads, interleaved so load hits both alike."""
+    from vsr.engine import get_upscaler
+    from vsr.models.registry import resolve_model
+    from vsr.segment import to_float
+
     frames = [
         av.VideoFrame.from_ndarray(f, format="rgb24").reformat(width=640, height=360).to_ndarray(format="rgb24")
         for f in _frames(CLIPS["bikes"](), 3)
     ]
+    sr = resolve_model(None, 2)
+    upscaler = get_upscaler(sr, tile=get_settings().tile, tile_overlap=get_settings().tile_overlap)
+    batch = to_float([frames[1]])
     interpolator.midpoint(frames[0], frames[2])  # warm-up
-    times = []
+    upscaler.upscale(batch)
+    rife, base = [], []
     for _ in range(runs):
         started = time.perf_counter()
         interpolator.midpoint(frames[0], frames[2])
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000.0
+        rife.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        upscaler.upscale(batch)
+        base.append(time.perf_counter() - started)
+    ratio = statistics.median(r / b for r, b in zip(rife, base, strict=True))
+    return {
+        "rife_ms": statistics.median(rife) * 1000.0,
+        "sr_x2_ms": statistics.median(base) * 1000.0,
+        "ratio": ratio,
+        "sr_model": sr.name,
+        "equiv_macs_per_pixel": ratio * sr.macs_per_input_pixel,
+    }
 
 
 def cut_table(names: list[str]) -> list[dict[str, Any]]:
@@ -126,17 +147,21 @@ def main() -> int:
     parser.add_argument("--frames", type=int, help="frames per clip (default: 41 bikes/carphone, 13 bigbuckbunny)")
     parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--speed-only", action="store_true", help="only the 640x360 timing against its baseline")
     args = parser.parse_args()
     settings = get_settings().interpolation
     model = resolve_interpolation(settings.model)
     interpolator = get_interpolator(str(model.path), settings.scale_lists)
+    speed = speed_640x360(interpolator)
+    if args.speed_only:
+        print(json.dumps(speed, indent=2))
+        return 0
     results = [
         bench_clip(c, args.frames or DEFAULT_FRAMES[c], interpolator, settings.cut_threshold) for c in args.clips
     ]
-    ms = speed_640x360(interpolator)
     cuts = cut_table(args.clips)
     if args.json:
-        print(json.dumps({"clips": results, "ms_per_frame_640x360": ms, "cuts": cuts}, indent=2))
+        print(json.dumps({"clips": results, "speed_640x360": speed, "cuts": cuts}, indent=2))
         return 0
     print(f"rife-hdv3 ({model.sha256[:12]}), dropped every other frame and rebuilt it; threads={available_cpus()}")
     print(f"{'clip':14} {'size':9} {'n':>3}  {'method':7} {'PSNR dB':>8} {'SSIM':>7} {'flicker':>8}")
@@ -148,7 +173,12 @@ def main() -> int:
             )
         gain = r["methods"]["rife"]["psnr"] - r["methods"]["blend"]["psnr"]
         print(f"{'':14} rife - blend: {gain:+.2f} dB; cuts in dropped pairs {r['cuts_in_dropped_pairs']} (repeated)")
-    print(f"ms per made frame at 640x360 fp32 (ONNX Runtime CPU, {available_cpus()} threads): {ms:.0f}")
+    print(
+        f"640x360 fp32, ONNX Runtime CPU, {available_cpus()} threads: RIFE {speed['rife_ms']:.0f} ms per made frame; "
+        f"baseline {speed['sr_model']} {speed['sr_x2_ms']:.0f} ms per frame in the same run; ratio "
+        f"{speed['ratio']:.3f} -> {speed['equiv_macs_per_pixel']:.0f} equivalent MAC/pixel "
+        f"(settings interpolation.made_frame_macs_per_pixel {settings.made_frame_macs_per_pixel:.0f})"
+    )
     print(f"cut scores (threshold {settings.cut_threshold}): highest pairs per clip (index, score)")
     for row in cuts:
         print(f"  {row['clip']:14} {row['pairs']:4} pairs  {row['top']}")

@@ -177,22 +177,21 @@ def process_interpolated_segment(
 
 
 # --- planning and the single-machine path ----------------------------------------------------------------
-def effective_cost(cost: Any, request: TimeRequest, cpu_s_per_made_mpix: float, gflops_per_vcpu: float) -> Any:
+def effective_cost(cost: Any, request: TimeRequest, made_frame_macs_per_pixel: float) -> Any:
     """The job's model cost per SOURCE frame pixel, for the one planner (vsr.planning): per source frame, `factor`
     output frames are super-resolved (none with --scale 1) and factor - 1 are made by the interpolation model,
-    whose measured CPU time (settings interpolation.cpu_s_per_made_mpix) is turned into multiply-adds at the
-    planner's per-vCPU throughput, so both tiers price it the same way as the SR model."""
+    whose measured cost (settings interpolation.made_frame_macs_per_pixel: equivalent multiply-adds, measured
+    against the x2 SR model on the same engine) is priced like the SR model's on both tiers."""
     from vsr.admission import ModelCost
 
     if not request.active:
         return cost
     n = request.factor if request.fps is None else 2  # fps targets: about two outputs per source frame
     sr = 0.0 if request.scale == 1 else float(cost.macs_per_input_pixel) * n
-    made_macs = cpu_s_per_made_mpix * gflops_per_vcpu * 1e9 / 2.0 / 1e6
     return ModelCost(
         name=f"{cost.name}+rife" if request.scale != 1 else "rife",
         scale=1 if request.scale == 1 else cost.scale,
-        macs_per_input_pixel=sr + (n - 1) * made_macs,
+        macs_per_input_pixel=sr + (n - 1) * made_frame_macs_per_pixel,
     )
 
 
@@ -270,8 +269,7 @@ def interpolate_file(
         cost = effective_cost(
             ModelCost(name=model_name, scale=scale, macs_per_input_pixel=sr_macs),
             request,
-            isettings.cpu_s_per_made_mpix,
-            settings.worker_capacity.gflops_per_vcpu,
+            isettings.made_frame_macs_per_pixel,
         )
         segments = plan_for(info, cost, settings, "cost", concurrency=1, tier="lambda").segments
     bar = None

@@ -308,7 +308,9 @@ class InterpolationSettings:
     model: str
     scale_lists: tuple[tuple[int, tuple[float, float, float]], ...]  # (max_pixels, 0 = any size; scale list)
     cut_threshold: float  # vsr.cuts score above which two neighbouring frames are a scene cut (measured)
-    cpu_s_per_made_mpix: float  # CPU seconds per made frame per megapixel on one vCPU (bench-interpolate)
+    # a made frame's cost as the multiply-adds per source pixel of an SR model that runs as long on the same
+    # engine (measured by bench-interpolate against the x2 model in the same run), so the planner prices it
+    made_frame_macs_per_pixel: float
     max_output_fps: float
     max_output_pixel_rate: float
 
@@ -319,7 +321,7 @@ class InterpolationSettings:
             model=str(raw["model"]),
             scale_lists=rules,  # type: ignore[arg-type]
             cut_threshold=float(raw["cut_threshold"]),
-            cpu_s_per_made_mpix=float(raw["cpu_s_per_made_mpix"]),
+            made_frame_macs_per_pixel=float(raw["made_frame_macs_per_pixel"]),
             max_output_fps=float(raw["max_output_fps"]),
             max_output_pixel_rate=float(raw["max_output_pixel_rate"]),
         )

@@ -131,6 +131,4 @@ def planned_cost(cost: Any, request: TimeRequest, settings: Settings) -> Any:
     """The model cost the planner prices (vsr.chain.effective_cost with this deployment's measured settings)."""
     from vsr.chain import effective_cost
 
-    return effective_cost(
-        cost, request, settings.interpolation.cpu_s_per_made_mpix, settings.worker_capacity.gflops_per_vcpu
-    )
+    return effective_cost(cost, request, settings.interpolation.made_frame_macs_per_pixel)
