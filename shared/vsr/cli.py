@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--tier", choices=TIERS, help="plan only this worker tier (as vsr-tier metadata forces it)")
     plan.add_argument("--gpu-fleet", action="store_true", help="plan as if the GPU fleet were enabled")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--scale", type=_positive_int, help="1: interpolation without super-resolution")
+    _add_time_request(plan)
     _add_endpoint(plan)
     plan.set_defaults(command_key="plan")
     ev = sub.add_parser("eval", help="PSNR/SSIM/flicker of a model on a downscaled high-resolution video")

@@ -60,10 +60,16 @@ def build(
     concurrency: int | None = None,
     architecture: str | None = None,
     tier: str | None = None,
+    request: Any = None,
 ) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
     cost = model_cost(model, settings)
     info = probe_input(location)
     check_limits(info, cost.scale, settings.limits)
+    if request is not None and request.active:  # frame interpolation: checked and priced as ingest does
+        from vsr.pipeline import timejob
+
+        timejob.check(request, info, cost.scale, settings)
+        cost = timejob.planned_cost(cost, request, settings)
     plans = {
         strategy: plan_for(
             info, cost, settings, strategy, concurrency=concurrency, architecture=architecture, tier=tier
@@ -136,8 +142,11 @@ def command(args: argparse.Namespace) -> int:
 
         clients.use_endpoint(args.endpoint)
     try:
+        from vsr.request import from_args
+
         info, cost, plans = build(
             args.input,
+            request=from_args(args),
             settings=settings,
             model=args.model,
             concurrency=args.concurrency,
