@@ -123,3 +123,25 @@ def test_every_source_interval_belongs_to_exactly_one_segment() -> None:
     assert [f for part in owned for f in part] == list(line.frames)  # disjoint, complete, in order
     for (s, e), part in zip(bounds, owned, strict=True):
         assert {f.index for f in part} <= set(range(s, e))
+
+
+def test_upload_metadata_scale_one_means_no_super_resolution() -> None:
+    from vsr.pipeline.timejob import request_from_upload
+
+    assert request_from_upload({"vsr-interpolate": "2", "vsr-scale": "1"}, 2) == TimeRequest(interpolate=2, scale=1)
+    assert request_from_upload({"vsr-interpolate": "2", "vsr-scale": "2"}, 2).scale == 2
+    with pytest.raises(BadRequestError, match="vsr-scale='3' is not offered"):
+        request_from_upload({"vsr-interpolate": "2", "vsr-scale": "3"}, 2)
+    with pytest.raises(BadRequestError, match="would do nothing"):
+        request_from_upload({"vsr-scale": "1"}, 2)
+
+
+def test_planner_cost_adds_made_frames_and_super_resolves_every_output_frame() -> None:
+    from vsr.admission import ModelCost
+    from vsr.chain import effective_cost
+
+    sr = ModelCost(name="x2", scale=2, macs_per_input_pixel=1000)
+    assert effective_cost(sr, TimeRequest(), 400) is sr
+    assert effective_cost(sr, parse(interpolate=4), 400).macs_per_input_pixel == 4 * 1000 + 3 * 400
+    only = effective_cost(sr, parse(interpolate=2, scale=1), 400)
+    assert only.macs_per_input_pixel == 400 and only.scale == 1
