@@ -4,6 +4,7 @@ frames each segment owns, assembly joins them with the audio in sync; bad values
 from __future__ import annotations
 
 import itertools
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_vsr_run_interpolate_two_on_a_real_clip(clips: dict[str, Path], tmp_path
     expected = [t for a, b in itertools.pairwise(source_times) for t in (a, (a + b) / 2)]
     assert times == [*expected, source_times[-1]]  # exact midpoints, joins included, the last frame kept
     assert _audio_span(Path(summary["output"])) == _audio_span(clip)  # the same audio at the same times
+    block = json.loads(Path(summary["report"]).read_text())["interpolation"]
+    assert block["frames_out"] == len(times) == 2 * src.frame_count - 1
+    assert block["made"] + block["repeated_at_cuts"] == src.frame_count - 1
+    assert block["audio"] == "kept" and block["request"]["interpolate"] == 2
 
 
 @pytest.mark.parametrize(

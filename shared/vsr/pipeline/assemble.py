@@ -145,6 +145,8 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
             "assembly_s": time.monotonic() - started,
         }
         report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
+        if time_request.active:
+            report["interpolation"] = timejob.report_block(info, time_request, per_segment)
         report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started

@@ -91,8 +91,9 @@ def run(
     settings: Settings,
     providers: tuple[str, ...],
     on_frames: Any = None,
-) -> Any:
-    """One worker segment of an interpolation job; returns a vsr.segment.SegmentResult counting source frames."""
+) -> tuple[Any, dict[str, float]]:
+    """One worker segment of an interpolation job: a vsr.segment.SegmentResult counting source frames, and the
+    counts the segment's metadata carries to the report (frames made, frames repeated at cuts)."""
     from vsr.models.rife.runner import get_interpolator
     from vsr.segment import SegmentResult
 
@@ -118,13 +119,34 @@ def run(
         cut_threshold=s.cut_threshold,
         on_frames=on_frames,
     )
+    counts = {"made": float(result.made), "repeated_at_cuts": float(result.repeated_at_cuts)}
     return SegmentResult(
         frames=segment.frame_count,  # source frames covered: what the job's progress counts
         decode_s=result.decode_s,
         infer_s=result.infer_s + result.interpolate_s,
         encode_s=result.encode_s,
         wall_s=result.wall_s,
+    ), counts
+
+
+def report_block(info: VideoInfo, request: TimeRequest, per_segment: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's `interpolation` block: what was asked, what came out, what was made and repeated at cuts."""
+    line = build(
+        info.pts,
+        info.time_base,
+        request,
+        rate=info.average_rate or info.base_rate,
+        last_frame_duration=info.last_frame_duration,
     )
+    return {
+        "request": request.to_dict(),
+        "frames_in": info.frame_count,
+        "frames_out": len(line.frames),
+        "made": int(sum(float(s.get("made", 0.0)) for s in per_segment)),
+        "repeated_at_cuts": int(sum(float(s.get("repeated_at_cuts", 0.0)) for s in per_segment)),
+        "audio": request.audio if info.audio else "none in the source",
+        "note": line.note,
+    }
 
 
 def planned_cost(cost: Any, request: TimeRequest, settings: Settings) -> Any:

@@ -138,11 +138,12 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         )
         stabiliser = Stabiliser(model.scale) if message.model.get("temporal") == "flow" else None
         time_request = timejob.request_of(message.model)
+        counts: dict[str, float] = {}
         if time_request.active:  # frame interpolation (vsr.chain): the segment owns its source intervals
             interpolation_path = ensure_local_model(
                 resources.models_bucket, str(message.model["interpolation_key"]), model_dir()
             )
-            result = timejob.run(
+            result, counts = timejob.run(
                 reader,
                 message.segment,
                 info,
@@ -176,6 +177,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "encode_s": float(result.encode_s),
             "process_s": float(result.wall_s),
             "temporal_s": float(result.temporal_s),
+            **counts,
         }
         key = artifacts.segment_key(message.job_id, message.segment.index)
         artifacts.upload_file(
