@@ -63,3 +63,18 @@ def test_bad_values_fail_at_ingest_with_a_reason(
     assert code == 1, stderr[-3000:]
     assert summary["status"] == "FAILED" and reason in summary["error"]
     assert summary["segments"] == 0 and summary["frames"] == 0
+
+
+def test_vsr_run_repeats_at_a_hard_cut_and_reports_it(tmp_path: Path) -> None:
+    from tests.clips import _bikes_rgb
+    from tests.interpolation.test_chain import _write
+
+    images = [  # bikes frames 27..31: the hard cut 29 -> 30 is source pair 2
+        av.VideoFrame.from_ndarray(f, format="rgb24").reformat(width=128, height=56).to_ndarray(format="rgb24")
+        for f in _bikes_rgb(32)[27:32]
+    ]
+    clip = _write(tmp_path / "cut.mp4", images, [512 * i for i in range(5)], Fraction(1, 12800))
+    code, summary, stderr = _vsr_run(clip, tmp_path / "out", "--interpolate", "2", "--scale", "1")
+    assert code == 0, stderr[-3000:]
+    block = json.loads(Path(summary["report"]).read_text())["interpolation"]
+    assert block["cuts"] == [2] and block["repeated_at_cuts"] == 1 and block["made"] == 3

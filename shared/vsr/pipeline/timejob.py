@@ -22,6 +22,8 @@ from vsr.settings import Settings
 from vsr.timeline import build
 
 SCALE_KEY = "vsr-scale"
+CUT_PREFIX = "cut_"  # segment metadata key of a source pair (i, i+1) found to be a scene cut
+MAX_CUTS_PER_SEGMENT = 40
 
 
 def interpolation_key(model_key: str, name: str) -> str:
@@ -120,6 +122,8 @@ def run(
         on_frames=on_frames,
     )
     counts = {"made": float(result.made), "repeated_at_cuts": float(result.repeated_at_cuts)}
+    # the cuts ride in the segment object's metadata as numeric keys (S3 metadata is small: at most 40 per segment)
+    counts.update({f"{CUT_PREFIX}{index}": 1.0 for index in result.cuts[:MAX_CUTS_PER_SEGMENT]})
     return SegmentResult(
         frames=segment.frame_count,  # source frames covered: what the job's progress counts
         decode_s=result.decode_s,
@@ -144,6 +148,7 @@ def report_block(info: VideoInfo, request: TimeRequest, per_segment: list[dict[s
         "frames_out": len(line.frames),
         "made": int(sum(float(s.get("made", 0.0)) for s in per_segment)),
         "repeated_at_cuts": int(sum(float(s.get("repeated_at_cuts", 0.0)) for s in per_segment)),
+        "cuts": sorted(int(k[len(CUT_PREFIX) :]) for s in per_segment for k in s if k.startswith(CUT_PREFIX)),
         "audio": request.audio if info.audio else "none in the source",
         "note": line.note,
     }

@@ -177,14 +177,14 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "encode_s": float(result.encode_s),
             "process_s": float(result.wall_s),
             "temporal_s": float(result.temporal_s),
-            **counts,
+            **{k: v for k, v in counts.items() if not k.startswith(timejob.CUT_PREFIX)},
         }
         key = artifacts.segment_key(message.job_id, message.segment.index)
         artifacts.upload_file(
             output,
             resources.work_bucket,
             key,
-            metadata=artifacts.segment_metadata({**timings, "setup_s": setup_s}, result.frames),
+            metadata=artifacts.segment_metadata({**timings, **counts, "setup_s": setup_s}, result.frames),
         )
         timings["wall_s"] = time.monotonic() - started
         log.info("worker.segment_done", frames=result.frames, bytes_read=reader.bytes_fetched, **timings)
