@@ -11,6 +11,7 @@ Across a scene cut (vsr.cuts) no frame is made: the nearer source frame is repea
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -133,44 +134,72 @@ def process_interpolated_segment(
     on_frames: Callable[[int], None] | None = None,
 ) -> ChainResult:
     """Make and encode the output frames `segment` owns (its source intervals; the last segment also the final
-    frame). Reads the segment's frames and the first frame of the next segment."""
+    frame). Reads the segment's frames and the first frame of the next segment, interval by interval: at most two
+    source frames and one interval's made frames are held at a time, whatever the segment's length."""
+    from vsr.segment import from_float, to_float
+
     started = time.perf_counter()
     out_info = output_info(info, timeline, request)
     start, end = segment.start_frame, segment.start_frame + segment.frame_count
     wanted = timeline.owned_by(start, end, info.frame_count)
     count = min(segment.frame_count + 1, info.frame_count - start)
     result = ChainResult(frames=0, made=0, repeated_at_cuts=0)
-    clock = time.perf_counter()
-    frames = list(decode_window(source, segment.start_pts, count))
-    result.decode_s = time.perf_counter() - clock
-    if len(frames) != count or (frames and frames[0].pts != segment.start_pts):
-        raise CorruptInputError(f"segment {segment.index}: expected {count} frames from pts {segment.start_pts}")
-    clock = time.perf_counter()
-    images, made, repeated, cuts = make_frames([f.image for f in frames], start, wanted, interpolator, cut_threshold)
-    result.interpolate_s = time.perf_counter() - clock
-    result.made, result.repeated_at_cuts, result.cuts = made, repeated, cuts
+    decoded = decode_window(source, segment.start_pts, count)
+    window: dict[int, np.ndarray] = {}
+    next_index = start
+
+    def source_frame(i: int) -> np.ndarray:
+        """Source frame i, decoding forward; frames before i are let go."""
+        nonlocal next_index
+        clock = time.perf_counter()
+        while next_index <= i:
+            frame = next(decoded, None)
+            if frame is None or (next_index == start and frame.pts != segment.start_pts):
+                raise CorruptInputError(
+                    f"segment {segment.index}: expected {count} frames from pts {segment.start_pts}"
+                )
+            window[next_index] = frame.image
+            next_index += 1
+        for old in [k for k in window if k < i]:
+            del window[old]
+        result.decode_s += time.perf_counter() - clock
+        return window[i]
+
     scale = upscaler.scale if upscaler is not None else 1
     encoder = SegmentEncoder(output, info=out_info, scale=scale, encode=encode)
     try:
-        for frame, image in zip(wanted, images, strict=True):
-            if upscaler is not None:
-                from vsr.segment import from_float, to_float
-
-                clock = time.perf_counter()
-                image = from_float(upscaler.upscale(to_float([image])), image.dtype)[0]
-                result.infer_s += time.perf_counter() - clock
+        for index, members in itertools.groupby(wanted, key=lambda f: f.index):
+            group = list(members)
+            sources = [source_frame(index)]
+            if any(f.t != 0 for f in group):
+                sources.append(source_frame(index + 1))
             clock = time.perf_counter()
-            encoder.write(image, frame.pts)
-            result.encode_s += time.perf_counter() - clock
-            result.frames += 1
+            images, made, repeated, cuts = make_frames(sources, index, group, interpolator, cut_threshold)
+            result.interpolate_s += time.perf_counter() - clock
+            result.made += made
+            result.repeated_at_cuts += repeated
+            result.cuts += cuts
+            for frame, image in zip(group, images, strict=True):
+                if upscaler is not None:
+                    clock = time.perf_counter()
+                    image = from_float(upscaler.upscale(to_float([image])), image.dtype)[0]
+                    result.infer_s += time.perf_counter() - clock
+                clock = time.perf_counter()
+                encoder.write(image, frame.pts)
+                result.encode_s += time.perf_counter() - clock
+                result.frames += 1
             if on_frames is not None:
-                on_frames(1)
+                on_frames(1)  # progress counts source frames (intervals), as the job's frame count does
         clock = time.perf_counter()
         encoder.close()
         result.encode_s += time.perf_counter() - clock
     except BaseException:
         encoder.abort()
         raise
+    finally:
+        close = getattr(decoded, "close", None)
+        if close is not None:
+            close()
     result.wall_s = time.perf_counter() - started
     log.info("chain.segment_done", segment=segment.index, **{k: v for k, v in result.to_dict().items() if k != "cuts"})
     return result
@@ -277,7 +306,7 @@ def interpolate_file(
         try:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(line.frames), unit="frame", desc="interpolating", dynamic_ncols=True)
+            bar = tqdm(total=info.frame_count, unit="frame", desc="interpolating", dynamic_ncols=True)
         except ImportError:
             bar = None
     target.parent.mkdir(parents=True, exist_ok=True)
