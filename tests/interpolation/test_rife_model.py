@@ -82,3 +82,10 @@ def test_beats_a_blend_on_real_motion(interpolator: runner.Interpolator) -> None
     rife = [psnr(interpolator.midpoint(frames[i], frames[i + 2]), frames[i + 1]) for i in (0, 2)]
     blend = [psnr((frames[i].astype(np.float32) + frames[i + 2]) / 2, frames[i + 1]) for i in (0, 2)]
     assert np.mean(rife) >= np.mean(blend) + 2.0
+
+
+def test_not_usable_as_a_super_resolution_model() -> None:
+    from vsr.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="frame-interpolation model"):
+        registry.resolve_model("rife-hdv3")

@@ -442,8 +442,13 @@ def _resolve_named(name_or_path: str | None, scale: int | None, gflops_per_vcpu:
         meta = _read_sidecar(path)
         info = _info_from_meta(name, path, meta) if path.is_file() and meta and "scale" in meta else None
     if info is None or not info.converted:
-        available = ", ".join(m.name for m in list_models()) or "none"
+        available = ", ".join(m.name for m in list_models() if m.kind != "interpolation") or "none"
         raise UnsupportedModelError(f"unknown or unavailable model {name!r}; available: {available}")
+    if info.kind == "interpolation":
+        raise UnsupportedModelError(
+            f"{name} is a frame-interpolation model, not a super-resolution one: ask for it with --interpolate, "
+            "--fps or --slowmo (metadata vsr-interpolate, vsr-fps, vsr-slowmo)"
+        )
     if scale is not None and info.scale != scale:
         raise UnsupportedModelError(f"model {name} upscales by {info.scale}, not {scale}")
     return info
