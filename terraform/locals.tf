@@ -76,6 +76,11 @@ locals {
   model_sidecar     = "${local.model_dir}/${local.model_name}.json"
   model_key         = "models/${local.model_name}.onnx"
   model_meta_key    = "models/${local.model_name}.json"
+  # frame interpolation (settings interpolation.model): uploaded beside the SR model when `make models` built it;
+  # workers of jobs with vsr-interpolate/vsr-fps/vsr-slowmo download it (vsr.pipeline.timejob.interpolation_key)
+  interpolation_name = local.settings.interpolation.model
+  interpolation_file = "${local.model_dir}/${local.interpolation_name}.onnx"
+  interpolation_key  = "models/${local.interpolation_name}.onnx"
   # The converter's sidecar carries scale and macs_per_input_pixel: ingest plans segments from them without
   # reading the model (VSR_MODEL_SCALE / VSR_MODEL_MACS_PER_PIXEL, vsr.pipeline.modelstore.configured_model).
   model_meta = jsondecode(file(local.model_sidecar))

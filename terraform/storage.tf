@@ -176,6 +176,21 @@ resource "aws_s3_object" "model" {
   depends_on = [aws_s3_bucket_server_side_encryption_configuration.this]
 }
 
+resource "aws_s3_object" "interpolation_model" {
+  count       = fileexists(local.interpolation_file) ? 1 : 0
+  bucket      = aws_s3_bucket.this["models"].id
+  key         = local.interpolation_key
+  source      = local.interpolation_file
+  source_hash = filemd5(local.interpolation_file)
+  kms_key_id  = aws_kms_key.main.arn
+  metadata = {
+    name   = local.interpolation_name
+    sha256 = filesha256(local.interpolation_file)
+  }
+
+  depends_on = [aws_s3_bucket_server_side_encryption_configuration.this]
+}
+
 resource "aws_s3_object" "model_sidecar" {
   bucket       = aws_s3_bucket.this["models"].id
   key          = local.model_meta_key

@@ -44,6 +44,14 @@ def _add_endpoint(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_time_request(parser: argparse.ArgumentParser) -> None:
+    """--interpolate/--fps/--slowmo: frame interpolation (RIFE), parsed into one vsr.request.TimeRequest."""
+    group = parser.add_argument_group("frame interpolation (RIFE HDv3; see docs/interpolation.md)")
+    group.add_argument("--interpolate", metavar="N", help="N (2, 4, 8) times the frame rate, same duration")
+    group.add_argument("--fps", metavar="F", help="a target frame rate such as 50, 59.94 or 60")
+    group.add_argument("--slowmo", metavar="N", help="slow motion: N (2, 4, 8) times longer at the source rate")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsr", description="AI video super-resolution (ONNX Runtime + PyAV).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("input", help="input video file")
     up.add_argument("-o", "--output", required=True, help="output video file (.mp4, or .mov for ProRes)")
     up.add_argument("--model", help="model name (see `vsr models list`) or path to an .onnx file")
-    up.add_argument("--scale", type=_positive_int, help="output scale; picks the model variant of that scale")
+    up.add_argument(
+        "--scale",
+        type=_positive_int,
+        help="output scale; picks the model variant of that scale (1 with --interpolate etc.: no super-resolution)",
+    )
     up.add_argument(
         "--precision",
         choices=("fp32", "int8"),
@@ -73,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "8-bit SDR sources, HEVC Main 10 for 10-bit or HDR ones. The output's extension follows the container.",
     )
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_time_request(up)
     up.set_defaults(command_key="upscale")
 
     plan = sub.add_parser("plan", help="predict a job's segments, wall time and cost before uploading it")
@@ -86,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec", choices=CODEC_CHOICES, help="delivery codec, as vsr-codec metadata asks (default auto)"
     )
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--scale", type=_positive_int, help="1: interpolation without super-resolution")
+    _add_time_request(plan)
     _add_endpoint(plan)
     plan.set_defaults(command_key="plan")
     ev = sub.add_parser("eval", help="PSNR/SSIM/flicker of a model on a downscaled high-resolution video")
@@ -117,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
     run.add_argument("--codec", choices=CODEC_CHOICES, help="delivery codec (vsr-codec metadata on the upload)")
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
+    run.add_argument("--scale", type=_positive_int, help="1: interpolation without super-resolution (vsr-scale)")
+    _add_time_request(run)
     _add_endpoint(run)
     run.set_defaults(command_key="run")
 

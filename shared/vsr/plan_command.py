@@ -73,12 +73,18 @@ def build(
     architecture: str | None = None,
     tier: str | None = None,
     codec: str = "auto",
+    request: Any = None,
 ) -> tuple[VideoInfo, ModelCost, dict[str, Admission]]:
     """Probe and admit the input under every strategy, exactly as ingest would (vsr.admission.admit), for the
     delivery codec the job would get (`codec`, as `vsr-codec` metadata asks)."""
     cost = model_cost(model, settings)
     info = probe_input(location)
     delivery = delivery_for(info, cost.scale, requested_codec(codec), settings)
+    if request is not None and request.active:  # frame interpolation: checked and priced as ingest does
+        from vsr.pipeline import timejob
+
+        timejob.check(request, info, cost.scale, settings)
+        cost = timejob.planned_cost(cost, request, settings)
     admitted = admissions(
         info, cost, settings, concurrency=concurrency, architecture=architecture, tier=tier, codec=delivery.codec
     )
@@ -207,8 +213,11 @@ def command(args: argparse.Namespace) -> int:
 
         clients.use_endpoint(args.endpoint)
     try:
+        from vsr.request import from_args
+
         info, cost, admitted = build(
             args.input,
+            request=from_args(args),
             settings=settings,
             model=args.model,
             concurrency=args.concurrency,

@@ -334,6 +334,32 @@ class GpuTier:
 
 
 @dataclass(frozen=True)
+class InterpolationSettings:
+    """Settings `interpolation`: the frame-interpolation model and the numbers its path uses."""
+
+    model: str
+    scale_lists: tuple[tuple[int, tuple[float, float, float]], ...]  # (max_pixels, 0 = any size; scale list)
+    cut_threshold: float  # vsr.cuts score above which two neighbouring frames are a scene cut (measured)
+    # a made frame's cost as the multiply-adds per source pixel of an SR model that runs as long on the same
+    # engine (measured by bench-interpolate against the x2 model in the same run), so the planner prices it
+    made_frame_macs_per_pixel: float
+    max_output_fps: float
+    max_output_pixel_rate: float
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> InterpolationSettings:
+        rules = tuple((int(r["max_pixels"]), tuple(float(s) for s in r["scale_list"])) for r in raw["scale_lists"])
+        return cls(
+            model=str(raw["model"]),
+            scale_lists=rules,  # type: ignore[arg-type]
+            cut_threshold=float(raw["cut_threshold"]),
+            made_frame_macs_per_pixel=float(raw["made_frame_macs_per_pixel"]),
+            max_output_fps=float(raw["max_output_fps"]),
+            max_output_pixel_rate=float(raw["max_output_pixel_rate"]),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     raw: dict[str, Any]
 
@@ -349,6 +375,10 @@ class Settings:
     @property
     def tile(self) -> int:
         return int(self.raw["model"]["tile"])
+
+    @property
+    def interpolation(self) -> InterpolationSettings:
+        return InterpolationSettings.from_raw(self.raw["interpolation"])
 
     @property
     def tile_overlap(self) -> int:

@@ -188,6 +188,27 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 
 def command(args: argparse.Namespace) -> int:
+    from vsr.request import from_args
+
+    request = from_args(args)
+    if request.active:  # frame interpolation: the chain of vsr.chain, with super-resolution unless --scale 1
+        from vsr.chain import interpolate_file, summary_line
+
+        print(
+            summary_line(
+                interpolate_file(
+                    args.input,
+                    args.output,
+                    request,
+                    model=args.model,
+                    precision=args.precision,
+                    segment_frames=args.segment_frames,
+                    tile=args.tile,
+                    progress=not args.no_progress,
+                )
+            )
+        )
+        return 0
     report = upscale_file(
         args.input,
         args.output,

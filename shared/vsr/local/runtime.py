@@ -618,6 +618,12 @@ def _quiet_logs() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.WARNING)))
 
 
+def upload_metadata(args: argparse.Namespace) -> dict[str, str]:
+    """The S3 user metadata the time-request flags stand for (ingest parses and checks them, as for any upload)."""
+    keys = {"interpolate": "vsr-interpolate", "fps": "vsr-fps", "slowmo": "vsr-slowmo", "scale": "vsr-scale"}
+    return {key: str(value) for flag, key in keys.items() if (value := getattr(args, flag, None)) is not None}
+
+
 def run_command(args: argparse.Namespace) -> int:
     """`vsr run INPUT [-o DIR] [--workers N] [--tier T] [--codec C] [--endpoint URL] [--json]`: exit 0 on
     COMPLETE, 1 on FAILED."""
@@ -649,6 +655,7 @@ def run_command(args: argparse.Namespace) -> int:
         # the options an upload's user metadata carries (ingest reads them, as from `aws s3 cp --metadata`)
         options = {"vsr-tier": getattr(args, "tier", None), "vsr-codec": getattr(args, "codec", None)}
         metadata = {key: value for key, value in options.items() if value}
+        metadata.update(upload_metadata(args))  # --interpolate/--fps/--slowmo/--scale as the upload's metadata
         job_id = runtime.submit(source, metadata=metadata or None)
         progress = Progress()
         try:

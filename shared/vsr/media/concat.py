@@ -464,10 +464,13 @@ def join_segments(
     output: str | os.PathLike[str] | BinaryIO,
     encode: EncodeSettings,
     delivery: Delivery | None = None,
+    *,
+    audio: bool = True,
 ) -> JoinResult:
     """Join `segments` (in order) and the source's audio/subtitles into the delivery's container at `output`
     (faststart): encoded once by the delivery's encoder when the segments are lossless mezzanines (seamless),
-    else remuxed packet for packet (H.264 only: those segments are already delivery-quality H.264)."""
+    else remuxed packet for packet (H.264 only: those segments are already delivery-quality H.264).
+    `audio=False` leaves the source's audio and subtitles out (slow motion: they would no longer be in sync)."""
     if not segments:
         raise SegmentMismatchError("no segments to join")
     _segment_clocks(segments, info)  # refuse missing, duplicated or reordered segments before any work
@@ -479,8 +482,8 @@ def join_segments(
                 f"the output is too large for one {delivery.profile.codec} encode in the assembler, and its "
                 "segments were encoded as H.264; upload it with vsr-codec=h264 or a shorter video"
             )
-        return _remux(segments, source, info, output)
-    result = _encode_join(segments, source, info, output, delivery, scale)
+        return _remux(segments, source, info, output, audio)
+    result = _encode_join(segments, source, info, output, delivery, scale, audio)
     log.info("join.reencoded", frames=result.frames, encoder=result.encoder, container=result.container)
     return result
 
@@ -528,12 +531,14 @@ def _encode_join(
     output: str | os.PathLike[str] | BinaryIO,
     delivery: Delivery,
     scale: int,
+    audio: bool = True,
 ) -> JoinResult:
     target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
     joiner = _Joiner(source, info, target, container=delivery.profile.muxer)
     try:
         video_out = joiner.add_encoded_video(delivery.spec, info.width * scale, info.height * scale)
-        joiner.add_audio_and_subtitles()
+        if audio:
+            joiner.add_audio_and_subtitles()
         joiner.copy_container_metadata()
         _mux_all(joiner, _encoded_packets(segments, info, video_out))
     finally:
@@ -546,6 +551,7 @@ def _remux(
     source: Source,
     info: VideoInfo,
     output: str | os.PathLike[str] | BinaryIO,
+    audio: bool = True,
 ) -> JoinResult:
     clocks, order = _segment_clocks(segments, info)
     dts = _rebuilt_dts(order, info)
@@ -554,7 +560,8 @@ def _remux(
     try:
         with _open_segment(segments[0]) as first:
             video_out = joiner.add_video(first.streams.video[0])
-            joiner.add_audio_and_subtitles()
+            if audio:
+                joiner.add_audio_and_subtitles()
             joiner.copy_container_metadata()
             _mux_all(joiner, _video_packets(segments, clocks, video_out, info, dts))
     finally:

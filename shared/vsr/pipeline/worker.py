@@ -45,7 +45,7 @@ from vsr.media.fragmented import FRAGMENT_ENCODER_OPTIONS
 from vsr.media.probe import VideoInfo
 from vsr.media.profiles import delivery_codec
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
-from vsr.pipeline import artifacts, jobs, window
+from vsr.pipeline import artifacts, jobs, timejob, window
 from vsr.pipeline.events import SqsRecord, batch_response, sqs_records
 from vsr.pipeline.fragments import fragment_upload
 from vsr.pipeline.messages import MalformedMessageError, SegmentMessage, parse_segment_message
@@ -195,19 +195,38 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
         # fragmented segments are the delivery itself (H.264 at the delivery CRF); otherwise lossless or
         # delivery-quality segments by the limit of the job's delivery encoder (as the assembler decides)
         encode = settings.encode_settings if fragmented else settings.encode_settings_for(delivery_codec(message.model))
-        result = process_segment(
-            reader,
-            message.segment,
-            upscaler,
-            info,
-            output,
-            encode=encode,
-            on_frames=progress,
-            stabiliser=stabiliser,
-            geometry_changes=settings.geometry_changes,
-            crf=encode.crf if fragmented else None,
-            encoder_options=FRAGMENT_ENCODER_OPTIONS if fragmented else None,
-        )
+        time_request = timejob.request_of(message.model)
+        counts: dict[str, float] = {}
+        if time_request.active:  # frame interpolation (vsr.chain): the segment owns its source intervals
+            interpolation_path = ensure_local_model(
+                resources.models_bucket, str(message.model["interpolation_key"]), model_dir()
+            )
+            result, counts = timejob.run(
+                reader,
+                message.segment,
+                info,
+                time_request,
+                interpolation_path,
+                upscaler,
+                output,
+                settings,
+                settings.providers(worker_tier()),
+                progress,
+            )
+        else:
+            result = process_segment(
+                reader,
+                message.segment,
+                upscaler,
+                info,
+                output,
+                encode=encode,
+                on_frames=progress,
+                stabiliser=stabiliser,
+                geometry_changes=settings.geometry_changes,
+                crf=encode.crf if fragmented else None,
+                encoder_options=FRAGMENT_ENCODER_OPTIONS if fragmented else None,
+            )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
                 f"frames {message.segment.start_frame}-{message.segment.start_frame + message.segment.frame_count - 1}"
@@ -219,9 +238,10 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "encode_s": float(result.encode_s),
             "process_s": float(result.wall_s),
             "temporal_s": float(result.temporal_s),
+            **{k: v for k, v in counts.items() if not k.startswith(timejob.CUT_PREFIX)},
         }
         key = artifacts.segment_key(message.job_id, message.segment.index)
-        metadata = artifacts.segment_metadata({**timings, "setup_s": setup_s}, result.frames)
+        metadata = artifacts.segment_metadata({**timings, **counts, "setup_s": setup_s}, result.frames)
         if fragmented:
             output, key, extra = fragment_upload(output, reader, info, message.segment, message.job_id)
             metadata.update(extra)
