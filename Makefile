@@ -50,8 +50,8 @@ test-fast: $(VENV)/.installed models ## everyday loop: unit, media, models and p
 run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto); INPUT=path to choose the file
 	$(BIN)/vsr run "$(INPUT)" -o $(OUT)
 
-serve: $(VENV)/.installed models ## local S3 drop box until Ctrl-C: PORT=4566 INBOX=dir OUTBOX=dir (aws s3 cp works)
-	$(BIN)/vsr serve --port $(or $(PORT),4566) $(if $(INBOX),--inbox "$(INBOX)") $(if $(OUTBOX),--outbox "$(OUTBOX)")
+serve: $(VENV)/.installed models ## local S3 drop box + upload page until Ctrl-C: PORT=4566 WEB_PORT=8080 INBOX=dir OUTBOX=dir
+	$(BIN)/vsr serve --port $(or $(PORT),4566) --web-port $(or $(WEB_PORT),8080) $(if $(INBOX),--inbox "$(INBOX)") $(if $(OUTBOX),--outbox "$(OUTBOX)")
 
 upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upscale INPUT=in.mp4 OUT=out.mp4
 	$(BIN)/vsr upscale "$(INPUT)" -o "$(OUT)"
