@@ -121,6 +121,7 @@ function formatBytes(bytes) {
 
 function formatSeconds(seconds) {
   if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
   if (seconds < 90) return `${Math.round(seconds)} s`;
   return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
 }
@@ -175,7 +176,7 @@ function complete(entry, item) {
     entry.preview = el("img", "preview");
     entry.preview.alt = `Before and after: ${item.filename}`;
     entry.preview.src = item.preview_url;
-    entry.root.insertBefore(entry.preview, entry.reason);
+    entry.root.insertBefore(entry.preview, entry.figures || entry.reason); // the preview always comes first
   }
   if (!entry.figures) {
     entry.figures = el("dl", "figures");
