@@ -21,22 +21,39 @@ function showMessage(text) {
   box.hidden = !text;
 }
 
-// --- sign-in (deployed: Cognito's hosted UI; locally: none) ---------------------------------------------------
-function signIn() {
+// --- sign-in (deployed: Cognito's hosted UI, authorization code + PKCE; locally: none) ---------------------------
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function signIn() {
   const auth = state.config.auth;
   if (!auth) return true;
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("access_token")) {
-    sessionStorage.setItem("vsr-token", fragment.get("access_token"));
+  const redirect = location.origin + location.pathname;
+  const query = new URLSearchParams(location.search);
+  if (query.get("code") && sessionStorage.getItem("vsr-verifier")) {
+    const response = await fetch(`${auth.domain}/oauth2/token`, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code", client_id: auth.client_id, code: query.get("code"),
+        redirect_uri: redirect, code_verifier: sessionStorage.getItem("vsr-verifier"),
+      }),
+    });
+    sessionStorage.removeItem("vsr-verifier");
     history.replaceState(null, "", location.pathname);
+    if (response.ok) sessionStorage.setItem("vsr-token", (await response.json()).access_token);
   }
   state.token = sessionStorage.getItem("vsr-token");
   if (state.token) return true;
-  const redirect = location.origin + location.pathname;
-  const query = new URLSearchParams({
-    client_id: auth.client_id, response_type: "token", scope: "openid", redirect_uri: redirect,
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  sessionStorage.setItem("vsr-verifier", verifier);
+  const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const login = new URLSearchParams({
+    client_id: auth.client_id, response_type: "code", scope: "openid email", redirect_uri: redirect,
+    code_challenge_method: "S256", code_challenge: challenge,
   });
-  location.assign(`${auth.domain}/login?${query}`);
+  location.assign(`${auth.domain}/oauth2/authorize?${login}`);
   return false;
 }
 
@@ -50,7 +67,7 @@ async function api(method, path, body) {
   const data = await response.json().catch(() => ({}));
   if (response.status === 401 && state.config.auth) {
     sessionStorage.removeItem("vsr-token");
-    signIn();
+    await signIn();
   }
   if (!response.ok) {
     const error = (data && data.error) || {};
@@ -249,7 +266,7 @@ function wireDropZone() {
 
 async function main() {
   state.config = await (await fetch("config.json")).json();
-  if (!signIn()) return;
+  if (!(await signIn())) return;
   $("who").textContent = state.config.auth ? "Signed in" : `Local: every upload belongs to the user "${state.config.user}"`;
   wireDropZone();
   refresh();
