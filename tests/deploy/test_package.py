@@ -213,7 +213,14 @@ def test_real_arm64_build_fits_lambda(tmp_path: Path) -> None:
     """`make package ARCH=arm64` for real: about 10-25 s with a warm pip cache (67 MB zipped, 191 MB unzipped)."""
     manifest = pkg.build("arm64", tmp_path)
     out = tmp_path / "arm64"
-    assert {p.name for p in out.iterdir()} == {"layer.zip", "ingest.zip", "worker.zip", "assemble.zip", "api.zip", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "layer.zip",
+        "ingest.zip",
+        "worker.zip",
+        "assemble.zip",
+        "api.zip",
+        "manifest.json",
+    }
     assert manifest.total_unzipped_bytes <= pkg.LAMBDA_UNZIPPED_LIMIT
     recorded = json.loads((out / "manifest.json").read_text())
     assert recorded["total_unzipped_bytes"] == manifest.total_unzipped_bytes
