@@ -39,7 +39,7 @@ from vsr.local.download import download
 from vsr.local.faults import FaultPlan
 from vsr.local.names import local_path, partial_name, printable
 from vsr.local.retries import Retries
-from vsr.local.runtime import LocalRuntime, _quiet_logs, check_port_free, job_eta, local_stack
+from vsr.local.runtime import LocalRuntime, PortInUseError, _quiet_logs, check_port_free, job_eta, local_stack
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
 from vsr.settings import get_settings
@@ -439,8 +439,14 @@ def serve_command(args: argparse.Namespace) -> int:
         inbox.mkdir(parents=True, exist_ok=True)
     fault_plan = FaultPlan.from_dict(json.loads(Path(args.fault_plan).read_text())) if args.fault_plan else None
     web_port = getattr(args, "web_port", -1)
-    if web_port and web_port > 0:
-        check_port_free(WEB_HOST, web_port)  # one clear line before anything starts
+    if web_port and web_port > 0:  # one clear line before anything starts
+        try:
+            check_port_free(WEB_HOST, web_port)
+        except PortInUseError as exc:
+            raise PortInUseError(
+                f"the upload page cannot listen on {WEB_HOST}:{web_port} (another `vsr serve`?); choose another "
+                "--web-port, --web-port 0 for a free one, or --web-port -1 for none"
+            ) from exc
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
