@@ -516,7 +516,7 @@ def _api_event(method: str, path: str, sub: str, body: dict[str, Any] | None = N
 
 def test_upload_api_cognito_and_stage(applied: dict[str, Any]) -> None:
     """api.tf as applied: the user pool and its PKCE client, the JWT authorizer on every route, one CORS origin,
-    the stage's access log and throttling (where moto keeps them), the function's role and permission."""
+    the stage's access log and throttling, the function's role and permission."""
     outputs = applied["outputs"]["api"]["value"]
     prefix = get_settings().name_prefix
     cognito = _client(applied, "cognito-idp")
@@ -549,9 +549,9 @@ def test_upload_api_cognito_and_stage(applied: dict[str, Any]) -> None:
     stage = gateway.get_stage(ApiId=found["ApiId"], StageName="$default")
     assert stage["AccessLogSettings"]["DestinationArn"].endswith(f"log-group:/aws/apigateway/{prefix}-api-access")
     assert "$context.requestId" in stage["AccessLogSettings"]["Format"]
-    throttle = stage.get("DefaultRouteSettings", {})
-    if throttle:  # moto keeps route settings in some versions only (docs/web.md)
-        assert throttle["ThrottlingRateLimit"] == get_settings().raw["api"]["throttle_rate_per_s"]
+    throttle, settings = stage["DefaultRouteSettings"], get_settings().raw["api"]
+    assert throttle["ThrottlingRateLimit"] == settings["throttle_rate_per_s"]
+    assert throttle["ThrottlingBurstLimit"] == settings["throttle_burst"]
 
     iam = _client(applied, "iam")
     document = iam.get_role_policy(RoleName=f"{prefix}-api-role", PolicyName=f"{prefix}-api-least-privilege")

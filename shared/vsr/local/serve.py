@@ -439,7 +439,8 @@ def serve_command(args: argparse.Namespace) -> int:
         inbox.mkdir(parents=True, exist_ok=True)
     fault_plan = FaultPlan.from_dict(json.loads(Path(args.fault_plan).read_text())) if args.fault_plan else None
     web_port = getattr(args, "web_port", -1)
-    if web_port and web_port > 0:  # one clear line before anything starts
+    if web_port and web_port > 0:  # one clear line before anything starts (the S3 port's own first)
+        check_port_free(args.host, args.port)
         try:
             check_port_free(WEB_HOST, web_port)
         except PortInUseError as exc:
