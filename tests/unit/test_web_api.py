@@ -482,3 +482,22 @@ def test_signed_headers_reads_sigv4_urls() -> None:
     url = "https://b.s3.amazonaws.com/k?X-Amz-SignedHeaders=host%3Bx-amz-meta-vsr-plan%3Bx-amz-server-side-encryption"
     assert api.signed_headers(url) == {"x-amz-meta-vsr-plan", "x-amz-server-side-encryption"}
     assert parse_qs(urlsplit(url).query)["X-Amz-SignedHeaders"]
+
+
+def test_aws_failures_are_503_when_transient_and_500_otherwise_with_nothing_leaked() -> None:
+    from vsr.errors import TransientError
+    from vsr.web.lambda_api import serve_request
+
+    class Failing(FakeBackend):
+        def __init__(self, error: Exception) -> None:
+            super().__init__()
+            self.error = error
+
+        def get_record(self, bucket: str, key: str) -> dict[str, Any] | None:
+            raise self.error
+
+    request = Request("GET", "/api/uploads/8199999999999-000000000001", "alice")
+    busy = serve_request(request, config(), Failing(TransientError("get s3://x: SlowDown")))
+    assert busy.status == 503 and busy.body["error"]["code"] == "unavailable"
+    broken = serve_request(request, config(), Failing(KeyError("secret-internal-detail")))
+    assert broken.status == 500 and "secret-internal-detail" not in broken.json()

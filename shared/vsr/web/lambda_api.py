@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from vsr.aws.resources import Resources
+from vsr.errors import TransientError
 from vsr.logs import get_logger
 from vsr.settings import get_settings
 from vsr.web.api import ApiConfig, Request, Response, handle
@@ -72,6 +73,9 @@ def serve_request(request: Request, config: ApiConfig, backend: Any) -> Response
     """One request, with a 500 (and a log line with the details) for anything that is not the caller's fault."""
     try:
         response = handle(request, backend, config, now=time.time(), token=lambda: secrets.token_hex(6))
+    except TransientError as exc:  # AWS throttled or failed past the retries: the caller may simply try again
+        log.warning("api.transient_error", method=request.method, path=request.path[:200], error=exc.reason)
+        return Response(503, {"error": {"code": "unavailable", "message": "the service is busy; try again shortly"}})
     except Exception as exc:
         log.exception("api.internal_error", method=request.method, path=request.path[:200], error=str(exc))
         return Response(500, {"error": {"code": "internal", "message": "the service failed; try again later"}})
