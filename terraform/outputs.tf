@@ -112,3 +112,17 @@ output "gpu_service_name" {
   description = "ECS service of `vsr worker` tasks; its desired count follows the GPU queue (from 0)."
   value       = local.gpu_enabled ? aws_ecs_service.gpu_worker[0].name : null
 }
+
+output "api" {
+  description = "The upload API (api_enabled): its URL and what a page or an app needs to sign users in. null when off."
+  value = local.api_enabled ? {
+    url           = aws_apigatewayv2_api.api[0].api_endpoint
+    user_pool_id  = aws_cognito_user_pool.api[0].id
+    client_id     = aws_cognito_user_pool_client.api[0].id
+    auth_domain   = "https://${aws_cognito_user_pool_domain.api[0].domain}.auth.${local.region}.amazoncognito.com"
+    issuer        = "https://${aws_cognito_user_pool.api[0].endpoint}"
+    page_origin   = var.api_page_origin
+    function_name = aws_lambda_function.api[0].function_name
+    access_log    = aws_cloudwatch_log_group.api_access[0].name
+  } : null
+}

@@ -292,3 +292,26 @@ variable "webhook_api_key" {
   default     = null
   sensitive   = true
 }
+
+variable "api_enabled" {
+  description = "The upload API (api.tf): API Gateway HTTP API with a Cognito user pool, app client and JWT authorizer, and its Lambda. Off by default."
+  type        = bool
+  default     = false
+}
+
+variable "api_page_origin" {
+  description = "The one origin the upload page is served from (CORS and the sign-in callback). The page is hosted by `vsr serve` (docs/web.md), so by default the local one."
+  type        = string
+  default     = "http://localhost:8080"
+
+  validation {
+    condition     = can(regex("^(https://[a-z0-9.-]+(:[0-9]+)?|http://(localhost|127\\.0\\.0\\.1)(:[0-9]+)?)$", var.api_page_origin))
+    error_message = "api_page_origin must be an https:// origin, or http:// on localhost / 127.0.0.1 (no path, no trailing slash)."
+  }
+}
+
+variable "api_auth_domain_prefix" {
+  description = "Prefix of the Cognito hosted sign-in domain (<prefix>.auth.<region>.amazoncognito.com). null: <name prefix>-<account id>."
+  type        = string
+  default     = null
+}

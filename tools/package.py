@@ -38,7 +38,7 @@ from vsr.settings import get_settings
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_SRC = ROOT / "shared" / "vsr"
 SERVICES = ROOT / "services"
-FUNCTIONS = ("ingest", "worker", "assemble")
+FUNCTIONS = ("ingest", "worker", "assemble", "api")  # api: the upload API (terraform/api.tf, opt-in)
 
 # Lambda: function code + all layers, unzipped, at most 250 MB (AWS counts 262,144,000 bytes).
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -209,6 +209,8 @@ DEV_ONLY = (
     "models/ncnn_reference.py",
     "models/samples.py",
     "quality/evaluate.py",  # `vsr eval` (OpenCV's DIS flow); the in-job check and stabilisation ship
+    "web/local.py",  # `vsr serve --web-port`; the API's Lambda runs vsr.web.lambda_api
+    "web/static",  # the page: served by `vsr serve`, never by a Lambda
 )
 
 

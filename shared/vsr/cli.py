@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive_int, help="worker concurrency (default: from the CPUs)")
     serve.add_argument("--inbox", help="folder whose fully written files are uploaded to the input bucket")
     serve.add_argument("--outbox", help="folder that receives outputs, reports and <name>.error.json")
+    serve.add_argument(
+        "--web-port",
+        type=int,
+        default=8080,
+        help="the upload page and its API on 127.0.0.1 (default: 8080; 0: a free port; -1: off)",
+    )
     serve.add_argument("--events-to", metavar="URL", help="POST every job event (JSON) to this local endpoint")
     serve.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
     serve.add_argument("--log-dir", help="where the function containers' logs go (default: a temp folder)")

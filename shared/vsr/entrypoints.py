@@ -11,3 +11,6 @@ FUNCTIONS = ("ingest", "worker", "assemble")
 
 # function -> "module:callable" taking (event, context), as Lambda calls `handler.handler`
 HANDLERS: dict[str, str] = {name: f"vsr.pipeline.{name}:handle_event" for name in FUNCTIONS}
+# The upload API (opt-in, terraform/api.tf): not a pipeline stage, so not in FUNCTIONS (no queue, no container).
+API_FUNCTION = "api"
+HANDLERS[API_FUNCTION] = "vsr.web.lambda_api:handle_event"

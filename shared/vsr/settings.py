@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,23 @@ class DeliveryRetry:
         if attempt >= self.attempts:
             return None
         return min(self.max_s, self.first_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The upload API (vsr.web): presigned URL lifetimes, when an upload becomes multipart, list pages, and the
+    deployed stage's throttling (terraform/api.tf reads the same section)."""
+
+    upload_url_expiry_s: int
+    download_url_expiry_s: int
+    multipart_part_bytes: int  # a file above this is uploaded in parts of this size (S3: 5 MiB to 5 GiB)
+    page_size: int
+    max_page_size: int
+    max_body_bytes: int
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> ApiSettings:
+        return cls(**{f.name: int(raw[f.name]) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -532,6 +549,10 @@ class Settings:
             first_s=float(raw["delivery_backoff_s"]),
             max_s=float(raw["delivery_backoff_max_s"]),
         )
+
+    @property
+    def api(self) -> ApiSettings:
+        return ApiSettings.from_raw(self.raw["api"])
 
     @property
     def assembly_lease_s(self) -> int:

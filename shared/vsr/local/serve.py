@@ -39,7 +39,7 @@ from vsr.local.download import download
 from vsr.local.faults import FaultPlan
 from vsr.local.names import local_path, partial_name, printable
 from vsr.local.retries import Retries
-from vsr.local.runtime import LocalRuntime, _quiet_logs, job_eta, local_stack
+from vsr.local.runtime import LocalRuntime, PortInUseError, _quiet_logs, check_port_free, job_eta, local_stack
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
 from vsr.pipeline.retry import retrying_texts
@@ -262,7 +262,7 @@ class Outbox:
 
 
 # --- the server -------------------------------------------------------------------------------------------
-def banner(runtime: LocalRuntime, inbox: Path | None, outbox: Path | None) -> str:
+def banner(runtime: LocalRuntime, inbox: Path | None, outbox: Path | None, page_url: str | None = None) -> str:
     assert runtime.resources is not None
     n = runtime.resources.names
     endpoint = runtime.endpoint
@@ -274,6 +274,8 @@ def banner(runtime: LocalRuntime, inbox: Path | None, outbox: Path | None) -> st
         f"  work bucket:   s3://{n.work_bucket}/   job table: {n.table}",
         f"  logs:          {runtime.log_dir}",
     ]
+    if page_url:
+        lines.append(f"  web page:      {page_url}   (upload from a browser; its API is {page_url}api/uploads)")
     if inbox:
         lines.append(f"  inbox:         {inbox}   (files dropped here are uploaded once fully written)")
     if outbox:
@@ -438,6 +440,16 @@ def serve_command(args: argparse.Namespace) -> int:
     if inbox is not None:
         inbox.mkdir(parents=True, exist_ok=True)
     fault_plan = FaultPlan.from_dict(json.loads(Path(args.fault_plan).read_text())) if args.fault_plan else None
+    web_port = getattr(args, "web_port", -1)
+    if web_port and web_port > 0:  # one clear line before anything starts (the S3 port's own first)
+        check_port_free(args.host, args.port)
+        try:
+            check_port_free(WEB_HOST, web_port)
+        except PortInUseError as exc:
+            raise PortInUseError(
+                f"the upload page cannot listen on {WEB_HOST}:{web_port} (another `vsr serve`?); choose another "
+                "--web-port, --web-port 0 for a free one, or --web-port -1 for none"
+            ) from exc
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -454,9 +466,14 @@ def serve_command(args: argparse.Namespace) -> int:
             gpu_workers=getattr(args, "gpu_workers", 0) or 0,
             event_listeners=event_listeners(getattr(args, "events_to", None)),
         ) as runtime:
-            print(banner(runtime, inbox, outbox), flush=True)
+            web = start_web(runtime, web_port) if web_port is not None and web_port >= 0 else None
+            print(banner(runtime, inbox, outbox, web.url if web else None), flush=True)
             server = Server(runtime, inbox=inbox, outbox=outbox, stop=stop)
-            server.run()
+            try:
+                server.run()
+            finally:
+                if web is not None:
+                    web.stop()
             unfinished = server.unfinished()
             names = ", ".join(f"{job.input.get('key', '?')} ({job.job_id[:8]}, {job.status})" for job in unfinished)
             print(
@@ -468,6 +485,20 @@ def serve_command(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     print("vsr serve: stopped", flush=True)
     return 0
+
+
+WEB_HOST = "127.0.0.1"  # loopback only: there is no sign-in locally
+
+
+def start_web(runtime: LocalRuntime, port: int) -> Any:
+    """The upload page and API (vsr.web.local) for the one local user, on loopback."""
+    from vsr.web.local import LocalWeb, local_config
+
+    assert runtime.resources is not None
+    names = runtime.resources.names
+    tiers = ("lambda", "gpu") if runtime.gpu_workers > 0 else None
+    config = local_config(runtime.settings, names.input_bucket, names.work_bucket, names.table, tiers)
+    return LocalWeb(config, runtime.endpoint, host=WEB_HOST, port=port).start()
 
 
 def event_listeners(events_to: str | None) -> list[Any]:
