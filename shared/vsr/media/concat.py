@@ -45,6 +45,7 @@ from vsr.media.profiles import (
     EncoderSpec,
     add_video_stream,
     audio_choice,
+    encoder_layout,
     encoder_spec,
 )
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
@@ -310,7 +311,8 @@ class _Joiner:
                 self.audio.append({"index": stream.index, "codec": name, "action": "copied"})
                 continue
             assert choice.encoder is not None
-            out = self.out.add_stream(choice.encoder, rate=ctx.sample_rate or 48000, layout=ctx.layout)
+            layout = encoder_layout(ctx.layout, int(ctx.channels or 0))
+            out = self.out.add_stream(choice.encoder, rate=ctx.sample_rate or 48000, layout=layout)
             if choice.sample_format:
                 out.codec_context.format = choice.sample_format
             if stream.metadata.get("language"):
