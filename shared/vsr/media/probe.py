@@ -181,6 +181,21 @@ def _is_vfr(pts: list[int], time_base: Fraction) -> bool:
     return max(durations) - min(durations) > tolerance
 
 
+def _plausible_rate(
+    average: Fraction | None, base: Fraction | None, pts: list[int], time_base: Fraction
+) -> Fraction | None:
+    """The stream's average frame rate, checked against its timestamps. Some demuxers report the time base
+    as the rate (raw DV: 60000 fps for 25 fps tape), which encoders and the MP4 timecode track then refuse;
+    then the base rate is used when the timestamps agree with it, else the rate the timestamps give."""
+    if len(pts) < 2 or pts[-1] == pts[0]:
+        return average or base
+    measured = Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base)
+    for rate in (average, base):
+        if rate and abs(rate - measured) <= measured / 10:
+            return rate
+    return measured.limit_denominator(1001)
+
+
 def _audio_info(container: av.container.InputContainer) -> list[AudioStreamInfo]:
     out = []
     for stream in container.streams.audio:
@@ -301,6 +316,11 @@ def probe(source: Source) -> VideoInfo:
         with corrupt_on_media_error("reading the video stream"):
             demuxed = _demux_pass(container)
         pts, first, missing_pts, packets = demuxed.pts, demuxed.first, demuxed.missing_pts, demuxed.packets
+        if first is None and packets == 0:
+            raise CorruptInputError(
+                "the video stream has no frames in this file (its pictures may be stored in other files, as in "
+                "OP-Atom or external-essence MXF); upload a self-contained file"
+            )
         if first is None:
             raise CorruptInputError("the video stream contains no decodable frame")
         if expected_frames and packets < expected_frames:
@@ -347,6 +367,9 @@ def probe(source: Source) -> VideoInfo:
     pts.sort()
     if len(pts) != len(set(pts)):
         raise CorruptInputError("the video has several frames with the same timestamp, so their order is ambiguous")
+    info_fields["average_rate"] = _plausible_rate(
+        info_fields["average_rate"], info_fields["base_rate"], pts, info_fields["time_base"]
+    )
     info = VideoInfo(
         **info_fields,
         frame_count=len(pts),

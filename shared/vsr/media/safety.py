@@ -61,6 +61,8 @@ _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\x00\x00\x01\xba"),  # MPEG program stream
     (0, b"OggS"),
     (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),  # ASF header GUID
+    (0, b"\x06\x0e\x2b\x34\x02\x05\x01\x01\x0d\x01\x02"),  # MXF partition pack key (SMPTE UL)
+    (0, b"\x1f\x07\x00"),  # DV DIF header block
 )
 _HEAD_BYTES = 4096
 
@@ -87,7 +89,12 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     "mpeg",
     "ogg",
     "asf",
+    "dv",  # raw DV as captured from tape (DIF blocks; no references to other files)
+    "mxf",  # broadcast masters (XDCAM, D-10, OP1a); FFmpeg's MXF demuxer reads only essence inside the file
 )
+
+# What the refusals tell a user to upload instead (the allow list above in words).
+ACCEPTED_IN_WORDS = "an MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, MPEG, Ogg, MXF or DV file"
 
 
 def allowed_formats() -> list[str]:
@@ -153,8 +160,7 @@ def _classify_open_failure(source: Source, error: BaseException) -> InputError:
         (
             _RAW_VIDEO_FORMATS,
             lambda name: UnsupportedCodecError(
-                f"raw '{name}' video streams without a container are not supported; "
-                "upload an MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, MPEG or Ogg file"
+                f"raw '{name}' video streams without a container are not supported; upload {ACCEPTED_IN_WORDS}"
             ),
         ),
     ):
@@ -166,7 +172,7 @@ def _classify_open_failure(source: Source, error: BaseException) -> InputError:
     if isinstance(error, av.error.ArgumentError):
         return UnsafeInputError(
             "the upload's format is not accepted (FFmpeg recognised it as a format that is not on the allow list); "
-            "upload an MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, MPEG or Ogg file"
+            f"upload {ACCEPTED_IN_WORDS}"
         )
     return NotAVideoError("the upload is not a video file (FFmpeg could not recognise its format)")
 

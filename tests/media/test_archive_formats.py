@@ -1,0 +1,198 @@
+"""Camera, tape and broadcast files (issue 20): a table-driven corpus built from real footage
+(tests/archive_clips.py), each row upscaled end to end by `vsr upscale`'s code path (probe, segments,
+encode, join) with an instant nearest-neighbour stand-in for the model, then checked frame-exact (count
+and timestamps as FFmpeg shows them), for its audio (codec, start, length: in sync) and for the row's own
+property. The same rows run through the whole serverless pipeline in tests/local/test_archive.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from tests import archive_clips, clips
+
+SCALE = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    make: Callable[[Path], Path]
+    audio: str | None = None  # the output's audio codec (None: no audio)
+    extra: Callable[[Path, Path, dict[str, Any]], None] | None = None  # the row's own check
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def video_times(path: Path) -> list[Fraction]:
+    """What FFmpeg shows: the presentation time of every decoded frame."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [Fraction(frame.pts) * Fraction(stream.time_base) for frame in container.decode(stream)]
+
+
+def audio_span(path: Path) -> tuple[str, Fraction, Fraction] | None:
+    """(codec, first sample's time, decoded length) of the first audio stream."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        start, samples, rate = None, 0, stream.codec_context.sample_rate
+        for frame in container.decode(stream):
+            if start is None and frame.pts is not None:
+                start = Fraction(frame.pts) * Fraction(stream.time_base)
+            samples += frame.samples
+        return stream.codec_context.name, start or Fraction(0), Fraction(samples, rate)
+
+
+ROWS: dict[str, Row] = {
+    "mjpeg_pcm16_avi": Row(archive_clips.make_mjpeg_pcm16_avi, audio="aac"),
+    "mjpeg_pcm8_avi": Row(archive_clips.make_mjpeg_pcm8_avi, audio="aac"),
+    "dv_pcm_avi": Row(archive_clips.make_dv_pcm_avi, audio="aac"),
+    "raw_dv": Row(archive_clips.make_raw_dv, audio="aac"),
+    "dv_mov": Row(archive_clips.make_dv_mov, audio="aac"),
+    "xdcam_mxf": Row(archive_clips.make_xdcam_mxf, audio="aac"),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("archive-corpus")
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_archive_row_upscales_frame_exact(
+    name: str, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vsr.engine
+    from vsr.upscale import upscale_file
+
+    row = ROWS[name]
+    source = row.make(corpus)
+    monkeypatch.setattr(vsr.engine, "get_upscaler", lambda *a, **k: clips.NearestUpscaler(SCALE))
+    output = tmp_path / f"{name}.mp4"
+    report = upscale_file(
+        source, output, model="realesr-animevideov3-x2", segment_frames=3, progress=False, **row.kwargs
+    )
+    output = Path(report.get("output", output))
+    assert output.suffix == ".mp4"
+    expected = video_times(source)
+    assert expected and video_times(output) == expected  # every frame, at its source time
+    with av.open(str(source)) as src, av.open(str(output)) as out:
+        assert out.streams.video[0].codec_context.width == src.streams.video[0].codec_context.width * SCALE
+    if row.audio is None:
+        assert audio_span(output) is None
+    else:
+        source_audio, output_audio = audio_span(source), audio_span(output)
+        assert source_audio is not None and output_audio is not None
+        codec, start, length = output_audio
+        assert codec == row.audio
+        assert start == source_audio[1]  # starts with the picture it started with: in sync
+        assert abs(length - source_audio[2]) <= Fraction(1024, 48000) * 2, (length, source_audio[2])
+    if row.extra is not None:
+        row.extra(source, output, report)
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "expected"),
+    [("2 channels", 2, "2c"), ("6 channels", 6, "6c"), ("stereo", 2, "stereo"), ("5.1", 6, "5.1"), ("", 1, "1c")],
+)
+def test_encoder_layout_gives_unspecified_pcm_layouts_a_default_order(name: str, channels: int, expected: str) -> None:
+    from vsr.media.profiles import encoder_layout
+
+    class Layout:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    assert encoder_layout(Layout(name), channels) == expected
+    assert av.AudioLayout(encoder_layout(Layout(name), channels)).nb_channels == channels
+
+
+_OPEN_PROBE = """
+import sys
+from vsr.media.probe import probe
+try:
+    probe(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def _files_opened_by_probe(source: Path, workdir: Path) -> tuple[set[str], str]:
+    """Every file under `source`'s folder that probing it opened (strace of the whole process), and what
+    the probe printed (an error, or nothing)."""
+    trace = workdir / "trace.log"
+    done = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=open,openat,openat2",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-c",
+            _OPEN_PROBE,
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    folder = str(source.parent.resolve())
+    opened = {line.split('"')[1] for line in trace.read_text().splitlines() if f'"{folder}/' in line}
+    return opened, done.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace shows which files FFmpeg opens")
+@pytest.mark.parametrize("name", ["raw_dv", "dv_mov", "dv_pcm_avi", "xdcam_mxf", "mxf_external_essence"])
+def test_new_demuxers_open_nothing_but_the_input(name: str, tmp_path: Path) -> None:
+    """DV and MXF under the upload protocol whitelist: the only file the process opens in the upload's
+    folder is the upload; an MXF whose essence lives elsewhere fails with a reason instead of reading the
+    sibling file that holds it."""
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    make = getattr(archive_clips, f"make_{name}")
+    source = make(folder).resolve()
+    opened, printed = _files_opened_by_probe(source, tmp_path)
+    assert opened == {str(source)}, opened
+    if name == "mxf_external_essence":
+        assert (folder / "master_essence.mxf").is_file()  # the bait was there to be read
+        assert printed.startswith("CorruptInputError") and "stored in other files" in printed, printed
+    else:
+        assert printed == ""
+
+
+def test_dv_and_mxf_are_accepted_and_named() -> None:
+    from vsr.media.safety import ACCEPTED_IN_WORDS, ALLOWED_FORMATS
+
+    assert {"dv", "mxf"} <= set(ALLOWED_FORMATS)
+    assert "MXF" in ACCEPTED_IN_WORDS and "DV" in ACCEPTED_IN_WORDS
+
+
+@pytest.mark.parametrize(
+    ("average", "base", "pts", "time_base", "expected"),
+    [
+        (Fraction(60000), Fraction(25), [0, 2400, 4800], Fraction(1, 60000), Fraction(25)),  # raw DV
+        (Fraction(25), Fraction(25), [0, 512, 1024], Fraction(1, 12800), Fraction(25)),
+        (Fraction(30000, 1001), Fraction(60000, 1001), [0, 1001, 2002], Fraction(1, 30000), Fraction(30000, 1001)),
+        (None, None, [0, 10, 20], Fraction(1, 100), Fraction(10)),
+        (Fraction(60000), None, [0], Fraction(1, 60000), Fraction(60000)),  # one frame: nothing to check against
+    ],
+)
+def test_plausible_rate(
+    average: Fraction | None, base: Fraction | None, pts: list[int], time_base: Fraction, expected: Fraction
+) -> None:
+    from vsr.media.probe import _plausible_rate
+
+    assert _plausible_rate(average, base, pts, time_base) == expected
