@@ -8,6 +8,7 @@ for the table-driven corpus (tests/media/test_archive_formats.py, tests/local/te
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -184,6 +185,32 @@ def make_mxf_external_essence(directory: Path) -> Path:
     return path
 
 
+GIF_DELAYS_CS = (10, 20, 10, 40, 10, 30, 10, 10)  # frame delays in 1/100 s, irregular as GIFs are
+
+
+def make_animated_gif(directory: Path, delays: tuple[int, ...] = GIF_DELAYS_CS, name: str = "animated.gif") -> Path:
+    """An animated GIF of real frames (256-colour palette) whose frame delays differ (VFR)."""
+    path = directory / name
+    tick = Fraction(1, 100)
+    with av.open(str(path), "w", format="gif") as out:
+        stream = out.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb8"
+        stream.time_base = tick
+        start = 0
+        for rgb, delay in zip(footage(len(delays), 64, 48), delays, strict=True):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="rgb8")
+            frame.pts, frame.time_base = start, tick
+            start += delay
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def make_still_gif(directory: Path) -> Path:
+    """A one-frame GIF: a picture, not a video."""
+    return make_animated_gif(directory, delays=(10,), name="still.gif")
+
+
 ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mjpeg_pcm16_avi": make_mjpeg_pcm16_avi,
     "mjpeg_pcm8_avi": make_mjpeg_pcm8_avi,
@@ -191,4 +218,5 @@ ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "raw_dv": make_raw_dv,
     "dv_mov": make_dv_mov,
     "xdcam_mxf": make_xdcam_mxf,
+    "animated_gif": make_animated_gif,
 }

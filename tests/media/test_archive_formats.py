@@ -7,6 +7,7 @@ property. The same rows run through the whole serverless pipeline in tests/local
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,17 @@ ROWS: dict[str, Row] = {
     "raw_dv": Row(archive_clips.make_raw_dv, audio="aac"),
     "dv_mov": Row(archive_clips.make_dv_mov, audio="aac"),
     "xdcam_mxf": Row(archive_clips.make_xdcam_mxf, audio="aac"),
+    "animated_gif": Row(archive_clips.make_animated_gif, extra=lambda s, o, r: _gif_check(s, o)),
 }
+
+
+def _gif_check(source: Path, output: Path) -> None:
+    """The GIF's frame delays are the output's frame durations (VFR kept); the output is H.264 in MP4."""
+    delays = [Fraction(d, 100) for d in archive_clips.GIF_DELAYS_CS]
+    times = video_times(output)
+    assert [b - a for a, b in itertools.pairwise(times)] == delays[:-1]
+    with av.open(str(output)) as container:
+        assert container.format.name.startswith("mov,mp4") and container.streams.video[0].codec_context.name == "h264"
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +207,12 @@ def test_plausible_rate(
     from vsr.media.probe import _plausible_rate
 
     assert _plausible_rate(average, base, pts, time_base) == expected
+
+
+def test_a_one_frame_gif_is_still_a_still_image(tmp_path: Path) -> None:
+    from vsr.errors import NotAVideoError
+    from vsr.media.probe import probe
+
+    with pytest.raises(NotAVideoError, match=r"still image \(gif\)"):
+        probe(archive_clips.make_still_gif(tmp_path))
+    assert probe(archive_clips.make_animated_gif(tmp_path)).is_vfr

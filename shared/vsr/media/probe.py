@@ -18,11 +18,19 @@ import av
 import av.container
 import numpy as np
 
-from vsr.errors import CorruptInputError
+from vsr.errors import CorruptInputError, NotAVideoError
 from vsr.logs import get_logger
 from vsr.media.geometry import Geometry, GeometryChange, frame_geometry
 from vsr.media.profiles import hdr10_from_frame
-from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input, video_stream
+from vsr.media.safety import (
+    MEDIA_ERRORS,
+    STILL_IF_ONE_FRAME,
+    Source,
+    corrupt_on_media_error,
+    input_size,
+    open_input,
+    video_stream,
+)
 
 log = get_logger(__name__)
 
@@ -365,6 +373,8 @@ def probe(source: Source) -> VideoInfo:
         log.info("probe.decoding_for_pts", reason="packets without pts")
         pts = _decoded_pts(source)
     pts.sort()
+    if len(pts) == 1 and info_fields["format_name"] in STILL_IF_ONE_FRAME:
+        raise NotAVideoError(f"the upload is a still image ({info_fields['format_name']}), not a video")
     if len(pts) != len(set(pts)):
         raise CorruptInputError("the video has several frames with the same timestamp, so their order is ambiguous")
     info_fields["average_rate"] = _plausible_rate(
