@@ -211,6 +211,68 @@ def make_still_gif(directory: Path) -> Path:
     return make_animated_gif(directory, delays=(10,), name="still.gif")
 
 
+def _h264_mp4(path: Path, frames: int, *, gop: int, bframes: int) -> Path:
+    with av.open(str(path), "w") as out:
+        options = {
+            "preset": "ultrafast",
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "bf": str(bframes),
+            "sc_threshold": "0",
+        }
+        stream = out.add_stream("libx264", rate=25, options=options)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index, rgb in enumerate(footage(frames, 64, 48)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def stream_copy_shift(source: Path, path: Path, shift_s: Fraction) -> Path:
+    """What `ffmpeg -ss T -i in.mp4 -c copy out.mp4` writes for a cut at T = -shift_s (shift_s < 0): every
+    packet from the keyframe before the cut, moved so the cut is at 0; the MP4 muxer writes an edit list
+    that hides the packets before it (the demuxer flags them discard). A positive shift_s is a start delay:
+    the muxer writes an empty edit first."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        video = src.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        offset = int(shift_s / Fraction(video.time_base))
+        for packet in src.demux(video):
+            if packet.size:
+                packet.pts += offset
+                packet.dts += offset
+                packet.stream = stream
+                out.mux(packet)
+    return path
+
+
+def make_trim_inside_gop(directory: Path) -> Path:
+    """A one-GOP clip (30 frames, one keyframe) trimmed by stream copy at 0.3 s: the kept frames all depend
+    on the hidden keyframe."""
+    whole = _h264_mp4(directory / "one_gop.mp4", 30, gop=300, bframes=0)
+    return stream_copy_shift(whole, directory / "trim_inside_gop.mp4", Fraction(-3, 10))
+
+
+def make_trim_at_keyframe(directory: Path) -> Path:
+    """Keyframes every 10 frames, trimmed by stream copy exactly at the second one (0.4 s)."""
+    whole = _h264_mp4(directory / "gop10.mp4", 30, gop=10, bframes=0)
+    return stream_copy_shift(whole, directory / "trim_at_keyframe.mp4", Fraction(-4, 10))
+
+
+def make_trim_with_bframes(directory: Path) -> Path:
+    """B-frames (reordered, negative dts after the cut) trimmed by stream copy inside the first GOP."""
+    whole = _h264_mp4(directory / "bframes.mp4", 30, gop=300, bframes=2)
+    return stream_copy_shift(whole, directory / "trim_bframes.mp4", Fraction(-7, 25))
+
+
+def make_start_delay(directory: Path) -> Path:
+    """An edit list whose first edit is empty: the picture starts 0.2 s into the presentation."""
+    whole = _h264_mp4(directory / "delayed_src.mp4", 12, gop=300, bframes=0)
+    return stream_copy_shift(whole, directory / "start_delay.mp4", Fraction(1, 5))
+
+
 ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mjpeg_pcm16_avi": make_mjpeg_pcm16_avi,
     "mjpeg_pcm8_avi": make_mjpeg_pcm8_avi,
@@ -219,4 +281,8 @@ ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "dv_mov": make_dv_mov,
     "xdcam_mxf": make_xdcam_mxf,
     "animated_gif": make_animated_gif,
+    "trim_inside_gop": make_trim_inside_gop,
+    "trim_at_keyframe": make_trim_at_keyframe,
+    "trim_with_bframes": make_trim_with_bframes,
+    "start_delay": make_start_delay,
 }

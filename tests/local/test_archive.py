@@ -19,7 +19,14 @@ pytestmark = pytest.mark.timeout(600)
 
 # DV is 720x576 whatever the tape: about 15 s a frame for the real model on 2 cores, so its row runs in
 # tests/media only; these are the rows a few seconds of inference covers
-PIPELINE_ROWS = ["mjpeg_pcm16_avi", "mjpeg_pcm8_avi", "xdcam_mxf", "animated_gif"]
+PIPELINE_ROWS = [
+    "mjpeg_pcm16_avi",
+    "mjpeg_pcm8_avi",
+    "xdcam_mxf",
+    "animated_gif",
+    "trim_inside_gop",
+    "trim_with_bframes",
+]
 
 
 def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) -> None:

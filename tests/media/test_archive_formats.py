@@ -62,7 +62,21 @@ ROWS: dict[str, Row] = {
     "dv_mov": Row(archive_clips.make_dv_mov, audio="aac"),
     "xdcam_mxf": Row(archive_clips.make_xdcam_mxf, audio="aac"),
     "animated_gif": Row(archive_clips.make_animated_gif, extra=lambda s, o, r: _gif_check(s, o)),
+    "trim_inside_gop": Row(archive_clips.make_trim_inside_gop, extra=lambda s, o, r: _trim_check(s, o, 22)),
+    "trim_at_keyframe": Row(archive_clips.make_trim_at_keyframe, extra=lambda s, o, r: _trim_check(s, o, 20)),
+    "trim_with_bframes": Row(archive_clips.make_trim_with_bframes, extra=lambda s, o, r: _trim_check(s, o, 23)),
+    "start_delay": Row(archive_clips.make_start_delay, extra=lambda s, o, r: _trim_check(s, o, 12)),
 }
+
+
+def _trim_check(source: Path, output: Path, shown: int) -> None:
+    """Exactly the frames the edit list shows (counted by hand from the cut), with their pictures: the
+    output's first frame is the source's first shown frame, not its hidden keyframe."""
+    assert len(video_times(output)) == shown
+    with av.open(str(source)) as src, av.open(str(output)) as out:
+        want = next(iter(src.decode(video=0))).reformat(width=64, height=48, format="gray").to_ndarray()
+        got = next(iter(out.decode(video=0))).reformat(width=64, height=48, format="gray").to_ndarray()
+    assert float(abs(got.astype(float) - want.astype(float)).mean()) < 4.0
 
 
 def _gif_check(source: Path, output: Path) -> None:

@@ -257,7 +257,9 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
     video = video_stream(container)
     video.thread_type = "AUTO"
     ctx = video.codec_context
-    ctx.skip_frame = "NONKEY"
+    # every frame until the first one shown: an edit list can hide the keyframe that it is predicted from
+    # (a stream-copy trim inside a GOP), and the decoder drops hidden frames itself; keyframes only after
+    ctx.skip_frame = "DEFAULT"
     for stream in container.streams:
         if stream.index != video.index:
             stream.discard = av.stream.Discard.all  # mov skips their bytes: less to read through a ranged S3 reader
@@ -273,6 +275,7 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
             geometry = frame_geometry(frame, ctx.sample_aspect_ratio)
             if result.first is None:
                 result.first, result.first_sar, current = frame, geometry.sample_aspect_ratio, geometry
+                ctx.skip_frame = "NONKEY"
             elif geometry != current and frame.pts is not None:
                 since_start = (frame.pts - (result.first.pts or 0)) * time_base
                 result.changes.append(GeometryChange(int(frame.pts), float(since_start), geometry))
@@ -282,9 +285,11 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
         if packet.size == 0:
             continue  # PyAV's end-of-stream flush packet
         result.packets += 1
+        # an edit list hides a discarded packet's frame, but the decoder still needs the packet (it can be
+        # the keyframe of the frames shown): decoded below, never counted as a frame
         if packet.is_discard:
-            continue  # edit-list discards never become frames
-        if packet.pts is None:
+            pass
+        elif packet.pts is None:
             result.missing_pts = True
         else:
             result.pts.append(int(packet.pts))
@@ -302,6 +307,15 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
         with contextlib.suppress(*MEDIA_ERRORS):
             seen(list(ctx.decode(None)))
     return result
+
+
+def _reaches_end(video: Any, demuxed: _Demuxed) -> bool:
+    """Whether the packets read run to the end of the stream's duration. An MP4 whose edit list starts at a
+    later keyframe lists every sample in its index, but the demuxer drops those before that keyframe: fewer
+    packets than the index says, yet nothing is missing at the end (a truncated upload ends early)."""
+    if not video.duration or not demuxed.pts or demuxed.last_duration is None:
+        return False
+    return max(demuxed.pts) + demuxed.last_duration >= (video.start_time or 0) + video.duration
 
 
 def _decoded_pts(source: Source) -> list[int]:
@@ -331,7 +345,7 @@ def probe(source: Source) -> VideoInfo:
             )
         if first is None:
             raise CorruptInputError("the video stream contains no decodable frame")
-        if expected_frames and packets < expected_frames:
+        if expected_frames and packets < expected_frames and not _reaches_end(video, demuxed):
             raise CorruptInputError(
                 f"the video file is incomplete: its index lists {expected_frames} frames but only {packets} "
                 "are present (was the upload truncated?)"
