@@ -47,11 +47,14 @@ def _camera_file(
     audio: str | None,
     rate: int = 25,
     options: dict[str, str] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """`frames` real frames at a constant `rate`, with `audio` (a PCM or other codec name) as a 440 Hz tone
     covering the same span."""
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, options=options or {})
+        for key, value in (metadata or {}).items():
+            stream.metadata[key] = value  # the DV muxer reads a timecode from here
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         sound = out.add_stream(audio, rate=AUDIO_RATE, layout="stereo") if audio else None
         for index, rgb in enumerate(footage(frames, width, height)):
@@ -106,6 +109,10 @@ def make_dv_pcm_avi(directory: Path) -> Path:
     )
 
 
+DV_TIMECODE = "01:02:03:04"  # the tape's subcode timecode
+PRORES_TIMECODE = "10:00:00:00"  # a broadcast master's start of programme
+
+
 def make_raw_dv(directory: Path) -> Path:
     """Raw DV (`.dv`) as captured from tape over FireWire: DIF blocks with interleaved 16-bit PCM."""
     return _camera_file(
@@ -117,6 +124,7 @@ def make_raw_dv(directory: Path) -> Path:
         height=576,
         frames=2,
         audio="pcm_s16le",
+        metadata={"timecode": DV_TIMECODE},
     )
 
 
@@ -273,6 +281,59 @@ def make_start_delay(directory: Path) -> Path:
     return stream_copy_shift(whole, directory / "start_delay.mp4", Fraction(1, 5))
 
 
+def make_prores_timecode(directory: Path) -> Path:
+    """A ProRes 422 HQ master in MOV with a timecode track and 24-bit PCM."""
+    path = directory / "master_prores.mov"
+    with av.open(str(path), "w", format="mov") as out:
+        stream = out.add_stream("prores_ks", rate=25, options={"profile": "3"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv422p10le"
+        stream.metadata["timecode"] = PRORES_TIMECODE
+        sound = out.add_stream("pcm_s24le", rate=AUDIO_RATE, layout="stereo")
+        for index, rgb in enumerate(footage(4, 64, 48)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv422p10le")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        _write_audio(out, sound, 4 / 25)
+    return path
+
+
+# (codec, language, title) of each audio track and of the subtitle track of the MKV row
+MKV_AUDIO_TAGS = (("aac", "eng", None), ("libopus", "fra", "Commentaire du réalisateur"))
+MKV_SUBTITLE_TAGS = ("fra", "Français")
+
+
+def make_mkv_tagged_tracks(directory: Path) -> Path:
+    """MKV with two audio tracks (English; French with a title) and French SubRip subtitles with a title."""
+    path = directory / "tracks.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        sounds = []
+        for codec, language, title in MKV_AUDIO_TAGS:
+            sound = out.add_stream(codec, rate=AUDIO_RATE, layout="stereo")
+            sound.metadata["language"] = language
+            if title:
+                sound.metadata["title"] = title
+            sounds.append(sound)
+        subtitles = out.add_mux_stream("subrip")
+        subtitles.metadata["language"], subtitles.metadata["title"] = MKV_SUBTITLE_TAGS
+        subtitles.time_base = Fraction(1, 1000)
+        for index, rgb in enumerate(footage(6, 64, 48)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        for sound in sounds:
+            _write_audio(out, sound, 6 / 25)
+        packet = av.Packet(b"Bonjour")
+        packet.stream, packet.time_base = subtitles, Fraction(1, 1000)
+        packet.pts = packet.dts = 0
+        packet.duration = 200
+        out.mux(packet)
+    return path
+
+
 ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mjpeg_pcm16_avi": make_mjpeg_pcm16_avi,
     "mjpeg_pcm8_avi": make_mjpeg_pcm8_avi,
@@ -285,4 +346,6 @@ ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "trim_at_keyframe": make_trim_at_keyframe,
     "trim_with_bframes": make_trim_with_bframes,
     "start_delay": make_start_delay,
+    "prores_timecode": make_prores_timecode,
+    "mkv_tagged_tracks": make_mkv_tagged_tracks,
 }

@@ -26,6 +26,8 @@ PIPELINE_ROWS = [
     "animated_gif",
     "trim_inside_gop",
     "trim_with_bframes",
+    "prores_timecode",
+    "mkv_tagged_tracks",
 ]
 
 
@@ -42,6 +44,7 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
             assert outcome.status == jobs.COMPLETE, (name, outcome.error)
             out = tmp_path / name
             runtime.download(outcome, out)
+            assert outcome.output is not None and outcome.output.suffix == ".mp4"
             assert outcome.output is not None
             source = sources[name]
             assert video_times(outcome.output) == video_times(source), name

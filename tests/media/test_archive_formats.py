@@ -58,7 +58,9 @@ ROWS: dict[str, Row] = {
     "mjpeg_pcm16_avi": Row(archive_clips.make_mjpeg_pcm16_avi, audio="aac"),
     "mjpeg_pcm8_avi": Row(archive_clips.make_mjpeg_pcm8_avi, audio="aac"),
     "dv_pcm_avi": Row(archive_clips.make_dv_pcm_avi, audio="aac"),
-    "raw_dv": Row(archive_clips.make_raw_dv, audio="aac"),
+    "raw_dv": Row(
+        archive_clips.make_raw_dv, audio="aac", extra=lambda s, o, r: _timecode_check(o, archive_clips.DV_TIMECODE)
+    ),
     "dv_mov": Row(archive_clips.make_dv_mov, audio="aac"),
     "xdcam_mxf": Row(archive_clips.make_xdcam_mxf, audio="aac"),
     "animated_gif": Row(archive_clips.make_animated_gif, extra=lambda s, o, r: _gif_check(s, o)),
@@ -66,7 +68,37 @@ ROWS: dict[str, Row] = {
     "trim_at_keyframe": Row(archive_clips.make_trim_at_keyframe, extra=lambda s, o, r: _trim_check(s, o, 20)),
     "trim_with_bframes": Row(archive_clips.make_trim_with_bframes, extra=lambda s, o, r: _trim_check(s, o, 23)),
     "start_delay": Row(archive_clips.make_start_delay, extra=lambda s, o, r: _trim_check(s, o, 12)),
+    "prores_timecode": Row(
+        archive_clips.make_prores_timecode,
+        audio="aac",
+        extra=lambda s, o, r: _timecode_check(o, archive_clips.PRORES_TIMECODE),
+        kwargs={"codec": "h264"},
+    ),
+    "mkv_tagged_tracks": Row(archive_clips.make_mkv_tagged_tracks, audio="aac", extra=lambda s, o, r: _tags_check(o)),
 }
+
+
+def _timecode_check(output: Path, timecode: str) -> None:
+    """The start timecode survives as the output's tmcd track."""
+    with av.open(str(output)) as container:
+        assert container.streams.video[0].metadata.get("timecode") == timecode
+        assert [stream.metadata.get("timecode") for stream in container.streams.data] == [timecode]
+
+
+def _tags_check(output: Path) -> None:
+    """Every audio and subtitle track keeps its language and title (MP4 stores a title as the track's udta
+    name and, for players, as its handler name)."""
+    with av.open(str(output)) as container:
+        audio = [(s.codec_context.name, dict(s.metadata)) for s in container.streams.audio]
+        subtitles = [dict(s.metadata) for s in container.streams.subtitles]
+    assert [name for name, _ in audio] == ["aac", "opus"]
+    for (_, tags), (_, language, title) in zip(audio, archive_clips.MKV_AUDIO_TAGS, strict=True):
+        assert tags.get("language") == language
+        if title:
+            assert tags.get("name") == title and tags.get("handler_name") == title
+    language, title = archive_clips.MKV_SUBTITLE_TAGS
+    assert len(subtitles) == 1
+    assert subtitles[0].get("language") == language and subtitles[0].get("name") == title
 
 
 def _trim_check(source: Path, output: Path, shown: int) -> None:
