@@ -334,6 +334,40 @@ def make_mkv_tagged_tracks(directory: Path) -> Path:
     return path
 
 
+def _woven(frames: int, width: int, height: int, gap: int) -> list[np.ndarray]:
+    """Interlaced pictures from real footage: the top field from frame 2i, the bottom field from frame
+    2i + `gap` (the camera moved between the fields: comb lines wherever there is motion)."""
+    source = footage(2 * frames + gap, width, height)
+    woven = []
+    for index in range(frames):
+        picture = source[2 * index].copy()
+        picture[1::2] = source[2 * index + gap][1::2]
+        woven.append(picture)
+    return woven
+
+
+def make_interlaced(directory: Path, *, flagged: bool = True, name: str = "interlaced_tff.mp4") -> Path:
+    """Interlaced H.264 (top field first) of real footage with motion; with `flagged` False the stream says
+    progressive (a wrong flag, as in many real files) and only the pictures show it."""
+    path = directory / name
+    with av.open(str(path), "w") as out:
+        options = {"preset": "ultrafast", "crf": "10"}
+        if flagged:
+            options.update({"flags": "+ildct+ilme", "x264-params": "interlaced=1:tff=1"})
+        stream = out.add_stream("libx264", rate=25, options=options)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for index, rgb in enumerate(_woven(8, 128, 96, gap=4)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def make_interlaced_unflagged(directory: Path) -> Path:
+    return make_interlaced(directory, flagged=False, name="interlaced_unflagged.mp4")
+
+
 ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mjpeg_pcm16_avi": make_mjpeg_pcm16_avi,
     "mjpeg_pcm8_avi": make_mjpeg_pcm8_avi,
@@ -348,4 +382,6 @@ ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "start_delay": make_start_delay,
     "prores_timecode": make_prores_timecode,
     "mkv_tagged_tracks": make_mkv_tagged_tracks,
+    "interlaced_tff": make_interlaced,
+    "interlaced_unflagged": make_interlaced_unflagged,
 }

@@ -612,6 +612,22 @@ class Settings:
         return mode
 
     @property
+    def deinterlace(self) -> str:
+        """auto | on | off: whether interlaced sources are deinterlaced (bwdif) before the model
+        (vsr.media.interlace); auto follows the detection (field order confirmed by idet)."""
+        from vsr.media.interlace import MODES
+
+        mode = str(self.raw.get("input", {}).get("deinterlace", "auto"))
+        if mode not in MODES:
+            raise ValueError(f'settings input.deinterlace is "{mode}"; expected one of {", ".join(MODES)}')
+        return mode
+
+    @property
+    def idet_frames(self) -> int:
+        """Frames from the start that FFmpeg's idet judges to confirm (or refute) the stream's field flags."""
+        return int(self.raw.get("input", {}).get("idet_frames", 24))
+
+    @property
     def temporal(self) -> str:
         """off | flow: flow-guided stabilisation of the output (vsr.quality.stabilise); off by default (README)."""
         mode = str(self.raw["model"].get("temporal", "off"))

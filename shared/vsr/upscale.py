@@ -65,7 +65,8 @@ def upscale_file(
         raise InputError(f"no such file: {source}")
     if target.exists() and target.resolve() == source.resolve():
         raise PermanentError("the output file would overwrite the input; choose another output name")
-    info = probe(source)
+    settings = get_settings()
+    info = probe(source, settings.deinterlace, settings.idet_frames)
     probe_s = time.perf_counter() - started
 
     clock = time.perf_counter()
@@ -158,6 +159,7 @@ def upscale_file(
         },
         "fps": info.frame_count / wall_s if wall_s else 0.0,
         "delivery": {**delivery.profile.to_dict(), **joined.report()},
+        "interlace": info.interlace,  # what was detected and done (vsr.media.interlace)
     }
     log.info(
         "upscale.done", **{k: v for k, v in report.items() if k not in ("timings", "delivery")}, **report["timings"]

@@ -4,6 +4,7 @@ with a stand-in model) complete frame-exact, with their audio in sync."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ PIPELINE_ROWS = [
     "trim_with_bframes",
     "prores_timecode",
     "mkv_tagged_tracks",
+    "interlaced_tff",
 ]
 
 
@@ -55,4 +57,5 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
                 assert got[0] == row.audio and got[1] == want[1], (name, got, want)
                 assert abs(got[2] - want[2]) <= 2 * 1024 / 48000, (name, got, want)
             if row.extra is not None:
-                row.extra(source, outcome.output, {})
+                report = json.loads(outcome.report.read_text()) if outcome.report else {}
+                row.extra(source, outcome.output, report)

@@ -75,7 +75,31 @@ ROWS: dict[str, Row] = {
         kwargs={"codec": "h264"},
     ),
     "mkv_tagged_tracks": Row(archive_clips.make_mkv_tagged_tracks, audio="aac", extra=lambda s, o, r: _tags_check(o)),
+    "interlaced_tff": Row(archive_clips.make_interlaced, extra=lambda s, o, r: _deinterlaced_check(s, o, r, 8)),
+    "interlaced_unflagged": Row(
+        archive_clips.make_interlaced_unflagged, extra=lambda s, o, r: _deinterlaced_check(s, o, r, 0)
+    ),
 }
+
+
+def comb_scores(path: Path, scale: int = 1) -> list[float]:
+    from vsr.media.interlace import comb_score
+
+    with av.open(str(path)) as container:
+        return [comb_score(f.to_ndarray(format="gray"), scale) for f in container.decode(video=0)]
+
+
+def _deinterlaced_check(source: Path, output: Path, report: dict[str, Any], flagged: int) -> None:
+    """Detected (idet confirms the flags, or overrules them), deinterlaced by bwdif, no comb lines left
+    (comb score on the output area-downscaled by the model's scale), frames flagged progressive."""
+    interlace = report["interlace"]
+    assert interlace["detected"] == "tff" and interlace["deinterlace"] and interlace["parity"] == "tff"
+    assert interlace["detection"]["flagged"] == flagged
+    before, after = comb_scores(source), comb_scores(output, SCALE)
+    assert min(before) > 2.0, before  # the woven fields comb every frame
+    assert max(after) < 1.0, after  # as smooth vertically as horizontally: no combs
+    with av.open(str(output)) as container:
+        assert not any(frame.interlaced_frame for frame in container.decode(video=0))
 
 
 def _timecode_check(output: Path, timecode: str) -> None:
@@ -262,3 +286,45 @@ def test_a_one_frame_gif_is_still_a_still_image(tmp_path: Path) -> None:
     with pytest.raises(NotAVideoError, match=r"still image \(gif\)"):
         probe(archive_clips.make_still_gif(tmp_path))
     assert probe(archive_clips.make_animated_gif(tmp_path)).is_vfr
+
+
+def test_a_progressive_source_is_left_alone(tmp_path: Path) -> None:
+    from vsr.media.probe import probe
+
+    info = probe(archive_clips.make_trim_at_keyframe(tmp_path))
+    assert info.interlace is not None and info.interlace["detected"] == "progressive"
+    assert info.deinterlace_parity is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "field_order", "expected"),
+    [("auto", "bff", "bff"), ("auto", None, None), ("on", None, "tff"), ("on", "bff", "bff"), ("off", "tff", None)],
+)
+def test_deinterlace_decision(mode: str, field_order: str | None, expected: str | None) -> None:
+    from vsr.media.interlace import Detection, decision
+
+    counts = {"tff": (5, 1, 2), "bff": (1, 5, 2), None: (1, 0, 7)}[field_order]
+    found = Detection(0, 8, counts[0], counts[1], counts[2], 0)
+    assert found.field_order == field_order
+    result = decision(found if mode != "off" else None, mode)
+    assert result["parity"] == expected and result["deinterlace"] == (expected is not None)
+    with pytest.raises(ValueError, match=r"input\.deinterlace"):
+        decision(found, "sometimes")
+
+
+def test_deinterlaced_segments_equal_one_run(tmp_path: Path) -> None:
+    """bwdif reads a frame on each side: windows that read their neighbours give the frames of one run."""
+    import numpy as np
+
+    from vsr.media.decode import decode_window
+    from vsr.media.probe import probe
+
+    source = archive_clips.make_interlaced(tmp_path)
+    info = probe(source)
+    whole = list(decode_window(source, info.pts[0], info.frame_count, deinterlace="tff"))
+    assert [f.pts for f in whole] == info.pts
+    for start, count in ((0, 3), (3, 3), (6, 2)):
+        previous = info.pts[start - 1] if start else None
+        part = list(decode_window(source, info.pts[start], count, deinterlace="tff", previous_pts=previous))
+        assert [f.pts for f in part] == info.pts[start : start + count]
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(part, whole[start : start + count], strict=True))

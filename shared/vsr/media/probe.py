@@ -20,6 +20,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError, NotAVideoError
 from vsr.logs import get_logger
+from vsr.media import interlace
 from vsr.media.geometry import Geometry, GeometryChange, frame_geometry
 from vsr.media.profiles import hdr10_from_frame
 from vsr.media.safety import (
@@ -121,6 +122,13 @@ class VideoInfo:
 
     # HDR10 static metadata of the first frame (vsr.media.profiles.Hdr10.to_dict()), None when absent
     hdr10: dict[str, Any] | None = None
+    # what was detected about interlacing and what is done (vsr.media.interlace.decision); None: not judged
+    interlace: dict[str, Any] | None = None
+
+    @property
+    def deinterlace_parity(self) -> str | None:
+        """The field order bwdif deinterlaces with ("tff"/"bff"), None when frames are used as they are."""
+        return self.interlace.get("parity") if self.interlace and self.interlace.get("deinterlace") else None
 
     @property
     def start_pts(self) -> int:
@@ -329,8 +337,23 @@ def _decoded_pts(source: Source) -> list[int]:
     return [int(p) for p in pts]
 
 
-def probe(source: Source) -> VideoInfo:
-    """Everything the planner, the workers and the assembler need to know about an upload."""
+def _interlace(source: Source, mode: str, frames: int) -> dict[str, Any]:
+    """Judge the first `frames` frames with idet (none when `mode` is off) and decide (vsr.media.interlace)."""
+    if mode == "off":
+        return interlace.decision(None, mode)
+    with open_input(source) as container, corrupt_on_media_error("decoding the video"):
+        video = video_stream(container)
+        video.thread_type = "AUTO"
+        found = interlace.detect(video, itertools.islice(container.decode(video), frames))
+    return interlace.decision(found, mode)
+
+
+def probe(source: Source, deinterlace: str = "off", idet_frames: int = 0) -> VideoInfo:
+    """Everything the planner, the workers and the assembler need to know about an upload.
+
+    `deinterlace` (auto | on | off) and `idet_frames` are settings `input.deinterlace` and
+    `input.idet_frames`, passed by the stages that admit a job (ingest, `vsr upscale`, `vsr plan`); "off"
+    (re-probing an output, evaluation) skips the interlace detection."""
     size = input_size(source)
     with open_input(source) as container:
         video = video_stream(container)
@@ -402,6 +425,7 @@ def probe(source: Source) -> VideoInfo:
         last_frame_duration=None if missing_pts else demuxed.last_duration,
         frame_sar=fraction_to_str(demuxed.first_sar),
         geometry_changes=[change.to_dict() for change in demuxed.changes],
+        interlace=_interlace(source, deinterlace, idet_frames),
     )
     log.info(
         "probe.done",
@@ -413,5 +437,7 @@ def probe(source: Source) -> VideoInfo:
         rotation=info.rotation,
         audio=len(info.audio),
         geometry_changes=len(info.geometry_changes),
+        interlace=info.interlace.get("detected") if info.interlace else None,
+        deinterlace=info.deinterlace_parity,
     )
     return info

@@ -146,6 +146,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         }
         report = build_report(job, info, scale, per_segment, timings, video_key, res.output_bucket, output)
         report["delivery"] = {**delivery.profile.to_dict(), **joined.report()}
+        report["interlace"] = info.interlace  # what was detected and done (vsr.media.interlace)
         report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started

@@ -53,7 +53,7 @@ from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import configured_model
 from vsr.pipeline.retry import decide, draw_for, hide, ingest_dead_letter_reason
 from vsr.planning import Segment
-from vsr.settings import Limits, RetryPolicy, get_settings
+from vsr.settings import RetryPolicy, Settings, get_settings
 
 log = get_logger(__name__)
 
@@ -154,7 +154,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()
-        info, metadata = _probe(obj, settings.limits)
+        info, metadata = _probe(obj, settings)
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
@@ -264,7 +264,8 @@ def segment_queue_for(tier: str, resources: Resources) -> str:
     return resources.gpu_segment_queue_url
 
 
-def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:
+def _probe(obj: S3Object, settings: Settings) -> tuple[VideoInfo, dict[str, str]]:
+    limits = settings.limits
     """Probe the object in place; also returns its user metadata (from the reader's one HEAD)."""
     if obj.size == 0:
         raise EmptyInputError("the uploaded file is empty (0 bytes)")
@@ -275,6 +276,6 @@ def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:
     # No size from the event: the reader HEADs the (pinned) object, which also brings its user metadata.
     reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, None, etag=obj.etag)
     try:
-        return probe(reader), reader.metadata
+        return probe(reader, settings.deinterlace, settings.idet_frames), reader.metadata
     finally:
         log.info("ingest.probe_read", **reader.stats())
