@@ -368,6 +368,45 @@ def make_interlaced_unflagged(directory: Path) -> Path:
     return make_interlaced(directory, flagged=False, name="interlaced_unflagged.mp4")
 
 
+PAL_WIDE_SAR = Fraction(64, 45)  # anamorphic 16:9 PAL
+
+
+def make_anamorphic_vob(directory: Path) -> Path:
+    """A DVD's VOB: MPEG-2 with anamorphic PAL pixels (SAR 64:45) and MP2 audio (kept working, issue 20)."""
+    path = directory / "dvd.vob"
+    with av.open(str(path), "w", format="vob") as out:
+        stream = out.add_stream("mpeg2video", rate=25, options={"g": "3", "bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = PAL_WIDE_SAR
+        sound = out.add_stream("mp2", rate=AUDIO_RATE, layout="stereo")
+        for index, rgb in enumerate(footage(6, 96, 64)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        _write_audio(out, sound, 6 / 25)
+    return path
+
+
+def make_ffv1_flac(directory: Path) -> Path:
+    """An archivist's lossless master: FFV1 with FLAC in MKV (kept working)."""
+    return _camera_file(
+        directory / "lossless.mkv",
+        fmt="matroska",
+        codec="ffv1",
+        pix_fmt="yuv420p",
+        width=96,
+        height=64,
+        frames=5,
+        audio="flac",
+    )
+
+
+def make_one_frame(directory: Path) -> Path:
+    """A one-frame video (kept working: a video, not a still image)."""
+    return _h264_mp4(directory / "one_frame.mp4", 1, gop=1, bframes=0)
+
+
 ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mjpeg_pcm16_avi": make_mjpeg_pcm16_avi,
     "mjpeg_pcm8_avi": make_mjpeg_pcm8_avi,
@@ -384,4 +423,7 @@ ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mkv_tagged_tracks": make_mkv_tagged_tracks,
     "interlaced_tff": make_interlaced,
     "interlaced_unflagged": make_interlaced_unflagged,
+    "anamorphic_vob": make_anamorphic_vob,
+    "ffv1_flac": make_ffv1_flac,
+    "one_frame": make_one_frame,
 }
