@@ -47,8 +47,10 @@ def model_cost(name: str | None, settings: Settings) -> ModelCost:
     raise InputError(f"unknown model {wanted!r}; available: {available}")
 
 
-def probe_input(location: str) -> VideoInfo:
-    """Probe a local path or s3://bucket/key (ranged reads, no download)."""
+def probe_input(location: str, settings: Settings | None = None) -> VideoInfo:
+    """Probe a local path or s3://bucket/key (ranged reads, no download); with `settings`, judging
+    interlacing as ingest does (the plan then includes deinterlacing)."""
+    mode, frames = (settings.deinterlace, settings.idet_frames) if settings else ("off", 0)
     if location.startswith("s3://"):
         from vsr.aws import clients
         from vsr.aws.s3io import S3RangeReader
@@ -56,10 +58,10 @@ def probe_input(location: str) -> VideoInfo:
         parsed = urlparse(location)
         if not parsed.netloc or not parsed.path.strip("/"):
             raise InputError(f"not an S3 object URL: {location} (expected s3://bucket/key)")
-        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")))
+        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")), mode, frames)
     if not Path(location).is_file():
         raise InputError(f"no such file: {location}")
-    return probe(location)
+    return probe(location, mode, frames)
 
 
 def build(
@@ -73,7 +75,7 @@ def build(
     codec: str = "auto",
 ) -> tuple[VideoInfo, ModelCost, dict[str, JobPlan]]:
     cost = model_cost(model, settings)
-    info = probe_input(location)
+    info = probe_input(location, settings)
     check_limits(info, cost.scale, settings.limits)
     delivery = delivery_for(info, cost.scale, requested_codec(codec), settings)
     check_delivery(info, cost.scale, delivery, settings)

@@ -382,3 +382,26 @@ def test_deinterlaced_segments_equal_one_run(tmp_path: Path) -> None:
         part = list(decode_window(source, info.pts[start], count, deinterlace="tff", previous_pts=previous))
         assert [f.pts for f in part] == info.pts[start : start + count]
         assert all(np.array_equal(a.image, b.image) for a, b in zip(part, whole[start : start + count], strict=True))
+
+
+def test_the_plan_includes_deinterlacing(tmp_path: Path) -> None:
+    """An interlaced source costs its bwdif time per frame on top of the model (settings
+    latency.deinterlace_s_per_input_mpix); the same source judged progressive does not."""
+    import dataclasses
+
+    from vsr.admission import ModelCost, plan_for
+    from vsr.media.probe import probe
+    from vsr.settings import Settings, deep_merge, get_settings
+
+    settings = get_settings()
+    source = archive_clips.make_interlaced(tmp_path)
+    interlaced = probe(source, "auto", settings.idet_frames)
+    progressive = dataclasses.replace(interlaced, interlace=None)
+    assert interlaced.deinterlace_parity == "tff" and progressive.deinterlace_parity is None
+    model = ModelCost(name="m", scale=2, macs_per_input_pixel=619_200)
+    # a large bwdif cost makes the term visible in the plan's predicted wall time
+    slow = Settings(deep_merge(settings.raw, {"latency": {"deinterlace_s_per_input_mpix": 1000.0}}))
+    with_bwdif = plan_for(interlaced, model, slow).chosen
+    without = plan_for(progressive, model, slow).chosen
+    assert with_bwdif.predicted_wall_s > without.predicted_wall_s
+    assert settings.latency.deinterlace_s_per_input_mpix > 0  # the shipped setting is a measurement, not 0
