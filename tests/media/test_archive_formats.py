@@ -405,3 +405,15 @@ def test_the_plan_includes_deinterlacing(tmp_path: Path) -> None:
     without = plan_for(progressive, model, slow).chosen
     assert with_bwdif.predicted_wall_s > without.predicted_wall_s
     assert settings.latency.deinterlace_s_per_input_mpix > 0  # the shipped setting is a measurement, not 0
+
+
+def test_a_failing_interlace_detection_does_not_fail_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vsr.media import interlace
+    from vsr.media.probe import probe
+
+    def broken(*_: Any, **__: Any) -> interlace.Detection:
+        raise av.error.ArgumentError(22, "idet cannot take this")
+
+    monkeypatch.setattr(interlace, "detect", broken)
+    info = probe(archive_clips.make_interlaced(tmp_path), "auto", 24)
+    assert info.interlace is not None and info.interlace["error"] and info.deinterlace_parity is None

@@ -341,10 +341,15 @@ def _interlace(source: Source, mode: str, frames: int) -> dict[str, Any]:
     """Judge the first `frames` frames with idet (none when `mode` is off) and decide (vsr.media.interlace)."""
     if mode == "off":
         return interlace.decision(None, mode)
-    with open_input(source) as container, corrupt_on_media_error("decoding the video"):
-        video = video_stream(container)
-        video.thread_type = "AUTO"
-        found = interlace.detect(video, itertools.islice(container.decode(video), frames))
+    try:
+        with open_input(source) as container:
+            video = video_stream(container)
+            video.thread_type = "AUTO"
+            found = interlace.detect(video, itertools.islice(container.decode(video), frames))
+    except MEDIA_ERRORS as exc:
+        # the stream decoded in the main pass; a filter that cannot judge it must not fail the job
+        log.warning("probe.idet_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+        return {**interlace.decision(None, mode), "error": "interlace detection failed"}
     return interlace.decision(found, mode)
 
 
