@@ -115,6 +115,7 @@ def as_json(
     return {
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
         **({"delivery": delivery.to_dict()} if delivery else {}),
+        "interlace": info.interlace,
         "plans": tier_rows(plans),
         "chosen": {"strategy": "default", "tier": default.tier, "plan": default.to_dict()},
         "max_job_cost_usd": settings.limits.max_job_cost_usd,
@@ -133,7 +134,8 @@ def as_table(
     default = plans["default"].chosen
     lines = [
         f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
-        + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else ""),
+        + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else "")
+        + (f"; deinterlaced ({info.deinterlace_parity}, bwdif)" if info.deinterlace_parity else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]

@@ -417,3 +417,15 @@ def test_a_failing_interlace_detection_does_not_fail_the_probe(tmp_path: Path, m
     monkeypatch.setattr(interlace, "detect", broken)
     info = probe(archive_clips.make_interlaced(tmp_path), "auto", 24)
     assert info.interlace is not None and info.interlace["error"] and info.deinterlace_parity is None
+
+
+def test_vsr_plan_says_it_deinterlaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vsr import cli
+
+    source = archive_clips.make_interlaced(tmp_path)
+    assert cli.main(["plan", str(source)]) == 0
+    assert "deinterlaced (tff, bwdif)" in capsys.readouterr().out
+    assert cli.main(["plan", str(source), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interlace"]["parity"] == "tff"
