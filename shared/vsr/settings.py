@@ -32,6 +32,7 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+DEINTERLACE_MODES = ("auto", "on", "off")  # settings input.deinterlace, vsr-deinterlace (vsr.media.interlace)
 GEOMETRY_CHANGE_MODES = ("scale", "fail")  # settings input.geometry_changes (vsr.media.geometry)
 TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
 DELIVERY_CODECS = ("h264", "hevc", "av1", "prores")  # what vsr-codec / --codec may ask for, besides auto
@@ -617,11 +618,9 @@ class Settings:
     def deinterlace(self) -> str:
         """auto | on | off: whether interlaced sources are deinterlaced (bwdif) before the model
         (vsr.media.interlace); auto follows the detection (field order confirmed by idet)."""
-        from vsr.media.interlace import MODES
-
         mode = str(self.raw.get("input", {}).get("deinterlace", "auto"))
-        if mode not in MODES:
-            raise ValueError(f'settings input.deinterlace is "{mode}"; expected one of {", ".join(MODES)}')
+        if mode not in DEINTERLACE_MODES:
+            raise ValueError(f'settings input.deinterlace is "{mode}"; expected one of {", ".join(DEINTERLACE_MODES)}')
         return mode
 
     @property

@@ -53,6 +53,7 @@ def upscale_file(
     threads: int | None = None,
     temporal: str | None = None,
     codec: str | None = None,
+    deinterlace: str | None = None,
 ) -> dict[str, Any]:
     """Upscale `input` into `output` in the delivery `codec` (auto when None; the output's extension becomes
     its container's); returns a report (frames, segments, per-stage seconds, delivery)."""
@@ -66,7 +67,7 @@ def upscale_file(
     if target.exists() and target.resolve() == source.resolve():
         raise PermanentError("the output file would overwrite the input; choose another output name")
     settings = get_settings()
-    info = probe(source, settings.deinterlace, settings.idet_frames)
+    info = probe(source, deinterlace or settings.deinterlace, settings.idet_frames)
     probe_s = time.perf_counter() - started
 
     clock = time.perf_counter()
@@ -201,6 +202,7 @@ def command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         temporal=args.temporal,
         codec=args.codec,
+        deinterlace=args.deinterlace,
     )
     t = report["timings"]
     print(

@@ -62,3 +62,24 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
             if row.extra is not None:
                 report = json.loads(outcome.report.read_text()) if outcome.report else {}
                 row.extra(source, outcome.output, report)
+
+
+def test_deinterlace_per_job_through_the_pipeline(aws: Any, tmp_path: Path) -> None:
+    """`vsr-deinterlace` metadata on the upload: off keeps the frames as they are (and says so in the report);
+    a value that is not a mode fails the job once at ingest with the accepted modes."""
+    from tests.media.test_archive_formats import comb_scores
+
+    source = archive_clips.make_interlaced(tmp_path)
+    with LocalRuntime(aws(max_frames=4), log_dir=tmp_path / "logs") as runtime:
+        started = time.time()
+        off = runtime.submit(source, key="off/interlaced.mp4", metadata={"vsr-deinterlace": "off"})
+        bad = runtime.submit(source, key="bad/interlaced.mp4", metadata={"vsr-deinterlace": "sometimes"})
+        done = runtime.wait(off, started=started, timeout_s=300)
+        refused = runtime.wait(bad, started=started, timeout_s=300)
+        assert done.status == jobs.COMPLETE, done.error
+        runtime.download(done, tmp_path / "off")
+    assert done.output is not None and done.report is not None
+    report = json.loads(done.report.read_text())
+    assert report["interlace"]["mode"] == "off" and report["interlace"]["deinterlace"] is False
+    assert min(comb_scores(done.output, 2)) > 2.0  # the combs are still there: nothing was done, as asked
+    assert refused.status == jobs.FAILED and "auto, on, off" in str(refused.error)

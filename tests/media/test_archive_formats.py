@@ -429,3 +429,41 @@ def test_vsr_plan_says_it_deinterlaces(tmp_path: Path, capsys: pytest.CaptureFix
     assert "deinterlaced (tff, bwdif)" in capsys.readouterr().out
     assert cli.main(["plan", str(source), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interlace"]["parity"] == "tff"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({}, "auto"),
+        ({"vsr-deinterlace": "OFF"}, "off"),
+        ({"Vsr-Deinterlace": "on"}, "on"),
+        ({"vsr-deinterlace": " "}, "auto"),
+    ],
+)
+def test_requested_deinterlace(metadata: dict[str, str], expected: str) -> None:
+    from vsr.media.interlace import requested_deinterlace
+
+    assert requested_deinterlace(metadata, "auto") == expected
+
+
+def test_a_bad_deinterlace_request_is_refused_with_the_modes() -> None:
+    from vsr.errors import BadRequestError
+    from vsr.media.interlace import requested_deinterlace
+
+    with pytest.raises(BadRequestError, match="auto, on, off"):
+        requested_deinterlace({"vsr-deinterlace": "sometimes"}, "auto")
+
+
+def test_vsr_upscale_deinterlace_off_keeps_the_combs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import vsr.engine
+    from vsr.upscale import upscale_file
+
+    monkeypatch.setattr(vsr.engine, "get_upscaler", lambda *a, **k: clips.NearestUpscaler(SCALE))
+    source = archive_clips.make_interlaced(tmp_path)
+    report = upscale_file(
+        source, tmp_path / "off.mp4", model="realesr-animevideov3-x2", progress=False, deinterlace="off"
+    )
+    assert json.loads(json.dumps(report["interlace"]))["mode"] == "off" and not report["interlace"]["deinterlace"]
+    assert min(comb_scores(tmp_path / "off.mp4", SCALE)) > 2.0

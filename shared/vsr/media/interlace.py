@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -25,11 +25,14 @@ import av
 import av.filter
 import numpy as np
 
+from vsr.errors import BadRequestError
 from vsr.logs import get_logger
+from vsr.settings import DEINTERLACE_MODES
 
 log = get_logger(__name__)
 
-MODES = ("auto", "on", "off")
+MODES = DEINTERLACE_MODES
+METADATA_KEY = "vsr-deinterlace"  # S3 user metadata of an upload (S3 lower-cases names)
 PARITY = {"tff": "tff", "bff": "bff"}
 
 
@@ -119,6 +122,20 @@ def detect(video: Any, frames: Iterable[av.VideoFrame]) -> Detection:
     return Detection(
         counted["flagged"], counted["sampled"], count("tff"), count("bff"), count("progressive"), count("undetermined")
     )
+
+
+def requested_deinterlace(metadata: Mapping[str, str] | None, default: str) -> str:
+    """The mode an upload asks for through its S3 user metadata `vsr-deinterlace`, else `default` (settings
+    input.deinterlace); a bad value is a BadRequestError (the job FAILS at ingest with the accepted values)."""
+    value = {k.lower(): v for k, v in (metadata or {}).items()}.get(METADATA_KEY)
+    if value is None or not value.strip():
+        return default
+    wanted = value.strip().lower()
+    if wanted not in MODES:
+        raise BadRequestError(
+            f"the upload's metadata {METADATA_KEY}={value!r} is not a deinterlace mode; use one of {', '.join(MODES)}"
+        )
+    return wanted
 
 
 def decision(found: Detection | None, mode: str) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from vsr.aws.s3io import S3RangeReader
 from vsr.errors import CorruptInputError, DeadLetteredError, EmptyInputError, LimitExceededError, PermanentError
 from vsr.failures import classify
 from vsr.logs import get_logger
+from vsr.media.interlace import requested_deinterlace
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import requested_codec_from_metadata
 from vsr.pipeline import artifacts, jobs, window
@@ -265,8 +266,9 @@ def segment_queue_for(tier: str, resources: Resources) -> str:
 
 
 def _probe(obj: S3Object, settings: Settings) -> tuple[VideoInfo, dict[str, str]]:
+    """Probe the object in place; also returns its user metadata (from the reader's one HEAD), which may ask
+    for a deinterlace mode (`vsr-deinterlace`, vsr.media.interlace) before the probe judges interlacing."""
     limits = settings.limits
-    """Probe the object in place; also returns its user metadata (from the reader's one HEAD)."""
     if obj.size == 0:
         raise EmptyInputError("the uploaded file is empty (0 bytes)")
     if obj.size is not None and obj.size > limits.max_input_bytes:
@@ -276,6 +278,7 @@ def _probe(obj: S3Object, settings: Settings) -> tuple[VideoInfo, dict[str, str]
     # No size from the event: the reader HEADs the (pinned) object, which also brings its user metadata.
     reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, None, etag=obj.etag)
     try:
-        return probe(reader, settings.deinterlace, settings.idet_frames), reader.metadata
+        mode = requested_deinterlace(reader.metadata, settings.deinterlace)
+        return probe(reader, mode, settings.idet_frames), reader.metadata
     finally:
         log.info("ingest.probe_read", **reader.stats())
