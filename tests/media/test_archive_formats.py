@@ -292,7 +292,9 @@ def _files_opened_by_probe(source: Path, workdir: Path) -> tuple[set[str], str]:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace shows which files FFmpeg opens")
-@pytest.mark.parametrize("name", ["raw_dv", "dv_mov", "dv_pcm_avi", "xdcam_mxf", "mxf_external_essence"])
+@pytest.mark.parametrize(
+    "name", ["raw_dv", "dv_mov", "dv_pcm_avi", "xdcam_mxf", "mxf_external_essence", "animated_gif"]
+)
 def test_new_demuxers_open_nothing_but_the_input(name: str, tmp_path: Path) -> None:
     """DV and MXF under the upload protocol whitelist: the only file the process opens in the upload's
     folder is the upload; an MXF whose essence lives elsewhere fails with a reason instead of reading the
