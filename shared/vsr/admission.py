@@ -338,6 +338,8 @@ def plan_for(
         gflops_per_vcpu=capacity.gflops_per_vcpu,
         vcpus=capacity.vcpus,
     )
+    if info.deinterlace_parity:  # bwdif before the model, on every frame (vsr.media.interlace)
+        spf += settings.latency.deinterlace_s_per_input_mpix * info.width * info.height / 1e6
     output_mpix = info.width * info.height * model.scale**2 / 1e6
     if tiers is None:
         tiers = (tier,) if tier else settings.enabled_tiers()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from vsr import logs
 from vsr.errors import VsrError
-from vsr.settings import DELIVERY_CODECS, TEMPORAL_MODES, TIERS
+from vsr.settings import DEINTERLACE_MODES, DELIVERY_CODECS, TEMPORAL_MODES, TIERS
 
 CODEC_CHOICES = (*DELIVERY_CODECS, "auto")
 
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="delivery codec: h264, hevc (Main 10), av1 (MP4) or prores (422 HQ, MOV); auto (default): H.264 for "
         "8-bit SDR sources, HEVC Main 10 for 10-bit or HDR ones. The output's extension follows the container.",
     )
+    up.add_argument(
+        "--deinterlace",
+        choices=DEINTERLACE_MODES,
+        help="auto: deinterlace (bwdif) when idet confirms interlacing; on; off (default: settings input.deinterlace)",
+    )
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_time_request(up)
     up.set_defaults(command_key="upscale")
@@ -131,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-workers", type=int, default=0, help="also run N GPU-tier `vsr worker` processes")
     run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
     run.add_argument("--codec", choices=CODEC_CHOICES, help="delivery codec (vsr-codec metadata on the upload)")
+    run.add_argument(
+        "--deinterlace", choices=DEINTERLACE_MODES, help="auto|on|off (vsr-deinterlace metadata on the upload)"
+    )
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
     run.add_argument("--scale", type=_positive_int, help="1: interpolation without super-resolution (vsr-scale)")
     _add_time_request(run)

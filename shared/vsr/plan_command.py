@@ -49,8 +49,10 @@ def model_cost(name: str | None, settings: Settings) -> ModelCost:
     raise InputError(f"unknown model {wanted!r}; available: {available}")
 
 
-def probe_input(location: str) -> VideoInfo:
-    """Probe a local path or s3://bucket/key (ranged reads, no download)."""
+def probe_input(location: str, settings: Settings | None = None) -> VideoInfo:
+    """Probe a local path or s3://bucket/key (ranged reads, no download); with `settings`, judging
+    interlacing as ingest does (the plan then includes deinterlacing)."""
+    mode, frames = (settings.deinterlace, settings.idet_frames) if settings else ("off", 0)
     if location.startswith("s3://"):
         from vsr.aws import clients
         from vsr.aws.s3io import S3RangeReader
@@ -58,10 +60,10 @@ def probe_input(location: str) -> VideoInfo:
         parsed = urlparse(location)
         if not parsed.netloc or not parsed.path.strip("/"):
             raise InputError(f"not an S3 object URL: {location} (expected s3://bucket/key)")
-        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")))
+        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")), mode, frames)
     if not Path(location).is_file():
         raise InputError(f"no such file: {location}")
-    return probe(location)
+    return probe(location, mode, frames)
 
 
 def build(
@@ -78,7 +80,7 @@ def build(
     """Probe and admit the input under every strategy, exactly as ingest would (vsr.admission.admit), for the
     delivery codec the job would get (`codec`, as `vsr-codec` metadata asks)."""
     cost = model_cost(model, settings)
-    info = probe_input(location)
+    info = probe_input(location, settings)
     delivery = delivery_for(info, cost.scale, requested_codec(codec), settings)
     if request is not None and request.active:  # frame interpolation: checked and priced as ingest does
         from vsr.pipeline import timejob
@@ -141,6 +143,7 @@ def as_json(
     return {
         "input": {**probe_summary(info), "model": cost.name, "scale": cost.scale},
         **({"delivery": delivery.to_dict()} if delivery else {}),
+        "interlace": info.interlace,
         "plans": tier_rows(_plans(admitted)),
         "chosen": {"strategy": "default", "tier": chosen.tier, "plan": chosen.to_dict()},
         "assembly": {"path": chosen.assembly, "predicted_bytes": chosen.output_bytes, "reason": chosen.assembly_reason},
@@ -166,7 +169,8 @@ def as_table(
     default = admitted["default"].plan.chosen
     lines = [
         f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
-        + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else ""),
+        + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else "")
+        + (f"; deinterlaced ({info.deinterlace_parity}, bwdif)" if info.deinterlace_parity else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]

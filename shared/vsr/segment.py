@@ -12,6 +12,7 @@ so the segment's first frame is blended with a state close to the one a single l
 
 from __future__ import annotations
 
+import bisect
 import os
 import queue
 import threading
@@ -167,7 +168,7 @@ def process_segment(
         return False
 
     def decode() -> None:
-        frames = decode_window(source, segment.context_start_pts, total, conform)
+        frames = _window(source, segment, total, conform, info)
         clock = time.perf_counter()
         try:
             for batch in _batches(_skip_context(frames, segment, keep_context), batch_frames):
@@ -201,7 +202,7 @@ def process_segment(
             decoder, writer = _Worker(decode, "vsr-decode"), _Worker(encode, "vsr-encode")
             batches: Iterator[Any] = iter(inbox.get, _DONE)
         else:
-            batches = _serial_batches(source, segment, total, batch_frames, timings, keep_context, conform)
+            batches = _serial_batches(source, segment, total, batch_frames, timings, keep_context, conform, info)
         for pts_list, images in batches:
             clock = time.perf_counter()
             upscaled = list(from_float(upscaler.upscale(to_float(images)), images[0].dtype))
@@ -266,6 +267,17 @@ def _skip_context(frames: Iterable[Frame], segment: Segment, keep: bool = False)
             yield frame
 
 
+def _window(source: Source, segment: Segment, total: int, conform: FrameConformer, info: VideoInfo) -> Iterator[Frame]:
+    """The segment's decoded frames (context included); deinterlaced by bwdif when the job says so, reading
+    the neighbouring frame before the window too (vsr.media.decode)."""
+    parity = info.deinterlace_parity
+    previous = None
+    if parity:
+        at = bisect.bisect_left(info.pts, segment.context_start_pts)
+        previous = info.pts[at - 1] if at > 0 else None
+    return decode_window(source, segment.context_start_pts, total, conform, deinterlace=parity, previous_pts=previous)
+
+
 def _serial_batches(
     source: Source,
     segment: Segment,
@@ -274,8 +286,9 @@ def _serial_batches(
     timings: dict[str, float],
     keep_context: bool,
     conform: FrameConformer,
+    info: VideoInfo,
 ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    frames = decode_window(source, segment.context_start_pts, total, conform)
+    frames = _window(source, segment, total, conform, info)
     batches = _batches(_skip_context(frames, segment, keep_context), batch_frames)
     while True:
         clock = time.perf_counter()

@@ -53,6 +53,7 @@ def upscale_file(
     threads: int | None = None,
     temporal: str | None = None,
     codec: str | None = None,
+    deinterlace: str | None = None,
 ) -> dict[str, Any]:
     """Upscale `input` into `output` in the delivery `codec` (auto when None; the output's extension becomes
     its container's); returns a report (frames, segments, per-stage seconds, delivery)."""
@@ -65,7 +66,8 @@ def upscale_file(
         raise InputError(f"no such file: {source}")
     if target.exists() and target.resolve() == source.resolve():
         raise PermanentError("the output file would overwrite the input; choose another output name")
-    info = probe(source)
+    settings = get_settings()
+    info = probe(source, deinterlace or settings.deinterlace, settings.idet_frames)
     probe_s = time.perf_counter() - started
 
     clock = time.perf_counter()
@@ -158,6 +160,7 @@ def upscale_file(
         },
         "fps": info.frame_count / wall_s if wall_s else 0.0,
         "delivery": {**delivery.profile.to_dict(), **joined.report()},
+        "interlace": info.interlace,  # what was detected and done (vsr.media.interlace)
     }
     log.info(
         "upscale.done", **{k: v for k, v in report.items() if k not in ("timings", "delivery")}, **report["timings"]
@@ -220,6 +223,7 @@ def command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         temporal=args.temporal,
         codec=args.codec,
+        deinterlace=args.deinterlace,
     )
     t = report["timings"]
     print(

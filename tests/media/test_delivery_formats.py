@@ -151,11 +151,12 @@ def test_prores_in_mov_gets_24_bit_pcm_the_timecode_and_the_sar(format_clips: di
     assert len(decoded(output)) == info.frame_count
 
 
-def test_mp4_reports_the_timecode_it_drops_and_encodes_pcm_to_aac(
-    format_clips: dict[str, Path], tmp_path: Path
-) -> None:
+def test_mp4_keeps_the_timecode_and_encodes_pcm_to_aac(format_clips: dict[str, Path], tmp_path: Path) -> None:
     output, result, _, _info = deliver(format_clips["mov_timecode_pcm24"], "hevc", tmp_path)
-    assert any("timecode 01:00:00:00" in item for item in result.dropped)
+    with av.open(str(output)) as container:  # MP4 carries a tmcd track too (issue 20)
+        assert container.streams.video[0].metadata.get("timecode") == "01:00:00:00"
+        assert [s.metadata.get("timecode") for s in container.streams.data] == ["01:00:00:00"]  # the tmcd track
+    assert not any("timecode" in item for item in result.dropped)
     assert result.audio[0]["action"] == "encoded to aac"  # MP4 does not carry PCM
     assert probe(output).sample_aspect_ratio == Fraction(4, 3)
     assert frame_times(output) == frame_times(format_clips["mov_timecode_pcm24"])

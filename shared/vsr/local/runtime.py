@@ -640,7 +640,11 @@ def run_command(args: argparse.Namespace) -> int:
         )
         started = time.time()
         # the options an upload's user metadata carries (ingest reads them, as from `aws s3 cp --metadata`)
-        options = {"vsr-tier": getattr(args, "tier", None), "vsr-codec": getattr(args, "codec", None)}
+        options = {
+            "vsr-tier": getattr(args, "tier", None),
+            "vsr-codec": getattr(args, "codec", None),
+            "vsr-deinterlace": getattr(args, "deinterlace", None),
+        }
         metadata = {key: value for key, value in options.items() if value}
         metadata.update(upload_metadata(args))  # --interpolate/--fps/--slowmo/--scale as the upload's metadata
         job_id = runtime.submit(source, metadata=metadata or None)

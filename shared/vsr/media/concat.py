@@ -45,6 +45,7 @@ from vsr.media.profiles import (
     EncoderSpec,
     add_video_stream,
     audio_choice,
+    encoder_layout,
     encoder_spec,
 )
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
@@ -227,6 +228,30 @@ def _movie_timescale(info: VideoInfo) -> int:
     return timescale
 
 
+def track_tags(metadata: dict[str, str]) -> dict[str, str]:
+    """The tags of a source audio or subtitle track that the output keeps: its language (the MP4/MOV
+    muxer writes it into the track header) and its title. The muxer stores a title as the track's udta
+    `name`; it is also written as the handler name, which is what players list tracks by."""
+    tags = {}
+    language = metadata.get("language")
+    if language and language != "und":
+        tags["language"] = language
+    title = metadata.get("title") or metadata.get("name")
+    if title:
+        tags["title"] = title
+        tags["handler_name"] = title
+    return tags
+
+
+def source_timecode(container: Any, video_index: int) -> str | None:
+    """The source's start timecode: the video stream's `timecode` tag (MOV/MP4 tmcd track, MXF), a
+    timecode data stream's, or the container's (raw DV's subcode, MXF material package)."""
+    candidates = [container.streams[video_index].metadata.get("timecode")]
+    candidates += [s.metadata.get("timecode") for s in container.streams if s.type == "data"]
+    candidates.append(container.metadata.get("timecode"))
+    return next((value for value in candidates if value), None)
+
+
 def _audio_bits(ctx: Any) -> int:
     """Bits per sample of a source audio stream as decoded; 0 for lossy codecs (no native depth)."""
     if ctx is None or ctx.name in _LOSSY_AUDIO or ctx.format is None:
@@ -263,11 +288,9 @@ class _Joiner:
             stream.set_display_matrix(self.info.display_matrix)
         elif self.info.rotation:
             stream.set_display_rotation(self.info.rotation)
-        timecode = self.source.streams[self.info.video_index].metadata.get("timecode")
-        if timecode and self.container == "mov":
-            stream.metadata["timecode"] = timecode  # the MOV muxer writes it as a tmcd track
-        elif timecode:
-            self.dropped.append(f"timecode {timecode} (an {self.container.upper()} output carries no tmcd track)")
+        timecode = source_timecode(self.source, self.info.video_index)
+        if timecode:
+            stream.metadata["timecode"] = timecode  # the MP4 and MOV muxers write it as a tmcd track
 
     def add_video(self, template: Any) -> Any:
         stream = self.out.add_stream_from_template(template)
@@ -305,29 +328,31 @@ class _Joiner:
                 self.dropped.append(f"audio stream {stream.index} (codec unknown)")
                 continue
             choice = audio_choice(self.container, name, _audio_bits(ctx))
+            tags = track_tags(dict(stream.metadata))
             if choice.copy:
                 self.copy[stream.index] = self.out.add_stream_from_template(stream)
-                self.audio.append({"index": stream.index, "codec": name, "action": "copied"})
+                self.copy[stream.index].metadata.update(tags)
+                self.audio.append({"index": stream.index, "codec": name, "action": "copied", **tags})
                 continue
             assert choice.encoder is not None
-            out = self.out.add_stream(choice.encoder, rate=ctx.sample_rate or 48000, layout=ctx.layout)
+            layout = encoder_layout(ctx.layout, int(ctx.channels or 0))
+            out = self.out.add_stream(choice.encoder, rate=ctx.sample_rate or 48000, layout=layout)
             if choice.sample_format:
                 out.codec_context.format = choice.sample_format
-            if stream.metadata.get("language"):
-                out.metadata["language"] = stream.metadata["language"]
+            out.metadata.update(tags)
             self.transcode[stream.index] = (out, stream)
-            self.audio.append({"index": stream.index, "codec": name, "action": f"encoded to {choice.encoder}"})
+            self.audio.append({"index": stream.index, "codec": name, "action": f"encoded to {choice.encoder}", **tags})
             log.info("join.audio_transcoded", stream=stream.index, codec=name, to=choice.encoder, reason=choice.reason)
         for stream in self.source.streams.subtitles:
             name = stream.codec_context.name if stream.codec_context else None
-            language = stream.metadata.get("language")
+            tags = track_tags(dict(stream.metadata))
             if name == "mov_text":
                 self.copy[stream.index] = self.out.add_stream_from_template(stream)
+                self.copy[stream.index].metadata.update(tags)
             elif name in _TEXT_SUBTITLES:
                 out = self.out.add_mux_stream("mov_text")
                 out.time_base = stream.time_base
-                if language:
-                    out.metadata["language"] = language
+                out.metadata.update(tags)
                 self.text_to_mov[stream.index] = out
             else:
                 self.dropped_subtitles += 1
@@ -337,7 +362,7 @@ class _Joiner:
                 log.warning(
                     "join.subtitle_dropped", stream=stream.index, codec=name, reason=f"not storable in {self.container}"
                 )
-        timecode = self.source.streams[self.info.video_index].metadata.get("timecode")
+        timecode = source_timecode(self.source, self.info.video_index)
         for stream in self.source.streams:
             if stream.type not in ("video", "audio", "subtitle") and not timecode:  # a tmcd track: said above
                 kind = stream.codec_context.name if stream.codec_context else stream.type
@@ -348,7 +373,7 @@ class _Joiner:
 
     def copy_container_metadata(self) -> None:
         for key, value in self.source.metadata.items():
-            if key not in _METADATA_DROP:
+            if key not in _METADATA_DROP and key != "timecode":  # the timecode is the video stream's (above)
                 self.out.metadata[key] = value
         chapters = self.source.chapters()
         if chapters:

@@ -11,6 +11,7 @@ uses the same ones back, so colours survive the round trip.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from vsr.errors import CorruptInputError
 from vsr.media.colour import rgb_format_for, to_rgb_array
 from vsr.media.geometry import FrameConformer
+from vsr.media.interlace import Deinterlacer
 from vsr.media.safety import Source, corrupt_on_media_error, open_input, video_stream
 
 
@@ -36,14 +38,28 @@ class Frame:
 _SEEK_BACKOFF_S: tuple[float | None, ...] = (0.0, 1.0, 4.0, 16.0, 64.0, None)
 
 
-def decode_window(source: Source, start_pts: int, count: int, conform: FrameConformer | None = None) -> Iterator[Frame]:
+def decode_window(
+    source: Source,
+    start_pts: int,
+    count: int,
+    conform: FrameConformer | None = None,
+    deinterlace: str | None = None,
+    previous_pts: int | None = None,
+) -> Iterator[Frame]:
     """Yield exactly `count` frames starting at the frame whose pts is `start_pts` (fewer only at end of stream).
 
     With `conform` (the job's first geometry, vsr.media.geometry) every frame comes out in that geometry and
     RGB depth, whatever the stream changed to mid-way; without it, frames keep their own size and the RGB
-    depth of the window's first frame."""
+    depth of the window's first frame.
+
+    With `deinterlace` (the field order, "tff" or "bff") frames go through bwdif first
+    (vsr.media.interlace). bwdif reads the frames on both sides, so the window also decodes the frame at
+    `previous_pts` (the one before `start_pts`; None at the start of the stream) and the frame after the
+    window, and drops their outputs: a segment's frames equal those of one run over the whole stream."""
     if count <= 0:
         return
+    read_start = previous_pts if deinterlace and previous_pts is not None else start_pts
+    extra = (read_start != start_pts) + 1 if deinterlace else 0
     for back_s in _SEEK_BACKOFF_S:
         with open_input(source) as container:
             video = video_stream(container)
@@ -52,20 +68,20 @@ def decode_window(source: Source, start_pts: int, count: int, conform: FrameConf
                 if stream.index != video.index:
                     stream.discard = av.stream.Discard.all
             with corrupt_on_media_error("decoding the video"):
-                frames = _frames_from(container, video, start_pts, back_s)
+                frames = _frames_from(container, video, read_start, back_s)
                 first = next(frames, None)
                 if first is None and back_s is None:
                     return  # decoded from the start: nothing at or after start_pts
-                if first is None or first.pts != start_pts:
+                if first is None or first.pts != read_start:
                     continue  # the seek landed after the keyframe we need: go further back
-                image = _converter(video, first, conform)
-                yield Frame(pts=int(first.pts), image=image(first))
-                if count == 1:
-                    return
-                for produced, frame in enumerate(frames, start=2):
+                window = itertools.islice(itertools.chain([first], frames), count + extra)
+                if deinterlace:
+                    window = (f for f in Deinterlacer(video, deinterlace).process(window) if f.pts >= start_pts)
+                image: Callable[[av.VideoFrame], np.ndarray] | None = None
+                for frame in itertools.islice(window, count):
+                    if image is None:
+                        image = _converter(video, frame, conform)
                     yield Frame(pts=int(frame.pts), image=image(frame))
-                    if produced == count:
-                        return
                 return
     raise CorruptInputError(f"the frame at pts {start_pts} could not be found in the video")
 

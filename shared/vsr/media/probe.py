@@ -18,11 +18,20 @@ import av
 import av.container
 import numpy as np
 
-from vsr.errors import CorruptInputError
+from vsr.errors import CorruptInputError, NotAVideoError
 from vsr.logs import get_logger
+from vsr.media import interlace
 from vsr.media.geometry import Geometry, GeometryChange, frame_geometry
 from vsr.media.profiles import hdr10_from_frame
-from vsr.media.safety import MEDIA_ERRORS, Source, corrupt_on_media_error, input_size, open_input, video_stream
+from vsr.media.safety import (
+    MEDIA_ERRORS,
+    STILL_IF_ONE_FRAME,
+    Source,
+    corrupt_on_media_error,
+    input_size,
+    open_input,
+    video_stream,
+)
 
 log = get_logger(__name__)
 
@@ -113,6 +122,13 @@ class VideoInfo:
 
     # HDR10 static metadata of the first frame (vsr.media.profiles.Hdr10.to_dict()), None when absent
     hdr10: dict[str, Any] | None = None
+    # what was detected about interlacing and what is done (vsr.media.interlace.decision); None: not judged
+    interlace: dict[str, Any] | None = None
+
+    @property
+    def deinterlace_parity(self) -> str | None:
+        """The field order bwdif deinterlaces with ("tff"/"bff"), None when frames are used as they are."""
+        return self.interlace.get("parity") if self.interlace and self.interlace.get("deinterlace") else None
 
     @property
     def start_pts(self) -> int:
@@ -181,6 +197,21 @@ def _is_vfr(pts: list[int], time_base: Fraction) -> bool:
     return max(durations) - min(durations) > tolerance
 
 
+def _plausible_rate(
+    average: Fraction | None, base: Fraction | None, pts: list[int], time_base: Fraction
+) -> Fraction | None:
+    """The stream's average frame rate, checked against its timestamps. Some demuxers report the time base
+    as the rate (raw DV: 60000 fps for 25 fps tape), which encoders and the MP4 timecode track then refuse;
+    then the base rate is used when the timestamps agree with it, else the rate the timestamps give."""
+    if len(pts) < 2 or pts[-1] == pts[0]:
+        return average or base
+    measured = Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base)
+    for rate in (average, base):
+        if rate and abs(rate - measured) <= measured / 10:
+            return rate
+    return measured.limit_denominator(1001)
+
+
 def _audio_info(container: av.container.InputContainer) -> list[AudioStreamInfo]:
     out = []
     for stream in container.streams.audio:
@@ -234,7 +265,9 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
     video = video_stream(container)
     video.thread_type = "AUTO"
     ctx = video.codec_context
-    ctx.skip_frame = "NONKEY"
+    # every frame until the first one shown: an edit list can hide the keyframe that it is predicted from
+    # (a stream-copy trim inside a GOP), and the decoder drops hidden frames itself; keyframes only after
+    ctx.skip_frame = "DEFAULT"
     for stream in container.streams:
         if stream.index != video.index:
             stream.discard = av.stream.Discard.all  # mov skips their bytes: less to read through a ranged S3 reader
@@ -250,6 +283,7 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
             geometry = frame_geometry(frame, ctx.sample_aspect_ratio)
             if result.first is None:
                 result.first, result.first_sar, current = frame, geometry.sample_aspect_ratio, geometry
+                ctx.skip_frame = "NONKEY"
             elif geometry != current and frame.pts is not None:
                 since_start = (frame.pts - (result.first.pts or 0)) * time_base
                 result.changes.append(GeometryChange(int(frame.pts), float(since_start), geometry))
@@ -259,9 +293,11 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
         if packet.size == 0:
             continue  # PyAV's end-of-stream flush packet
         result.packets += 1
+        # an edit list hides a discarded packet's frame, but the decoder still needs the packet (it can be
+        # the keyframe of the frames shown): decoded below, never counted as a frame
         if packet.is_discard:
-            continue  # edit-list discards never become frames
-        if packet.pts is None:
+            pass
+        elif packet.pts is None:
             result.missing_pts = True
         else:
             result.pts.append(int(packet.pts))
@@ -281,6 +317,15 @@ def _demux_pass(container: av.container.InputContainer) -> _Demuxed:
     return result
 
 
+def _reaches_end(video: Any, demuxed: _Demuxed) -> bool:
+    """Whether the packets read run to the end of the stream's duration. An MP4 whose edit list starts at a
+    later keyframe lists every sample in its index, but the demuxer drops those before that keyframe: fewer
+    packets than the index says, yet nothing is missing at the end (a truncated upload ends early)."""
+    if not video.duration or not demuxed.pts or demuxed.last_duration is None:
+        return False
+    return max(demuxed.pts) + demuxed.last_duration >= (video.start_time or 0) + video.duration
+
+
 def _decoded_pts(source: Source) -> list[int]:
     """Fallback when packets carry no pts (raw-ish streams in AVI/MPEG): decode and use frame timestamps."""
     with open_input(source) as container, corrupt_on_media_error("decoding the video"):
@@ -292,8 +337,28 @@ def _decoded_pts(source: Source) -> list[int]:
     return [int(p) for p in pts]
 
 
-def probe(source: Source) -> VideoInfo:
-    """Everything the planner, the workers and the assembler need to know about an upload."""
+def _interlace(source: Source, mode: str, frames: int) -> dict[str, Any]:
+    """Judge the first `frames` frames with idet (none when `mode` is off) and decide (vsr.media.interlace)."""
+    if mode == "off":
+        return interlace.decision(None, mode)
+    try:
+        with open_input(source) as container:
+            video = video_stream(container)
+            video.thread_type = "AUTO"
+            found = interlace.detect(video, itertools.islice(container.decode(video), frames))
+    except MEDIA_ERRORS as exc:
+        # the stream decoded in the main pass; a filter that cannot judge it must not fail the job
+        log.warning("probe.idet_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+        return {**interlace.decision(None, mode), "error": "interlace detection failed"}
+    return interlace.decision(found, mode)
+
+
+def probe(source: Source, deinterlace: str = "off", idet_frames: int = 0) -> VideoInfo:
+    """Everything the planner, the workers and the assembler need to know about an upload.
+
+    `deinterlace` (auto | on | off) and `idet_frames` are settings `input.deinterlace` and
+    `input.idet_frames`, passed by the stages that admit a job (ingest, `vsr upscale`, `vsr plan`); "off"
+    (re-probing an output, evaluation) skips the interlace detection."""
     size = input_size(source)
     with open_input(source) as container:
         video = video_stream(container)
@@ -301,9 +366,14 @@ def probe(source: Source) -> VideoInfo:
         with corrupt_on_media_error("reading the video stream"):
             demuxed = _demux_pass(container)
         pts, first, missing_pts, packets = demuxed.pts, demuxed.first, demuxed.missing_pts, demuxed.packets
+        if first is None and packets == 0:
+            raise CorruptInputError(
+                "the video stream has no frames in this file (its pictures may be stored in other files, as in "
+                "OP-Atom or external-essence MXF); upload a self-contained file"
+            )
         if first is None:
             raise CorruptInputError("the video stream contains no decodable frame")
-        if expected_frames and packets < expected_frames:
+        if expected_frames and packets < expected_frames and not _reaches_end(video, demuxed):
             raise CorruptInputError(
                 f"the video file is incomplete: its index lists {expected_frames} frames but only {packets} "
                 "are present (was the upload truncated?)"
@@ -345,8 +415,13 @@ def probe(source: Source) -> VideoInfo:
         log.info("probe.decoding_for_pts", reason="packets without pts")
         pts = _decoded_pts(source)
     pts.sort()
+    if len(pts) == 1 and info_fields["format_name"] in STILL_IF_ONE_FRAME:
+        raise NotAVideoError(f"the upload is a still image ({info_fields['format_name']}), not a video")
     if len(pts) != len(set(pts)):
         raise CorruptInputError("the video has several frames with the same timestamp, so their order is ambiguous")
+    info_fields["average_rate"] = _plausible_rate(
+        info_fields["average_rate"], info_fields["base_rate"], pts, info_fields["time_base"]
+    )
     info = VideoInfo(
         **info_fields,
         frame_count=len(pts),
@@ -355,6 +430,7 @@ def probe(source: Source) -> VideoInfo:
         last_frame_duration=None if missing_pts else demuxed.last_duration,
         frame_sar=fraction_to_str(demuxed.first_sar),
         geometry_changes=[change.to_dict() for change in demuxed.changes],
+        interlace=_interlace(source, deinterlace, idet_frames),
     )
     log.info(
         "probe.done",
@@ -366,5 +442,7 @@ def probe(source: Source) -> VideoInfo:
         rotation=info.rotation,
         audio=len(info.audio),
         geometry_changes=len(info.geometry_changes),
+        interlace=info.interlace.get("detected") if info.interlace else None,
+        deinterlace=info.deinterlace_parity,
     )
     return info

@@ -451,6 +451,17 @@ def audio_choice(container: str, codec: str, bits: int) -> AudioChoice:
     return AudioChoice(False, "aac", None, f"MP4 cannot carry {codec}")
 
 
+def encoder_layout(layout: Any, channels: int) -> str:
+    """The channel layout to open an audio encoder with. AVI/WAV-style PCM often has an unspecified order
+    ("2 channels"), which FFmpeg's AAC encoder refuses (EINVAL); such a stream gets FFmpeg's default layout
+    for its channel count ("2c" -> stereo, "6c" -> 5.1), which is how every player treats it anyway."""
+    name = str(getattr(layout, "name", "") or "")
+    if name and not name.endswith("channels"):
+        return name
+    count = channels or int(getattr(layout, "nb_channels", 0) or 0) or 2
+    return f"{count}c"
+
+
 def add_video_stream(
     container: Any,
     spec: EncoderSpec,

@@ -42,7 +42,7 @@ _NO_PROTOCOL = "vsr-none"
 # Harmless, self-contained demuxers that are not accepted as uploads; opened only to tell the user what the
 # file is. None of them opens other resources (and the protocol whitelist would refuse it anyway).
 _AUDIO_FORMATS = "wav,mp3,flac,aac,ac3,eac3,aiff,amr,caf,w64,au,dts,truehd,tta,wv,ape"
-_IMAGE_FORMATS = "png_pipe,jpeg_pipe,webp_pipe,gif,gif_pipe,bmp_pipe,tiff_pipe,jpegxl_pipe,svg_pipe,qoi_pipe"
+_IMAGE_FORMATS = "png_pipe,jpeg_pipe,webp_pipe,gif_pipe,bmp_pipe,tiff_pipe,jpegxl_pipe,svg_pipe,qoi_pipe"
 _RAW_VIDEO_FORMATS = "h264,hevc,vvc,m4v,mjpeg,ivf,yuv4mpegpipe,obu,dirac,cavsvideo,vc1"
 
 # Signatures of text formats that FFmpeg treats as playlists or lists of other inputs.
@@ -61,6 +61,9 @@ _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\x00\x00\x01\xba"),  # MPEG program stream
     (0, b"OggS"),
     (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),  # ASF header GUID
+    (0, b"\x06\x0e\x2b\x34\x02\x05\x01\x01\x0d\x01\x02"),  # MXF partition pack key (SMPTE UL)
+    (0, b"\x1f\x07\x00"),  # DV DIF header block
+    (0, b"GIF8"),  # GIF87a / GIF89a
 )
 _HEAD_BYTES = 4096
 
@@ -87,7 +90,16 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     "mpeg",
     "ogg",
     "asf",
+    "dv",  # raw DV as captured from tape (DIF blocks; no references to other files)
+    "mxf",  # broadcast masters (XDCAM, D-10, OP1a); FFmpeg's MXF demuxer reads only essence inside the file
+    "gif",  # animated GIF: its frame delays are the timestamps; a one-frame GIF is refused by the probe
 )
+
+# Formats that are also still images: one frame of them is a picture, not a video (vsr.media.probe).
+STILL_IF_ONE_FRAME = frozenset({"gif"})
+
+# What the refusals tell a user to upload instead (the allow list above in words).
+ACCEPTED_IN_WORDS = "an MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, MPEG, Ogg, MXF or DV file, or an animated GIF"
 
 
 def allowed_formats() -> list[str]:
@@ -153,8 +165,7 @@ def _classify_open_failure(source: Source, error: BaseException) -> InputError:
         (
             _RAW_VIDEO_FORMATS,
             lambda name: UnsupportedCodecError(
-                f"raw '{name}' video streams without a container are not supported; "
-                "upload an MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, MPEG or Ogg file"
+                f"raw '{name}' video streams without a container are not supported; upload {ACCEPTED_IN_WORDS}"
             ),
         ),
     ):
@@ -166,7 +177,7 @@ def _classify_open_failure(source: Source, error: BaseException) -> InputError:
     if isinstance(error, av.error.ArgumentError):
         return UnsafeInputError(
             "the upload's format is not accepted (FFmpeg recognised it as a format that is not on the allow list); "
-            "upload an MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, MPEG or Ogg file"
+            f"upload {ACCEPTED_IN_WORDS}"
         )
     return NotAVideoError("the upload is not a video file (FFmpeg could not recognise its format)")
 

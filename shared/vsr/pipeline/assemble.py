@@ -168,6 +168,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         report["assembly"] = assembly_summary(job, FASTSTART)
         if time_request.active:
             report["interpolation"] = timejob.report_block(info, time_request, per_segment)
+        report["interlace"] = info.interlace  # what was detected and done (vsr.media.interlace)
         report["quality"] = {"pending": True}  # measured right after COMPLETE, below
         artifacts.put_json(res.output_bucket, report_key, report)
         timings["assembly_s"] = time.monotonic() - started

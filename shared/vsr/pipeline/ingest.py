@@ -51,6 +51,7 @@ from vsr.errors import (
 )
 from vsr.failures import classify
 from vsr.logs import get_logger
+from vsr.media.interlace import requested_deinterlace
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import requested_codec_from_metadata
 from vsr.pipeline import artifacts, jobs, timejob, window
@@ -59,7 +60,7 @@ from vsr.pipeline.messages import SegmentMessage, send_segments
 from vsr.pipeline.modelstore import configured_model
 from vsr.pipeline.retry import decide, draw_for, hide, ingest_dead_letter_reason
 from vsr.planning import Segment
-from vsr.settings import Limits, RetryPolicy, get_settings
+from vsr.settings import RetryPolicy, Settings, get_settings
 
 log = get_logger(__name__)
 
@@ -160,7 +161,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
     input_ref = obj.to_input_ref()
     try:
         probe_started = time.monotonic()
-        info, metadata = _probe(obj, settings.intake_limits())
+        info, metadata = _probe(obj, settings)
         probe_s = time.monotonic() - probe_started
         input_ref["size"] = info.size_bytes
         input_ref["metadata"] = metadata  # `--metadata k=v` of the upload (vsr-plan, per-job options)
@@ -290,8 +291,10 @@ def segment_queue_for(tier: str, resources: Resources) -> str:
     return resources.gpu_segment_queue_url
 
 
-def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:
-    """Probe the object in place; also returns its user metadata (from the reader's one HEAD)."""
+def _probe(obj: S3Object, settings: Settings) -> tuple[VideoInfo, dict[str, str]]:
+    """Probe the object in place; also returns its user metadata (from the reader's one HEAD), which may ask
+    for a deinterlace mode (`vsr-deinterlace`, vsr.media.interlace) before the probe judges interlacing."""
+    limits = settings.intake_limits()  # the tier is not known yet: the most permissive of the deployment's
     if obj.size == 0:
         raise EmptyInputError("the uploaded file is empty (0 bytes)")
     if obj.size is not None and obj.size > limits.max_input_bytes:
@@ -301,6 +304,7 @@ def _probe(obj: S3Object, limits: Limits) -> tuple[VideoInfo, dict[str, str]]:
     # No size from the event: the reader HEADs the (pinned) object, which also brings its user metadata.
     reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, None, etag=obj.etag)
     try:
-        return probe(reader), reader.metadata
+        mode = requested_deinterlace(reader.metadata, settings.deinterlace)
+        return probe(reader, mode, settings.idet_frames), reader.metadata
     finally:
         log.info("ingest.probe_read", **reader.stats())
