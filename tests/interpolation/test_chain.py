@@ -98,7 +98,9 @@ def test_several_segments_join_like_one(vfr: Path, tmp_path: Path) -> None:
     diffs = [float(np.abs(a.astype(int) - b).mean()) for a, b in zip(f1, f2, strict=True)]
     joins = [diffs[2 * end - 1] for end in (5, 10, 15)]  # the made frames between segments
     assert max(diffs) < 3.0, diffs  # a wrong or misplaced frame differs by tens of levels
-    assert max(joins) <= 2 * float(np.median(diffs)) + 0.1, (joins, diffs)
+    # the encoders' rounding alone put a join frame at 2.3x the median (0.74 vs 0.32 levels) in one run of many:
+    # the bound leaves room for that noise and still fails a frame made from the wrong pair (tens of levels)
+    assert max(joins) <= 3 * float(np.median(diffs)) + 0.5, (joins, diffs)
 
 
 def test_interpolation_with_x2_super_resolution(vfr: Path, tmp_path: Path) -> None:

@@ -146,3 +146,11 @@ def test_any_key_survives_the_event_encoding(key: str, keep_slash: bool) -> None
     body = fixtures.s3_notification("b", key, etag="e", size=1, keep_slash=keep_slash)
     (obj,) = events.s3_objects(body)
     assert obj.key == key
+
+
+def test_a_key_ending_in_a_newline_keeps_a_name_of_its_own() -> None:
+    # a regex `$` matches before a final newline: "\n" once became the path "." (found by Hypothesis)
+    from vsr.local.names import local_path
+
+    names = {str(local_path(key)) for key in ("\n", "a\n", "a", "\n.mp4")}
+    assert len(names) == 4 and "." not in names and all(name.strip() for name in names)

@@ -26,8 +26,9 @@ NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, APFS, NTFS in U
 UNNAMED = "unnamed"
 REPLACEMENT = "_"
 _SUFFIX = r"\.[A-Za-z0-9_-]{1,16}"
-_TAIL = re.compile(rf"(?:{_SUFFIX}){{0,4}}$")  # the short suffixes kept verbatim at the end of a name
-_LOOKS_TAGGED = re.compile(rf"{re.escape(keys.TAG_SEPARATOR)}[0-9a-f]{{{keys.HASH_CHARS}}}(?:{_SUFFIX})*$")
+# \Z, not $: `$` also matches before a final newline, which would drop a key's trailing "\n" from its name
+_TAIL = re.compile(rf"(?:{_SUFFIX}){{0,4}}\Z")  # the short suffixes kept verbatim at the end of a name
+_LOOKS_TAGGED = re.compile(rf"{re.escape(keys.TAG_SEPARATOR)}[0-9a-f]{{{keys.HASH_CHARS}}}(?:{_SUFFIX})*\Z")
 
 
 DOWNLOAD_TEMP_BYTES = 9  # s3transfer's download_file writes `<path>.<8 random characters>`, then renames
