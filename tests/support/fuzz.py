@@ -167,8 +167,9 @@ def run_keys(
 
 
 def delivered_on_first_look(output: str, job: jobs.Job, outbox: Path) -> bool:
-    """In serve's output, the job's first COMPLETE line is followed at once by its outbox lines."""
-    lines = output.splitlines()
+    """In serve's output, the job's first COMPLETE line is followed at once by its outbox lines. Job event lines
+    (`event ...`, printed by another thread as EventBridge delivers them) may fall anywhere and are skipped."""
+    lines = [line for line in output.splitlines() if not line.startswith("event ")]
     first = next(i for i, line in enumerate(lines) if f"{job.job_id[:8]} COMPLETE" in line)
     assert job.output is not None
     video = str(outbox / local_path(job.output["key"]))
