@@ -623,7 +623,8 @@ def run_command(args: argparse.Namespace) -> int:
     gpu_workers = getattr(args, "gpu_workers", None) or 0
 
     def show_event(event: dict[str, Any]) -> None:
-        print(event_line(event), file=sys.stderr, flush=True)
+        sys.stderr.write(event_line(event) + "\n")  # one write: this runs on the event watcher's thread
+        sys.stderr.flush()
 
     with local_stack(
         endpoint=args.endpoint,

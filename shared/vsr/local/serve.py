@@ -505,7 +505,14 @@ def event_listeners(events_to: str | None) -> list[Any]:
     """Every job event as one printed line, and POSTed to `--events-to URL` (a local webhook consumer)."""
     from vsr.local.job_events import event_line, http_poster
 
-    listeners: list[Any] = [lambda event: print(event_line(event), flush=True)]
+    listeners: list[Any] = [lambda event: _write_line(event_line(event))]
     if events_to:
         listeners.append(http_poster(events_to))
     return listeners
+
+
+def _write_line(text: str) -> None:
+    """One write per line: the event watcher prints from its own thread, and print() writes the text and the
+    newline separately, so another thread's line could land between them."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
