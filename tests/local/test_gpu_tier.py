@@ -112,6 +112,14 @@ def test_a_job_over_lambdas_cost_limit_is_accepted_on_the_gpu_tier(
     assert outcome.job.plan["predicted_cost_usd"] <= limit
 
 
+def _blocking_segment_one(tmp_path: Path, block_s: float) -> tuple[Path, FaultPlan]:
+    """A fault plan that hangs segment 1's first delivery on a GPU task for `block_s`, and its marker folder."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    rule = {"function": "gpu-worker", "segment": 1, "action": "block", "attempts": [1], "block_s": block_s}
+    return markers, FaultPlan.from_dict({"marker_dir": str(markers), "rules": [rule]})
+
+
 def _blocked_task(markers: Path) -> int:
     marker = wait_for(
         lambda: next(markers.glob("blocked-gpu-worker-seg1-pid*"), None), 180, "segment 1 to be mid-upscale"
@@ -123,14 +131,7 @@ def test_sigterm_mid_segment_drains_the_task_finishing_its_segment(
     aws: Any, monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     endpoint = configure(monkeypatch, aws())
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    plan = FaultPlan.from_dict(
-        {
-            "marker_dir": str(markers),
-            "rules": [{"function": "gpu-worker", "segment": 1, "action": "block", "attempts": [1], "block_s": 3}],
-        }
-    )
+    markers, plan = _blocking_segment_one(tmp_path, block_s=3)
     with LocalRuntime(endpoint, workers=1, gpu_workers=1, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
         started = time.time()
         job_id = runtime.submit(clips["short_audio"], metadata={"vsr-tier": "gpu"})
@@ -160,14 +161,7 @@ def test_sigterm_past_the_drain_time_releases_the_segment_to_another_task(
             deep_merge(json.loads(os.environ["VSR_SETTINGS_OVERRIDES"]), {"queues": {"visibility_extension_s": 600}})
         ),
     )
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    plan = FaultPlan.from_dict(
-        {
-            "marker_dir": str(markers),
-            "rules": [{"function": "gpu-worker", "segment": 1, "action": "block", "attempts": [1], "block_s": 300}],
-        }
-    )
+    markers, plan = _blocking_segment_one(tmp_path, block_s=300)
     with LocalRuntime(endpoint, workers=1, gpu_workers=1, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
         started = time.time()
         job_id = runtime.submit(clips["short_audio"], metadata={"vsr-tier": "gpu"})
@@ -185,14 +179,7 @@ def test_sigkill_mid_segment_the_message_reappears_and_the_job_completes_once(
     aws: Any, monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     endpoint = configure(monkeypatch, aws())
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    plan = FaultPlan.from_dict(
-        {
-            "marker_dir": str(markers),
-            "rules": [{"function": "gpu-worker", "segment": 1, "action": "block", "attempts": [1], "block_s": 300}],
-        }
-    )
+    markers, plan = _blocking_segment_one(tmp_path, block_s=300)
     with LocalRuntime(endpoint, workers=1, gpu_workers=1, fault_plan=plan, log_dir=tmp_path / "logs") as runtime:
         started = time.time()
         job_id = runtime.submit(clips["short_audio"], metadata={"vsr-tier": "gpu"})

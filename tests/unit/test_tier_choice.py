@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import pytest
 
+from tests.support.probes import video
 from vsr.admission import ModelCost, check_cost, plan_for, requested_tier
 from vsr.errors import BadRequestError, CostLimitError
 from vsr.fleet import GpuFleet, simulate_fleet
-from vsr.media.probe import VideoInfo
 from vsr.settings import Settings, deep_merge, get_settings
 
 MODEL = ModelCost(name="realesr-animevideov3-x2", scale=2, macs_per_input_pixel=619_200)
-
-
-def video(width: int, height: int, seconds: float, fps: int = 25) -> VideoInfo:
-    frames = round(seconds * fps)
-    return VideoInfo(
-        format_name="mov,mp4,m4a,3gp,3g2,mj2",
-        size_bytes=10_000_000,
-        duration_s=seconds,
-        start_time_s=0.0,
-        video_index=0,
-        width=width,
-        height=height,
-        rotation=0,
-        display_matrix=None,
-        codec="h264",
-        profile=None,
-        pix_fmt="yuv420p",
-        bit_depth=8,
-        time_base=Fraction(1, fps * 512),
-        average_rate=Fraction(fps),
-        base_rate=Fraction(fps),
-        sample_aspect_ratio=None,
-        frame_count=frames,
-        pts=[i * 512 for i in range(frames)],
-        is_vfr=False,
-        color_range=0,
-        color_primaries=2,
-        color_trc=2,
-        colorspace=2,
-    )
 
 
 def with_fleet(enabled: bool = True, **gpu: object) -> Settings:
