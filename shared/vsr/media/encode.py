@@ -19,6 +19,14 @@ Decisions (tested in tests/media):
   encoded losslessly (`segment_crf` 0: x264 qp 0, a mezzanine) and the assembler encodes the whole output
   once (vsr.media.concat), which has no joins at all; above what the assembler can re-encode in its time
   (settings `reencode_max_megapixels()`) segments are delivery-quality and remuxed, joins and all.
+- Primed segments (`Primer`, the fragmented path, which has no B-frames and cannot re-encode the whole output):
+  the encoder first sees `frames_before` copies of the segment's first frame and, after its last,
+  `frames_after` copies of the last frame; their packets are dropped and the segment's first frame is forced
+  to an IDR. Without them x264 treats the segment's end as the stream's end (its lookahead and macroblock tree
+  see nothing after it) and its start as the stream's start, and the pair across a join pulses more than at a
+  keyframe of a one-pass encode. Measured with bench/bench_fragment_seams.py: what the primer frames show
+  does not matter before the segment (copies = real neighbours, byte for byte), and copies after it do better
+  than the real next frames, so the model never runs on frames the segment does not output.
 """
 
 from __future__ import annotations
@@ -42,6 +50,18 @@ from vsr.settings import EncodeSettings
 SEGMENT_FORMAT = "nut"
 FIRST_PTS_KEY = "vsr_first_pts"  # container metadata: the first frame's pts in the source time base
 TIME_BASE_KEY = "vsr_time_base"
+
+
+@dataclasses.dataclass(frozen=True)
+class Primer:
+    """Frames the encoder sees around a segment but never writes (see the module's docstring)."""
+
+    frames_before: int
+    frames_after: int
+
+    def __post_init__(self) -> None:
+        if self.frames_before < 0 or self.frames_after < 0:
+            raise ValueError("primer frame counts cannot be negative")
 
 
 REENCODE = "reencode"
@@ -113,6 +133,7 @@ class SegmentEncoder:
         threads: int | None = None,
         spec: EncoderSpec | None = None,
         options: Mapping[str, str] | None = None,
+        primer: Primer | None = None,
     ) -> None:
         self.info = info
         self.width = info.width * scale
@@ -120,6 +141,12 @@ class SegmentEncoder:
         self.spec = spec or segment_spec(info, scale, encode, crf=crf, preset=preset, codec=codec)
         if options:  # e.g. no B-frames for fragmented MP4 (vsr.media.fragmented)
             self.spec = dataclasses.replace(self.spec, options={**self.spec.options, **options})
+        if primer is not None:
+            if self.spec.options.get("bf") != "0":
+                # with B-frames a kept frame could reference a dropped one after it
+                raise ValueError("a primed segment needs an encoder without B-frames (option bf=0)")
+            self.spec = dataclasses.replace(self.spec, options={**self.spec.options, "forced-idr": "1"})
+        self.primer = primer
         self.pix_fmt = self.spec.pix_fmt
         self.codec = self.spec.name
         target = os.fspath(output) if isinstance(output, str | os.PathLike) else output
@@ -130,7 +157,10 @@ class SegmentEncoder:
             self._container.close()
             raise
         self.frames = 0
+        self._first_pts: int | None = None
         self._last_pts: int | None = None
+        self._last_frame: av.VideoFrame | None = None
+        self._keep_until: int | None = None  # the last frame's pts once the primer's frames after it are sent
         self._closed = False
 
     def _add_stream(self, *, threads: int | None) -> Any:
@@ -180,7 +210,6 @@ class SegmentEncoder:
     def _encode(self, frame: av.VideoFrame, pts: int) -> None:
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts}")
-        frame.pts = pts
         frame.time_base = self.info.time_base
         if self._last_pts is None:
             # NUT cannot store negative dts and shifts a segment with B-frame delay by a constant; the
@@ -189,16 +218,49 @@ class SegmentEncoder:
             self._container.metadata[TIME_BASE_KEY] = (
                 f"{self.info.time_base.numerator}/{self.info.time_base.denominator}"
             )
-        self._container.mux(self._stream.encode(frame))
+            self._first_pts = pts
+            if self.primer is not None:
+                step = self._frame_ticks()
+                for back in range(self.primer.frames_before, 0, -1):
+                    frame.pts = pts - back * step
+                    self._mux(self._stream.encode(frame))
+                frame.pict_type = av.video.frame.PictureType.I  # the segment starts on an IDR
+        frame.pts = pts
+        self._mux(self._stream.encode(frame))
+        frame.pict_type = av.video.frame.PictureType.NONE
         self._last_pts = pts
+        self._last_frame = frame if self.primer is not None else None
         self.frames += 1
+
+    def _frame_ticks(self) -> int:
+        """One frame's duration in the time base (the primer frames' spacing; at least one tick)."""
+        rate = self.info.average_rate or self.info.base_rate
+        if not rate:
+            return 1
+        return max(1, round(1 / (rate * self.info.time_base)))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        """Write the packets of the segment's own frames; a primer frame's packet is dropped."""
+        for packet in packets:
+            if self.primer is not None and packet.pts is not None:
+                if packet.pts < self._first_pts or (self._keep_until is not None and packet.pts > self._keep_until):
+                    continue
+                if packet.pts == self._first_pts and not packet.is_keyframe:
+                    raise RuntimeError("the encoder did not start a primed segment on a keyframe")
+            self._container.mux(packet)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self._container.mux(self._stream.encode(None))
+            if self.primer is not None and self._last_frame is not None and self._last_pts is not None:
+                step = self._frame_ticks()
+                last = self._keep_until = self._last_pts
+                for ahead in range(1, self.primer.frames_after + 1):
+                    self._last_frame.pts = last + ahead * step
+                    self._mux(self._stream.encode(self._last_frame))
+            self._mux(self._stream.encode(None))
         finally:
             self._container.close()
 

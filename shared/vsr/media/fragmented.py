@@ -14,6 +14,9 @@ Decisions:
   timestamps of each file to start at zero; the decode time of every fragment is therefore rewritten here from
   the source's own timestamps (video: the frame's pts; audio: the packet's), so every frame of the output keeps
   its source timestamp, exactly as on the faststart path.
+- Joins: segments are encoded apart (no one-pass re-encode: that is what lets the path scale), each primed
+  (`encoder_primer`): its encoder sees copies of its first frame before it and of its last frame after it,
+  dropped from the output, so a join is coded like a keyframe inside one encode (bench/bench_fragment_seams.py).
 - No B-frames on this path (`FRAGMENT_ENCODER_OPTIONS`): decode time = presentation time, so there are no
   composition offsets and no edit list for a join to disagree about. Closed GOPs and an IDR at every
   segment's start as on every path.
@@ -42,10 +45,11 @@ import av.container
 
 from vsr.errors import PermanentError
 from vsr.logs import get_logger
-from vsr.media.encode import FIRST_PTS_KEY, SEGMENT_FORMAT
+from vsr.media.encode import FIRST_PTS_KEY, SEGMENT_FORMAT, Primer
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
 from vsr.planning import Segment
+from vsr.settings import EncodeSettings
 
 log = get_logger(__name__)
 
@@ -53,6 +57,14 @@ log = get_logger(__name__)
 FRAGMENT_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"})
 # libx264 options of segments on this path, besides the delivery CRF and preset: no B-frames (see above)
 FRAGMENT_ENCODER_OPTIONS = {"bf": "0"}
+
+
+def encoder_primer(encode: EncodeSettings) -> Primer:
+    """The frames each segment's encoder sees around it and drops, so a join looks like a keyframe inside one
+    encode rather than the end of one stream and the start of another (vsr.media.encode.Primer)."""
+    return Primer(frames_before=encode.fragment_primer_frames, frames_after=encode.fragment_primer_frames)
+
+
 MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof"
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts"}
 _COPY_CHUNK = 1 << 20

@@ -41,7 +41,7 @@ from vsr.engine import get_upscaler, usable_providers
 from vsr.errors import CorruptInputError, DeadLetteredError, ModelError, PermanentError
 from vsr.failures import classify
 from vsr.logs import get_logger
-from vsr.media.fragmented import FRAGMENT_ENCODER_OPTIONS
+from vsr.media.fragmented import FRAGMENT_ENCODER_OPTIONS, encoder_primer
 from vsr.media.probe import VideoInfo
 from vsr.media.profiles import delivery_codec
 from vsr.models.registry import ModelInfo, model_dir, resolve_model
@@ -226,6 +226,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
                 geometry_changes=settings.geometry_changes,
                 crf=encode.crf if fragmented else None,
                 encoder_options=FRAGMENT_ENCODER_OPTIONS if fragmented else None,
+                primer=encoder_primer(encode) if fragmented else None,
             )
         if result.frames != message.segment.frame_count:
             raise CorruptInputError(
