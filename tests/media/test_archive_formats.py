@@ -597,3 +597,43 @@ def test_vsr_upscale_deinterlace_off_keeps_the_combs(tmp_path: Path, monkeypatch
     )
     assert json.loads(json.dumps(report["interlace"]))["mode"] == "off" and not report["interlace"]["deinterlace"]
     assert min(comb_scores(tmp_path / "off.mp4", SCALE)) > 2.0
+
+
+def test_field_rate_through_the_fragmented_path(tmp_path: Path) -> None:
+    """Long jobs join fMP4 fragments (vsr.media.fragmented) against the same doubled timeline: segments
+    that start at second fields join into the field-rate times, with the audio in sync."""
+    from vsr.media import fragmented
+    from vsr.media.probe import probe
+    from vsr.planning import split_segments
+    from vsr.segment import process_segment
+    from vsr.settings import get_settings
+
+    row = ROWS["interlaced_field_rate"]
+    source = row.make(tmp_path)
+    info = probe(source, "on", 24, "field")
+    encode = get_settings().encode_settings
+    media, files = [], []
+    segments = split_segments(info.pts, 3)
+    assert [s.start_frame for s in segments] == [0, 6, 11]  # the last starts at a second field
+    for segment in segments:
+        encoded = tmp_path / f"{segment.index}.nut"
+        process_segment(
+            str(source),
+            segment,
+            clips.NearestUpscaler(SCALE),
+            info,
+            encoded,
+            encode=encode,
+            crf=encode.crf,
+            encoder_options=fragmented.FRAGMENT_ENCODER_OPTIONS,
+        )
+        files.append(tmp_path / f"{segment.index}.m4s")
+        media.append(fragmented.write_media_segment(encoded, str(source), info, segment, files[-1]))
+    output = tmp_path / "film.mp4"
+    with open(output, "wb") as out:  # what the multipart join does in S3
+        out.write(files[0].read_bytes()[: media[0].init_bytes])
+        for path, item in zip(files, media, strict=True):
+            out.write(path.read_bytes()[item.init_bytes :])
+    assert video_times(output) == expected_times(source, row)
+    assert audio_in_sync(source, output)
+    assert max(comb_scores(output, SCALE)) < 1.0
