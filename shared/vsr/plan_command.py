@@ -172,7 +172,8 @@ def as_table(
     lines = [
         f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
         + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else "")
-        + (f"; deinterlaced ({info.deinterlace_parity}, bwdif)" if info.deinterlace_parity else ""),
+        + (f"; deinterlaced ({info.deinterlace_parity}, bwdif)" if info.deinterlace_parity else "")
+        + (f" at field rate: {info.frame_count} frames, one per field" if info.field_rate else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]

@@ -8,6 +8,7 @@ property. The same rows run through the whole serverless pipeline in tests/local
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -477,6 +478,20 @@ def test_vsr_plan_says_it_deinterlaces(tmp_path: Path, capsys: pytest.CaptureFix
     assert "deinterlaced (tff, bwdif)" in capsys.readouterr().out
     assert cli.main(["plan", str(source), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interlace"]["parity"] == "tff"
+
+
+def test_vsr_plan_follows_the_rate_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settings input.deinterlace_rate field: `vsr plan` plans the output's frames, one per field."""
+    from vsr import cli
+
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", '{"input": {"deinterlace_rate": "field"}}')
+    source = archive_clips.make_interlaced(tmp_path)
+    assert cli.main(["plan", str(source)]) == 0
+    assert "128x96, 16 frames" in capsys.readouterr().out
+    assert cli.main(["plan", str(source), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interlace"]["rate"] == "field"
 
 
 @pytest.mark.parametrize(
