@@ -346,9 +346,15 @@ def _woven(frames: int, width: int, height: int, gap: int) -> list[np.ndarray]:
     return woven
 
 
-def make_interlaced(directory: Path, *, flagged: bool = True, name: str = "interlaced_tff.mp4") -> Path:
-    """Interlaced H.264 (top field first) of real footage with motion; with `flagged` False the stream says
-    progressive (a wrong flag, as in many real files) and only the pictures show it."""
+INTERLACED_FRAMES = 8
+
+
+def make_interlaced(
+    directory: Path, *, flagged: bool = True, name: str = "interlaced_tff.mp4", audio: bool = False
+) -> Path:
+    """Interlaced H.264 (top field first, 25 frames a second) of real footage with motion; with `flagged`
+    False the stream says progressive (a wrong flag, as in many real files) and only the pictures show it;
+    with `audio`, an AAC tone over the same span."""
     path = directory / name
     with av.open(str(path), "w") as out:
         options = {"preset": "ultrafast", "crf": "10"}
@@ -356,12 +362,20 @@ def make_interlaced(directory: Path, *, flagged: bool = True, name: str = "inter
             options.update({"flags": "+ildct+ilme", "x264-params": "interlaced=1:tff=1"})
         stream = out.add_stream("libx264", rate=25, options=options)
         stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
-        for index, rgb in enumerate(_woven(8, 128, 96, gap=4)):
+        sound = out.add_stream("aac", rate=AUDIO_RATE, layout="stereo") if audio else None
+        for index, rgb in enumerate(_woven(INTERLACED_FRAMES, 128, 96, gap=4)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             frame.pts = index
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+        if sound is not None:
+            _write_audio(out, sound, INTERLACED_FRAMES / 25)
     return path
+
+
+def make_interlaced_with_audio(directory: Path) -> Path:
+    """The interlaced clip with sound, for field-rate deinterlacing (25i -> 50p with the audio in sync)."""
+    return make_interlaced(directory, name="interlaced_audio.mp4", audio=True)
 
 
 def make_interlaced_unflagged(directory: Path) -> Path:
@@ -423,6 +437,7 @@ ARCHIVE_CLIPS: dict[str, Callable[[Path], Path]] = {
     "mkv_tagged_tracks": make_mkv_tagged_tracks,
     "interlaced_tff": make_interlaced,
     "interlaced_unflagged": make_interlaced_unflagged,
+    "interlaced_field_rate": make_interlaced_with_audio,
     "anamorphic_vob": make_anamorphic_vob,
     "ffv1_flac": make_ffv1_flac,
     "one_frame": make_one_frame,

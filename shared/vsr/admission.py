@@ -338,7 +338,9 @@ def plan_for(
         gflops_per_vcpu=capacity.gflops_per_vcpu,
         vcpus=capacity.vcpus,
     )
-    if info.deinterlace_parity:  # bwdif before the model, on every frame (vsr.media.interlace)
+    # bwdif before the model, on every frame (vsr.media.interlace); at field rate `info` counts output frames,
+    # one per field, so the model's work and bwdif's are both priced twice per source frame
+    if info.deinterlace_parity:
         spf += settings.latency.deinterlace_s_per_input_mpix * info.width * info.height / 1e6
     output_mpix = info.width * info.height * model.scale**2 / 1e6
     if tiers is None:
@@ -412,4 +414,13 @@ def probe_summary(info: VideoInfo) -> dict[str, Any]:
         # where the picture changes mid-stream (converted to the first geometry); the report lists them
         "geometry_changes": info.geometry_changes[:MAX_LISTED_CHANGES],
         "geometry_change_count": len(info.geometry_changes),
+        # deinterlaced at field rate, the job's frames (what progress counts) are the output's, twice the source's
+        **_field_rate_summary(info),
     }
+
+
+def _field_rate_summary(info: VideoInfo) -> dict[str, Any]:
+    if not info.field_rate:
+        return {}
+    source = (info.interlace or {}).get("source") or {}
+    return {"deinterlace_rate": "field", "source_frames": source.get("frames"), "source_fps": source.get("rate")}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from vsr import logs
 from vsr.errors import VsrError
-from vsr.settings import DEINTERLACE_MODES, DELIVERY_CODECS, TEMPORAL_MODES, TIERS
+from vsr.settings import DELIVERY_CODECS, TEMPORAL_MODES, TIERS
 
 CODEC_CHOICES = (*DELIVERY_CODECS, "auto")
 
@@ -27,6 +27,17 @@ COMMANDS: dict[str, str] = {
     "redrive": "vsr.ops:redrive_command",
     "worker": "vsr.pipeline.poller:command",
 }
+
+
+def _deinterlace_request(text: str) -> str:
+    """A deinterlace mode, rate or mode:rate (vsr.media.interlace.parse_request), as given."""
+    from vsr.media.interlace import parse_request  # FFmpeg only when the flag is used
+
+    try:
+        parse_request(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text.strip().lower()
 
 
 def _positive_int(text: str) -> int:
@@ -86,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--deinterlace",
-        choices=DEINTERLACE_MODES,
-        help="auto: deinterlace (bwdif) when idet confirms interlacing; on; off (default: settings input.deinterlace)",
+        type=_deinterlace_request,
+        metavar="MODE[:RATE]",
+        help="auto: deinterlace (bwdif) when idet confirms interlacing; on; off; rate frame (25i -> 25p) or field "
+        "(25i -> 50p), e.g. on:field or field (default: settings input.deinterlace, input.deinterlace_rate)",
     )
     up.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_time_request(up)
@@ -137,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tier", choices=TIERS, help="force the job's tier (vsr-tier metadata on the upload)")
     run.add_argument("--codec", choices=CODEC_CHOICES, help="delivery codec (vsr-codec metadata on the upload)")
     run.add_argument(
-        "--deinterlace", choices=DEINTERLACE_MODES, help="auto|on|off (vsr-deinterlace metadata on the upload)"
+        "--deinterlace",
+        type=_deinterlace_request,
+        metavar="MODE[:RATE]",
+        help="auto|on|off, frame|field or both as on:field (vsr-deinterlace metadata on the upload)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON summary line last")
     run.add_argument("--scale", type=_positive_int, help="1: interpolation without super-resolution (vsr-scale)")

@@ -52,7 +52,9 @@ def model_cost(name: str | None, settings: Settings) -> ModelCost:
 def probe_input(location: str, settings: Settings | None = None) -> VideoInfo:
     """Probe a local path or s3://bucket/key (ranged reads, no download); with `settings`, judging
     interlacing as ingest does (the plan then includes deinterlacing)."""
-    mode, frames = (settings.deinterlace, settings.idet_frames) if settings else ("off", 0)
+    mode, frames, rate = (
+        (settings.deinterlace, settings.idet_frames, settings.deinterlace_rate) if settings else ("off", 0, "frame")
+    )
     if location.startswith("s3://"):
         from vsr.aws import clients
         from vsr.aws.s3io import S3RangeReader
@@ -60,10 +62,10 @@ def probe_input(location: str, settings: Settings | None = None) -> VideoInfo:
         parsed = urlparse(location)
         if not parsed.netloc or not parsed.path.strip("/"):
             raise InputError(f"not an S3 object URL: {location} (expected s3://bucket/key)")
-        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")), mode, frames)
+        return probe(S3RangeReader(clients.s3(), parsed.netloc, parsed.path.lstrip("/")), mode, frames, rate)
     if not Path(location).is_file():
         raise InputError(f"no such file: {location}")
-    return probe(location, mode, frames)
+    return probe(location, mode, frames, rate)
 
 
 def build(
@@ -170,7 +172,8 @@ def as_table(
     lines = [
         f"{info.width}x{info.height}, {info.frame_count} frames, {duration_s(info):.1f} s; {cost.name} (x{cost.scale})"
         + (f"; delivered as {delivery.codec} in {delivery.container.upper()} ({delivery.reason})" if delivery else "")
-        + (f"; deinterlaced ({info.deinterlace_parity}, bwdif)" if info.deinterlace_parity else ""),
+        + (f"; deinterlaced ({info.deinterlace_parity}, bwdif)" if info.deinterlace_parity else "")
+        + (f" at field rate: {info.frame_count} frames, one per field" if info.field_rate else ""),
         f"{'tier':<6} {'plan':<8} {'segments':>8} {'frames/segment':>14} {'workers':>8} {'s/frame':>8} "
         f"{'wall':>10} {'cost':>10}",
     ]

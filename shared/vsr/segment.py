@@ -25,6 +25,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.logs import get_logger
+from vsr.media import fieldrate, interlace
 from vsr.media.decode import Frame, decode_window
 from vsr.media.encode import Primer, SegmentEncoder
 from vsr.media.geometry import SCALE, FrameConformer
@@ -274,11 +275,42 @@ def _window(source: Source, segment: Segment, total: int, conform: FrameConforme
     """The segment's decoded frames (context included); deinterlaced by bwdif when the job says so, reading
     the neighbouring frame before the window too (vsr.media.decode)."""
     parity = info.deinterlace_parity
+    if parity and info.field_rate:
+        return _field_window(source, segment, total, conform, info, parity)
     previous = None
     if parity:
         at = bisect.bisect_left(info.pts, segment.context_start_pts)
         previous = info.pts[at - 1] if at > 0 else None
     return decode_window(source, segment.context_start_pts, total, conform, deinterlace=parity, previous_pts=previous)
+
+
+def _field_window(
+    source: Source, segment: Segment, total: int, conform: FrameConformer, info: VideoInfo, parity: str
+) -> Iterator[Frame]:
+    """A field-rate job's window: `info` is the output's timeline (vsr.media.fieldrate), so the segment's
+    `total` output frames (context included) come from the source frames holding their fields, deinterlaced
+    two frames each; a window may start at a second field. Frames are stamped from the output's table (the
+    first field's pts must agree with bwdif's, which checks that the window lines up)."""
+    first_out = segment.start_frame - segment.context_before
+    first, count, skip = fieldrate.source_span(first_out, total)
+    src = fieldrate.source_pts(info)
+    previous = src[first - 1] if first > 0 else None
+    frames = decode_window(
+        source, src[first], count, conform, deinterlace=parity, previous_pts=previous, rate=interlace.FIELD
+    )
+    try:
+        for offset, frame in enumerate(frames):
+            index = first * fieldrate.FIELDS_PER_FRAME + offset
+            if index % fieldrate.FIELDS_PER_FRAME == 0 and frame.pts != info.pts[index]:
+                raise CorruptInputError(
+                    f"segment {segment.index}: the deinterlaced frame at pts {frame.pts} is not output frame {index}"
+                )
+            if offset >= skip:
+                if index >= first_out + total:
+                    return
+                yield Frame(pts=info.pts[index], image=frame.image)
+    finally:
+        frames.close()
 
 
 def _serial_batches(

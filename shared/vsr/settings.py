@@ -35,6 +35,8 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 DEINTERLACE_MODES = ("auto", "on", "off")  # settings input.deinterlace, vsr-deinterlace (vsr.media.interlace)
+# settings input.deinterlace_rate: frame (25i -> 25p, one frame per source frame) or field (25i -> 50p, one per field)
+DEINTERLACE_RATES = ("frame", "field")
 GEOMETRY_CHANGE_MODES = ("scale", "fail")  # settings input.geometry_changes (vsr.media.geometry)
 TEMPORAL_MODES = ("off", "flow")  # settings model.temporal: no stabilisation, or flow-guided (vsr.quality.stabilise)
 DELIVERY_CODECS = ("h264", "hevc", "av1", "prores")  # what vsr-codec / --codec may ask for, besides auto
@@ -732,6 +734,17 @@ class Settings:
         if mode not in DEINTERLACE_MODES:
             raise ValueError(f'settings input.deinterlace is "{mode}"; expected one of {", ".join(DEINTERLACE_MODES)}')
         return mode
+
+    @property
+    def deinterlace_rate(self) -> str:
+        """frame | field: what a deinterlaced source becomes (vsr.media.interlace): frame keeps one frame per
+        source frame (25i -> 25p); field makes one per field (25i -> 50p, bwdif send_field, timestamps doubled)."""
+        rate = str(self.raw.get("input", {}).get("deinterlace_rate", "frame"))
+        if rate not in DEINTERLACE_RATES:
+            raise ValueError(
+                f'settings input.deinterlace_rate is "{rate}"; expected one of {", ".join(DEINTERLACE_RATES)}'
+            )
+        return rate
 
     @property
     def idet_frames(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from vsr.admission import ModelCost, delivery_for, plan_for
 from vsr.errors import InputError, PermanentError
 from vsr.logs import get_logger
+from vsr.media import interlace
 from vsr.media.concat import join_segments
 from vsr.media.encode import SEGMENT_FORMAT
 from vsr.media.probe import VideoInfo, probe
@@ -67,7 +68,11 @@ def upscale_file(
     if target.exists() and target.resolve() == source.resolve():
         raise PermanentError("the output file would overwrite the input; choose another output name")
     settings = get_settings()
-    info = probe(source, deinterlace or settings.deinterlace, settings.idet_frames)
+    try:
+        mode, rate = interlace.resolve_request(deinterlace, settings.deinterlace, settings.deinterlace_rate)
+    except ValueError as exc:
+        raise InputError(f"--deinterlace {exc}") from exc
+    info = probe(source, mode, settings.idet_frames, rate)
     probe_s = time.perf_counter() - started
 
     clock = time.perf_counter()
@@ -147,7 +152,7 @@ def upscale_file(
         "precision": model_info.precision,
         "temporal": temporal_mode,
         "scale": model_info.scale,
-        "frames": info.frame_count,
+        "frames": info.frame_count,  # output frames: twice the source's when deinterlaced at field rate
         "segments": len(segments),
         "size_in": f"{info.width}x{info.height}",
         "size_out": f"{info.width * model_info.scale}x{info.height * model_info.scale}",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests import archive_clips
-from tests.media.test_archive_formats import ROWS, audio_in_sync, audio_span, video_times
+from tests.media.test_archive_formats import ROWS, audio_in_sync, audio_span, expected_times, video_times
 from vsr.local.runtime import LocalRuntime
 from vsr.pipeline import jobs
 
@@ -30,6 +30,7 @@ PIPELINE_ROWS = [
     "prores_timecode",
     "mkv_tagged_tracks",
     "interlaced_tff",
+    "interlaced_field_rate",
     "anamorphic_vob",
     "one_frame",
 ]
@@ -42,7 +43,10 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
     assert set(PIPELINE_ROWS) <= set(archive_clips.ARCHIVE_CLIPS)
     with LocalRuntime(aws(max_frames=4), log_dir=tmp_path / "logs") as runtime:
         started = time.time()
-        submitted = {name: runtime.submit(path, key=f"archive/{path.name}") for name, path in sources.items()}
+        submitted = {
+            name: runtime.submit(path, key=f"archive/{path.name}", metadata=ROWS[name].metadata or None)
+            for name, path in sources.items()
+        }
         for name, job_id in submitted.items():
             outcome = runtime.wait(job_id, started=started, timeout_s=500)
             assert outcome.status == jobs.COMPLETE, (name, outcome.error)
@@ -51,8 +55,8 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
             assert outcome.output is not None and outcome.output.suffix == ".mp4"
             assert outcome.output is not None
             source = sources[name]
-            assert video_times(outcome.output) == video_times(source), name
             row = ROWS[name]
+            assert video_times(outcome.output) == expected_times(source, row), name
             if row.audio:
                 got, want = audio_span(outcome.output), audio_span(source)
                 assert got is not None and want is not None
@@ -66,7 +70,8 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
 
 def test_deinterlace_per_job_through_the_pipeline(aws: Any, tmp_path: Path) -> None:
     """`vsr-deinterlace` metadata on the upload: off keeps the frames as they are (and says so in the report);
-    a value that is not a mode fails the job once at ingest with the accepted modes."""
+    a value that is not a mode or rate, or asks for a rate with off, fails the job once at ingest with the
+    accepted values."""
     from tests.media.test_archive_formats import comb_scores
 
     source = archive_clips.make_interlaced(tmp_path)
@@ -74,8 +79,10 @@ def test_deinterlace_per_job_through_the_pipeline(aws: Any, tmp_path: Path) -> N
         started = time.time()
         off = runtime.submit(source, key="off/interlaced.mp4", metadata={"vsr-deinterlace": "off"})
         bad = runtime.submit(source, key="bad/interlaced.mp4", metadata={"vsr-deinterlace": "sometimes"})
+        bad_rate = runtime.submit(source, key="bad/rate.mp4", metadata={"vsr-deinterlace": "off:field"})
         done = runtime.wait(off, started=started, timeout_s=300)
         refused = runtime.wait(bad, started=started, timeout_s=300)
+        refused_rate = runtime.wait(bad_rate, started=started, timeout_s=300)
         assert done.status == jobs.COMPLETE, done.error
         runtime.download(done, tmp_path / "off")
     assert done.output is not None and done.report is not None
@@ -83,3 +90,5 @@ def test_deinterlace_per_job_through_the_pipeline(aws: Any, tmp_path: Path) -> N
     assert report["interlace"]["mode"] == "off" and report["interlace"]["deinterlace"] is False
     assert min(comb_scores(done.output, 2)) > 2.0  # the combs are still there: nothing was done, as asked
     assert refused.status == jobs.FAILED and "auto, on, off" in str(refused.error)
+    assert "frame, field" in str(refused.error)  # the rates are named too
+    assert refused_rate.status == jobs.FAILED and "use off alone" in str(refused_rate.error)

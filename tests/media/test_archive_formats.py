@@ -8,6 +8,7 @@ property. The same rows run through the whole serverless pipeline in tests/local
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,9 @@ class Row:
     make: Callable[[Path], Path]
     audio: str | None = None  # the output's audio codec (None: no audio)
     extra: Callable[[Path, Path, dict[str, Any]], None] | None = None  # the row's own check
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # upscale_file's options
+    metadata: dict[str, str] = field(default_factory=dict)  # the same options as the upload's, for `vsr run`
+    field_rate: bool = False  # deinterlaced 25i -> 50p: two output frames per source frame
 
 
 def video_times(path: Path) -> list[Fraction]:
@@ -39,6 +42,19 @@ def video_times(path: Path) -> list[Fraction]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return [Fraction(frame.pts) * Fraction(stream.time_base) for frame in container.decode(stream)]
+
+
+def expected_times(source: Path, row: Row) -> list[Fraction]:
+    """The output's frame times: the source's, or at field rate each source frame's time and the time
+    half-way to the next frame (after the last frame, half a frame at the stream's rate)."""
+    times = video_times(source)
+    if not row.field_rate:
+        return times
+    with av.open(str(source)) as container:
+        rate = container.streams.video[0].average_rate
+    assert rate
+    after = [*times[1:], times[-1] + 1 / Fraction(rate)]
+    return [t for a, b in zip(times, after, strict=True) for t in (a, (a + b) / 2)]
 
 
 def audio_span(path: Path) -> tuple[str, Fraction, Fraction] | None:
@@ -111,6 +127,14 @@ ROWS: dict[str, Row] = {
     "interlaced_unflagged": Row(
         archive_clips.make_interlaced_unflagged, extra=lambda s, o, r: _deinterlaced_check(s, o, r, 0)
     ),
+    "interlaced_field_rate": Row(
+        archive_clips.make_interlaced_with_audio,
+        audio="aac",
+        extra=lambda s, o, r: _field_rate_check(s, o, r),
+        kwargs={"deinterlace": "field"},
+        metadata={"vsr-deinterlace": "on:field"},
+        field_rate=True,
+    ),
     # cases that worked before issue 20 and must keep working
     "anamorphic_vob": Row(archive_clips.make_anamorphic_vob, audio="aac", extra=lambda s, o, r: _sar_check(s, o)),
     "ffv1_flac": Row(archive_clips.make_ffv1_flac, audio="flac"),
@@ -155,6 +179,24 @@ def _deinterlaced_check(source: Path, output: Path, report: dict[str, Any], flag
     assert max(after) < 1.0, after  # as smooth vertically as horizontally: no combs
     with av.open(str(output)) as container:
         assert not any(frame.interlaced_frame for frame in container.decode(video=0))
+
+
+def _field_rate_check(source: Path, output: Path, report: dict[str, Any]) -> None:
+    """25i -> 50p: deinterlaced (no combs, flagged progressive), one frame per field at half the spacing,
+    the report saying so; the two frames of a source frame are two instants (the fields), not a copy."""
+    _deinterlaced_check(source, output, report, archive_clips.INTERLACED_FRAMES)
+    interlace = report["interlace"]
+    assert interlace["rate"] == "field" and interlace["filter"] == "bwdif (send_field)"
+    assert interlace["source"]["frames"] == archive_clips.INTERLACED_FRAMES
+    frames = report["frames"] if "frames" in report else report["output"]["frames"]  # vsr upscale | vsr run
+    assert frames == 2 * archive_clips.INTERLACED_FRAMES
+    times = video_times(output)
+    assert len(times) == 2 * len(video_times(source))
+    assert {b - a for a, b in itertools.pairwise(times)} == {Fraction(1, 50)}
+    with av.open(str(output)) as container:
+        pictures = [f.to_ndarray(format="gray").astype(np.float64) for f in container.decode(video=0)]
+    moved = [float(np.abs(pictures[i + 1] - pictures[i]).mean()) for i in range(0, len(pictures), 2)]
+    assert min(moved) > 1.0, moved  # the second field's frame shows the later instant
 
 
 def _timecode_check(output: Path, timecode: str) -> None:
@@ -220,8 +262,8 @@ def test_archive_row_upscales_frame_exact(
     )
     output = Path(report.get("output", output))
     assert output.suffix == ".mp4"
-    expected = video_times(source)
-    assert expected and video_times(output) == expected  # every frame, at its source time
+    expected = expected_times(source, row)
+    assert expected and video_times(output) == expected  # every frame, at its source time (or field time)
     with av.open(str(source)) as src, av.open(str(output)) as out:
         assert out.streams.video[0].codec_context.width == src.streams.video[0].codec_context.width * SCALE
     if row.audio is None:
@@ -368,6 +410,11 @@ def test_deinterlace_decision(mode: str, field_order: str | None, expected: str 
     assert result["parity"] == expected and result["deinterlace"] == (expected is not None)
     with pytest.raises(ValueError, match=r"input\.deinterlace"):
         decision(found, "sometimes")
+    at_field_rate = decision(found if mode != "off" else None, mode, "field")
+    assert at_field_rate["rate"] == ("field" if expected else None)
+    assert at_field_rate["filter"] == ("bwdif (send_field)" if expected else None)
+    with pytest.raises(ValueError, match=r"input\.deinterlace_rate"):
+        decision(found, mode, "double")
 
 
 def test_deinterlaced_segments_equal_one_run(tmp_path: Path) -> None:
@@ -433,27 +480,123 @@ def test_vsr_plan_says_it_deinterlaces(tmp_path: Path, capsys: pytest.CaptureFix
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interlace"]["parity"] == "tff"
 
 
+def test_vsr_plan_follows_the_rate_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settings input.deinterlace_rate field: `vsr plan` plans the output's frames, one per field."""
+    from vsr import cli
+
+    monkeypatch.setenv("VSR_SETTINGS_OVERRIDES", '{"input": {"deinterlace_rate": "field"}}')
+    source = archive_clips.make_interlaced(tmp_path)
+    assert cli.main(["plan", str(source)]) == 0
+    assert "128x96, 16 frames" in capsys.readouterr().out
+    assert cli.main(["plan", str(source), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interlace"]["rate"] == "field"
+
+
 @pytest.mark.parametrize(
     ("metadata", "expected"),
     [
-        ({}, "auto"),
-        ({"vsr-deinterlace": "OFF"}, "off"),
-        ({"Vsr-Deinterlace": "on"}, "on"),
-        ({"vsr-deinterlace": " "}, "auto"),
+        ({}, ("auto", "frame")),
+        ({"vsr-deinterlace": "OFF"}, ("off", "frame")),
+        ({"Vsr-Deinterlace": "on"}, ("on", "frame")),
+        ({"vsr-deinterlace": " "}, ("auto", "frame")),
+        ({"vsr-deinterlace": "field"}, ("auto", "field")),
+        ({"vsr-deinterlace": "on:field"}, ("on", "field")),
+        ({"vsr-deinterlace": " Frame : Auto "}, ("auto", "frame")),
     ],
 )
-def test_requested_deinterlace(metadata: dict[str, str], expected: str) -> None:
+def test_requested_deinterlace(metadata: dict[str, str], expected: tuple[str, str]) -> None:
     from vsr.media.interlace import requested_deinterlace
 
     assert requested_deinterlace(metadata, "auto") == expected
 
 
-def test_a_bad_deinterlace_request_is_refused_with_the_modes() -> None:
+def test_the_requested_rate_defaults_to_the_settings() -> None:
+    from vsr.media.interlace import requested_deinterlace
+
+    assert requested_deinterlace({}, "auto", "field") == ("auto", "field")
+    assert requested_deinterlace({"vsr-deinterlace": "on"}, "auto", "field") == ("on", "field")
+    assert requested_deinterlace({"vsr-deinterlace": "frame"}, "on", "field") == ("on", "frame")
+
+
+@pytest.mark.parametrize("value", ["sometimes", "on:off", "field:frame", "on:field:frame", "off:field", "on:"])
+def test_a_bad_deinterlace_request_is_refused_with_the_modes(value: str) -> None:
     from vsr.errors import BadRequestError
     from vsr.media.interlace import requested_deinterlace
 
-    with pytest.raises(BadRequestError, match="auto, on, off"):
-        requested_deinterlace({"vsr-deinterlace": "sometimes"}, "auto")
+    with pytest.raises(BadRequestError, match="vsr-deinterlace") as caught:
+        requested_deinterlace({"vsr-deinterlace": value}, "auto")
+    assert "auto, on, off" in caught.value.reason or "off alone" in caught.value.reason
+
+
+def test_the_deinterlace_rate_setting_is_checked() -> None:
+    from vsr.settings import Settings, deep_merge, get_settings
+
+    assert get_settings().deinterlace_rate == "frame"  # the shipped default: 25i -> 25p
+    with pytest.raises(ValueError, match=r"input\.deinterlace_rate"):
+        _ = Settings(deep_merge(get_settings().raw, {"input": {"deinterlace_rate": "double"}})).deinterlace_rate
+
+
+def test_field_rate_windows_equal_one_run_and_split_at_any_field(tmp_path: Path) -> None:
+    """At field rate a segment may start at a second field: windows (segment._field_window, as workers
+    decode them) give exactly the frames and timestamps of one run; each source frame's first field is the
+    frame-rate picture (bwdif's send_frame output), its second a later instant."""
+    from vsr.media.decode import decode_window
+    from vsr.media.geometry import FrameConformer
+    from vsr.media.probe import probe
+    from vsr.planning import split_segments
+    from vsr.segment import _window
+
+    source = archive_clips.make_interlaced(tmp_path)
+    info = probe(source, "auto", 24, "field")
+    assert info.field_rate and info.frame_count == 2 * archive_clips.INTERLACED_FRAMES
+    conform = FrameConformer(info.first_geometry())
+    whole = list(_window(source, split_segments(info.pts, 1)[0], info.frame_count, conform, info))
+    assert [f.pts for f in whole] == info.pts
+    for segment in split_segments(info.pts, 5, context_frames=1):  # sizes 4/3/3/3/3: starts at odd frames
+        part = list(_window(source, segment, segment.context_before + segment.frame_count, conform, info))
+        first = segment.start_frame - segment.context_before
+        assert [f.pts for f in part] == info.pts[first : segment.start_frame + segment.frame_count]
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(part, whole[first:], strict=False))
+    frame_rate = probe(source, "auto", 24)
+    per_frame = list(decode_window(source, frame_rate.pts[0], frame_rate.frame_count, deinterlace="tff"))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(per_frame, whole[::2], strict=True))
+    assert not any(np.array_equal(a.image, b.image) for a, b in zip(whole[::2], whole[1::2], strict=True))
+
+
+def test_field_rate_doubles_the_planned_model_work(tmp_path: Path) -> None:
+    """The planner sees the output's frames: twice as many at field rate, each priced like a frame-rate
+    frame (model and bwdif), so the predicted work doubles; the probe summary keeps the source's count."""
+    from vsr.admission import ModelCost, plan_for, probe_summary
+    from vsr.media.probe import probe
+    from vsr.settings import get_settings
+
+    settings = get_settings()
+    source = archive_clips.make_interlaced(tmp_path)
+    per_frame = probe(source, "auto", settings.idet_frames)
+    per_field = probe(source, "auto", settings.idet_frames, "field")
+    model = ModelCost(name="m", scale=2, macs_per_input_pixel=619_200)
+    frame_plan, field_plan = plan_for(per_frame, model, settings), plan_for(per_field, model, settings)
+    assert sum(s.frame_count for s in field_plan.segments) == 2 * sum(s.frame_count for s in frame_plan.segments)
+    assert field_plan.chosen.seconds_per_frame == frame_plan.chosen.seconds_per_frame
+    assert field_plan.chosen.predicted_cost_usd > frame_plan.chosen.predicted_cost_usd
+    summary = probe_summary(per_field)
+    assert summary["frames"] == 16 and summary["source_frames"] == 8  # progress counts output frames
+    assert summary["fps"] == "50/1" and summary["source_fps"] == "25/1"
+    assert summary["duration_s"] == pytest.approx(probe_summary(per_frame)["duration_s"])
+
+
+def test_field_rate_and_frame_interpolation_are_refused_together(tmp_path: Path) -> None:
+    from vsr.errors import BadRequestError
+    from vsr.media.probe import probe
+    from vsr.pipeline import timejob
+    from vsr.settings import get_settings
+
+    info = probe(archive_clips.make_interlaced(tmp_path), "auto", 24, "field")
+    request = timejob.request_from_upload({"vsr-interpolate": "2"}, 2)
+    with pytest.raises(BadRequestError, match="field-rate"):
+        timejob.check(request, info, 2, get_settings())
 
 
 def test_vsr_upscale_deinterlace_off_keeps_the_combs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -469,3 +612,43 @@ def test_vsr_upscale_deinterlace_off_keeps_the_combs(tmp_path: Path, monkeypatch
     )
     assert json.loads(json.dumps(report["interlace"]))["mode"] == "off" and not report["interlace"]["deinterlace"]
     assert min(comb_scores(tmp_path / "off.mp4", SCALE)) > 2.0
+
+
+def test_field_rate_through_the_fragmented_path(tmp_path: Path) -> None:
+    """Long jobs join fMP4 fragments (vsr.media.fragmented) against the same doubled timeline: segments
+    that start at second fields join into the field-rate times, with the audio in sync."""
+    from vsr.media import fragmented
+    from vsr.media.probe import probe
+    from vsr.planning import split_segments
+    from vsr.segment import process_segment
+    from vsr.settings import get_settings
+
+    row = ROWS["interlaced_field_rate"]
+    source = row.make(tmp_path)
+    info = probe(source, "on", 24, "field")
+    encode = get_settings().encode_settings
+    media, files = [], []
+    segments = split_segments(info.pts, 3)
+    assert [s.start_frame for s in segments] == [0, 6, 11]  # the last starts at a second field
+    for segment in segments:
+        encoded = tmp_path / f"{segment.index}.nut"
+        process_segment(
+            str(source),
+            segment,
+            clips.NearestUpscaler(SCALE),
+            info,
+            encoded,
+            encode=encode,
+            crf=encode.crf,
+            encoder_options=fragmented.FRAGMENT_ENCODER_OPTIONS,
+        )
+        files.append(tmp_path / f"{segment.index}.m4s")
+        media.append(fragmented.write_media_segment(encoded, str(source), info, segment, files[-1]))
+    output = tmp_path / "film.mp4"
+    with open(output, "wb") as out:  # what the multipart join does in S3
+        out.write(files[0].read_bytes()[: media[0].init_bytes])
+        for path, item in zip(files, media, strict=True):
+            out.write(path.read_bytes()[item.init_bytes :])
+    assert video_times(output) == expected_times(source, row)
+    assert audio_in_sync(source, output)
+    assert max(comb_scores(output, SCALE)) < 1.0

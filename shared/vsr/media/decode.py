@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -21,8 +22,9 @@ import numpy as np
 
 from vsr.errors import CorruptInputError
 from vsr.media.colour import rgb_format_for, to_rgb_array
+from vsr.media.fieldrate import FIELDS_PER_FRAME
 from vsr.media.geometry import FrameConformer
-from vsr.media.interlace import Deinterlacer
+from vsr.media.interlace import FIELD, FRAME, Deinterlacer
 from vsr.media.safety import Source, corrupt_on_media_error, open_input, video_stream
 
 
@@ -45,6 +47,7 @@ def decode_window(
     conform: FrameConformer | None = None,
     deinterlace: str | None = None,
     previous_pts: int | None = None,
+    rate: str = FRAME,
 ) -> Iterator[Frame]:
     """Yield exactly `count` frames starting at the frame whose pts is `start_pts` (fewer only at end of stream).
 
@@ -55,7 +58,9 @@ def decode_window(
     With `deinterlace` (the field order, "tff" or "bff") frames go through bwdif first
     (vsr.media.interlace). bwdif reads the frames on both sides, so the window also decodes the frame at
     `previous_pts` (the one before `start_pts`; None at the start of the stream) and the frame after the
-    window, and drops their outputs: a segment's frames equal those of one run over the whole stream."""
+    window, and drops their outputs: a segment's frames equal those of one run over the whole stream.
+    With `rate` "field" bwdif makes two frames of each of the `count` source frames (2 x count frames,
+    one per field), with pts in half the stream's time base (vsr.media.fieldrate)."""
     if count <= 0:
         return
     read_start = previous_pts if deinterlace and previous_pts is not None else start_pts
@@ -75,10 +80,15 @@ def decode_window(
                 if first is None or first.pts != read_start:
                     continue  # the seek landed after the keyframe we need: go further back
                 window = itertools.islice(itertools.chain([first], frames), count + extra)
+                wanted = count
                 if deinterlace:
-                    window = (f for f in Deinterlacer(video, deinterlace).process(window) if f.pts >= start_pts)
+                    bwdif = Deinterlacer(video, deinterlace, rate)
+                    # the window's first output pts, in the filter's output time base (halved at field rate)
+                    start = int(start_pts * Fraction(video.time_base) / bwdif.out_time_base)
+                    window = (f for f in bwdif.process(window) if f.pts >= start)
+                    wanted = count * (FIELDS_PER_FRAME if rate == FIELD else 1)
                 image: Callable[[av.VideoFrame], np.ndarray] | None = None
-                for frame in itertools.islice(window, count):
+                for frame in itertools.islice(window, wanted):
                     if image is None:
                         image = _converter(video, frame, conform)
                     yield Frame(pts=int(frame.pts), image=image(frame))

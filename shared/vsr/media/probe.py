@@ -20,7 +20,7 @@ import numpy as np
 
 from vsr.errors import CorruptInputError, NotAVideoError
 from vsr.logs import get_logger
-from vsr.media import interlace
+from vsr.media import fieldrate, interlace
 from vsr.media.geometry import Geometry, GeometryChange, frame_geometry
 from vsr.media.profiles import hdr10_from_frame
 from vsr.media.safety import (
@@ -129,6 +129,18 @@ class VideoInfo:
     def deinterlace_parity(self) -> str | None:
         """The field order bwdif deinterlaces with ("tff"/"bff"), None when frames are used as they are."""
         return self.interlace.get("parity") if self.interlace and self.interlace.get("deinterlace") else None
+
+    @property
+    def deinterlace_rate(self) -> str | None:
+        """ "frame" (one output frame per source frame) or "field" (two: this VideoInfo is then the output's
+        timeline, vsr.media.fieldrate); None when frames are used as they are."""
+        if not self.deinterlace_parity:
+            return None
+        return str((self.interlace or {}).get("rate") or interlace.FRAME)
+
+    @property
+    def field_rate(self) -> bool:
+        return self.deinterlace_rate == interlace.FIELD
 
     @property
     def start_pts(self) -> int:
@@ -337,10 +349,10 @@ def _decoded_pts(source: Source) -> list[int]:
     return [int(p) for p in pts]
 
 
-def _interlace(source: Source, mode: str, frames: int) -> dict[str, Any]:
+def _interlace(source: Source, mode: str, frames: int, rate: str = interlace.FRAME) -> dict[str, Any]:
     """Judge the first `frames` frames with idet (none when `mode` is off) and decide (vsr.media.interlace)."""
     if mode == "off":
-        return interlace.decision(None, mode)
+        return interlace.decision(None, mode, rate)
     try:
         with open_input(source) as container:
             video = video_stream(container)
@@ -349,16 +361,18 @@ def _interlace(source: Source, mode: str, frames: int) -> dict[str, Any]:
     except MEDIA_ERRORS as exc:
         # the stream decoded in the main pass; a filter that cannot judge it must not fail the job
         log.warning("probe.idet_failed", error=f"{type(exc).__name__}: {exc}"[:200])
-        return {**interlace.decision(None, mode), "error": "interlace detection failed"}
-    return interlace.decision(found, mode)
+        return {**interlace.decision(None, mode, rate), "error": "interlace detection failed"}
+    return interlace.decision(found, mode, rate)
 
 
-def probe(source: Source, deinterlace: str = "off", idet_frames: int = 0) -> VideoInfo:
+def probe(source: Source, deinterlace: str = "off", idet_frames: int = 0, rate: str = interlace.FRAME) -> VideoInfo:
     """Everything the planner, the workers and the assembler need to know about an upload.
 
-    `deinterlace` (auto | on | off) and `idet_frames` are settings `input.deinterlace` and
-    `input.idet_frames`, passed by the stages that admit a job (ingest, `vsr upscale`, `vsr plan`); "off"
-    (re-probing an output, evaluation) skips the interlace detection."""
+    `deinterlace` (auto | on | off), `idet_frames` and `rate` (frame | field) are settings
+    `input.deinterlace`, `input.idet_frames` and `input.deinterlace_rate` (or the job's `vsr-deinterlace`),
+    passed by the stages that admit a job (ingest, `vsr upscale`, `vsr plan`); "off" (re-probing an output,
+    evaluation) skips the interlace detection. A source deinterlaced at field rate is described by its
+    output's timeline: twice the frames at half the spacing (vsr.media.fieldrate)."""
     size = input_size(source)
     with open_input(source) as container:
         video = video_stream(container)
@@ -430,8 +444,10 @@ def probe(source: Source, deinterlace: str = "off", idet_frames: int = 0) -> Vid
         last_frame_duration=None if missing_pts else demuxed.last_duration,
         frame_sar=fraction_to_str(demuxed.first_sar),
         geometry_changes=[change.to_dict() for change in demuxed.changes],
-        interlace=_interlace(source, deinterlace, idet_frames),
+        interlace=_interlace(source, deinterlace, idet_frames, rate),
     )
+    if info.field_rate:
+        info = fieldrate.field_view(info)
     log.info(
         "probe.done",
         format=info.format_name,
@@ -444,5 +460,6 @@ def probe(source: Source, deinterlace: str = "off", idet_frames: int = 0) -> Vid
         geometry_changes=len(info.geometry_changes),
         interlace=info.interlace.get("detected") if info.interlace else None,
         deinterlace=info.deinterlace_parity,
+        deinterlace_rate=info.deinterlace_rate,
     )
     return info

@@ -293,7 +293,8 @@ def segment_queue_for(tier: str, resources: Resources) -> str:
 
 def _probe(obj: S3Object, settings: Settings) -> tuple[VideoInfo, dict[str, str]]:
     """Probe the object in place; also returns its user metadata (from the reader's one HEAD), which may ask
-    for a deinterlace mode (`vsr-deinterlace`, vsr.media.interlace) before the probe judges interlacing."""
+    for a deinterlace mode and rate (`vsr-deinterlace`, vsr.media.interlace) before the probe judges
+    interlacing; deinterlaced at field rate, the VideoInfo is the output's timeline (vsr.media.fieldrate)."""
     limits = settings.intake_limits()  # the tier is not known yet: the most permissive of the deployment's
     if obj.size == 0:
         raise EmptyInputError("the uploaded file is empty (0 bytes)")
@@ -304,7 +305,7 @@ def _probe(obj: S3Object, settings: Settings) -> tuple[VideoInfo, dict[str, str]
     # No size from the event: the reader HEADs the (pinned) object, which also brings its user metadata.
     reader = S3RangeReader(clients.s3(), obj.bucket, obj.key, obj.version_id, None, etag=obj.etag)
     try:
-        mode = requested_deinterlace(reader.metadata, settings.deinterlace)
-        return probe(reader, mode, settings.idet_frames), reader.metadata
+        mode, rate = requested_deinterlace(reader.metadata, settings.deinterlace, settings.deinterlace_rate)
+        return probe(reader, mode, settings.idet_frames, rate), reader.metadata
     finally:
         log.info("ingest.probe_read", **reader.stats())

@@ -48,6 +48,13 @@ def request_from_upload(metadata: Mapping[str, str] | None, model_scale: int) ->
 
 
 def check(request: TimeRequest, info: VideoInfo, model_scale: int, settings: Settings) -> None:
+    if request.active and info.field_rate:  # the interpolation chain reads source frames, not fields
+        from vsr.errors import BadRequestError
+
+        raise BadRequestError(
+            "frame interpolation cannot follow field-rate deinterlacing yet; ask for vsr-deinterlace=frame "
+            "(or no interpolation)"
+        )
     s = settings.interpolation
     scale = 1 if request.scale == 1 else model_scale
     limits = InterpolationLimits(s.max_output_fps, s.max_output_pixel_rate)
