@@ -271,6 +271,24 @@ def _skip_context(frames: Iterable[Frame], segment: Segment, keep: bool = False)
             yield frame
 
 
+def input_frames(
+    source: Source, info: VideoInfo, start_frame: int, count: int, conform: FrameConformer
+) -> Iterator[Frame]:
+    """Output frames [start_frame, start_frame + count) as the model sees them, before upscaling: decoded,
+    deinterlaced when the job says so (at its rate), in the job's first geometry. The job's quality check
+    reads its input pairs through this, so its bicubic baseline is of the same pictures as the model's."""
+    span = Segment(
+        index=0,
+        start_frame=start_frame,
+        frame_count=count,
+        start_pts=int(info.pts[start_frame]),
+        end_pts=None,
+        context_before=0,
+        context_start_pts=int(info.pts[start_frame]),
+    )
+    return _window(source, span, count, conform, info)
+
+
 def _window(source: Source, segment: Segment, total: int, conform: FrameConformer, info: VideoInfo) -> Iterator[Frame]:
     """The segment's decoded frames (context included); deinterlaced by bwdif when the job says so, reading
     the neighbouring frame before the window too (vsr.media.decode)."""

@@ -63,9 +63,14 @@ def test_archive_rows_complete_through_the_pipeline(aws: Any, tmp_path: Path) ->
                 assert got[0] == row.audio and got[1] <= want[1], (name, got, want)
                 assert audio_in_sync(source, outcome.output), name
                 assert abs(got[2] - want[2]) <= 2 * 1024 / 48000, (name, got, want)
+            report = json.loads(outcome.report.read_text()) if outcome.report else {}
             if row.extra is not None:
-                report = json.loads(outcome.report.read_text()) if outcome.report else {}
                 row.extra(source, outcome.output, report)
+            if name.startswith("interlaced"):
+                # the job check pairs output frames (fields at field rate) with the deinterlaced input
+                quality = report["quality"]
+                assert "skipped" not in quality and "error" not in quality, (name, quality)
+                assert quality["pairs"] >= 2 and 0 < quality["flicker_ratio"] < 3, (name, quality)
 
 
 def test_deinterlace_per_job_through_the_pipeline(aws: Any, tmp_path: Path) -> None:

@@ -293,8 +293,6 @@ def _measure_quality(
 
     Advisory: a failure here is logged and reported, never fails a job whose output is already uploaded.
     """
-    if info.field_rate:  # the check pairs output frames with undeinterlaced source frames one to one
-        return {"skipped": "field-rate deinterlacing: the job check does not pair fields with source frames yet"}
     settings = get_settings()
     try:
         starts = [s.start_frame for s in artifacts.load_plan(work_bucket, job.job_id)]

@@ -29,6 +29,7 @@ from vsr.media.geometry import FrameConformer
 from vsr.media.probe import VideoInfo
 from vsr.media.safety import Source
 from vsr.quality import preview, temporal
+from vsr.segment import input_frames
 
 log = get_logger(__name__)
 
@@ -97,6 +98,19 @@ def _pair(source: Source, pts: list[int], t: int, conform: FrameConformer | None
     return frames
 
 
+def _input_pair(source: Source, info: VideoInfo, t: int) -> list[np.ndarray]:
+    """Input frames t-1 and t as the model saw them: in the job's first geometry, whatever the stream changed
+    to mid-way, and deinterlaced as the workers did (at field rate, frame t is a field: vsr.media.fieldrate)."""
+    frames = input_frames(source, info, t - 1, 2, FrameConformer(info.first_geometry()))
+    try:
+        images = [f.image for f in frames]
+    finally:
+        frames.close()
+    if len(images) != 2:
+        raise ValueError(f"could not decode input frames {t - 1} and {t}")
+    return images
+
+
 def measure(
     output: str | os.PathLike[str],
     output_pts: list[int],
@@ -130,8 +144,7 @@ def measure(
     for t in order:
         if over_budget():
             break
-        # the input as the model saw it: in the job's first geometry, whatever the stream changed to mid-way
-        low_pairs[t] = _pair(source, info.pts, t, FrameConformer(info.first_geometry()))
+        low_pairs[t] = _input_pair(source, info, t)
 
     def judge(t: int) -> tuple[float, float, np.ndarray | None] | None:
         if over_budget():
