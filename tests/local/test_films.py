@@ -194,8 +194,9 @@ def test_a_film_too_big_for_the_assemblers_tmp_is_joined_in_s3_frame_exact_with_
     assert multipart["copied_bytes"] + multipart["uploaded_bytes"] == size
     quality = report["quality"]  # the job's own check, reading the output in place from S3
     assert "error" not in quality and len(quality["boundary_pairs"]) == FRAMES // SEGMENT_FRAMES - 1, quality
-    # Measured, not asserted: each join pair's warping error over bicubic's beside the job's (issue 21's 1.10x
-    # rule). Segments joined by remux pulse at their IDR frames; this path does not meet the rule yet.
+    # Printed, not asserted: each join pair's warping error over bicubic's beside the job's. The pixel-repeat
+    # stand-in model makes these noise; the seam rule is asserted with the real model on real frames in
+    # tests/media/test_fragment_seams.py (primed segments against a one-pass encode's keyframes).
     joins = [
         round(p["ewarp_output"] / p["ewarp_bicubic"] / quality["flicker_ratio"], 3) for p in quality["boundary_pairs"]
     ]
