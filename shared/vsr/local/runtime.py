@@ -153,6 +153,7 @@ class Outcome:
     output: Path | None = None
     report: Path | None = None
     preview: Path | None = None
+    sidecars: list[Path] = field(default_factory=list)  # WebVTT subtitles and chapters beside a fragmented output
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -482,6 +483,7 @@ class LocalRuntime:
             outcome.report = fetch(output["report_key"])
         if output.get("preview_key"):
             outcome.preview = fetch(output["preview_key"])
+        outcome.sidecars = [fetch(key) for key in output.get("sidecar_keys", [])]  # subtitles, chapters (WebVTT)
 
 
 def _dead_letter_reason(job: jobs.Job | None) -> str:
@@ -536,6 +538,7 @@ def summary_line(outcome: Outcome, workers: int) -> dict[str, Any]:
         "output": str(outcome.output) if outcome.output else None,
         "report": str(outcome.report) if outcome.report else None,
         "preview": str(outcome.preview) if outcome.preview else None,
+        **({"sidecars": [str(path) for path in outcome.sidecars]} if outcome.sidecars else {}),
         "flicker_ratio": (job.output or {}).get("flicker_ratio") if job else None,
         "error": outcome.error,
         "segments": job.segment_count if job else 0,

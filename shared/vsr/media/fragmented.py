@@ -24,7 +24,8 @@ Decisions:
   audio packet belongs to the segment whose time span holds its timestamp (the first and last segments take
   what lies before and after the video). Codecs MP4 cannot carry as they are would need a re-encode, which
   splits badly at segment joins; admission refuses them for this path (`FRAGMENT_AUDIO_CODECS`).
-- Subtitles, chapters and container metadata are not carried on this path (the report says so).
+- Text subtitles and chapters go beside the output as WebVTT (vsr.media.sidecars); container metadata is not
+  carried on this path.
 """
 
 from __future__ import annotations

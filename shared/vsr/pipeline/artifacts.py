@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ SEGMENT_SUFFIX = ".nut"  # vsr.media.encode writes NUT segments (exact source ti
 FRAGMENT_SUFFIX = ".m4s"  # on the fragmented assembly path: a segment as fMP4 media fragments (vsr.media.fragmented)
 DELETE_BATCH = 1000  # DeleteObjects limit
 PREVIEW_SUFFIX = ".preview.png"
+CHAPTERS_SUFFIX = ".chapters.vtt"  # the longest name derived from an output key, with PREVIEW_SUFFIX
+MAX_SIDECAR_TRACKS = 99  # subtitle sidecars are numbered .1. to .99.; a language tag is cut to 3 letters
 
 
 class ArtifactMissingError(PermanentError):
@@ -71,7 +74,7 @@ def output_keys(input_key: str, scale: int, extension: str = ".mp4") -> tuple[st
     Every key derived from them (the preview, the longest) stays within S3's 1024 bytes."""
     stem, _ext = posixpath.splitext(input_key)
     suffix = f".upscaled-x{scale}"
-    longest = f"{suffix}{PREVIEW_SUFFIX}"  # preview_key(video key) is the longest name derived from `base`
+    longest = suffix + max(PREVIEW_SUFFIX, CHAPTERS_SUFFIX, key=len)  # the longest name derived from `base`
     base = keys.shorten(stem or input_key, keys.MAX_KEY_BYTES - keys.utf8_len(longest), input_key) + suffix
     return f"{base}{extension}", f"{base}.json"
 
@@ -79,6 +82,29 @@ def output_keys(input_key: str, scale: int, extension: str = ".mp4") -> tuple[st
 def preview_key(video_key: str) -> str:
     """The side-by-side preview PNG beside an output video."""
     return f"{posixpath.splitext(video_key)[0]}{PREVIEW_SUFFIX}"
+
+
+def subtitle_key(video_key: str, number: int, language: str | None) -> str:
+    """A text subtitle track's WebVTT beside an output that cannot carry it: `<stem>.<number>.<lang>.vtt`."""
+    if not 1 <= number <= MAX_SIDECAR_TRACKS:
+        raise ValueError(f"subtitle sidecars are numbered 1 to {MAX_SIDECAR_TRACKS}")
+    tag = re.sub(r"[^a-z]", "", (language or "").lower())[:3] or "und"
+    return f"{posixpath.splitext(video_key)[0]}.{number}.{tag}.vtt"
+
+
+def chapters_key(video_key: str) -> str:
+    """The source's chapters as WebVTT beside an output that cannot carry them."""
+    return f"{posixpath.splitext(video_key)[0]}{CHAPTERS_SUFFIX}"
+
+
+def put_text(bucket: str, key: str, text: str, content_type: str) -> None:
+    body = text.encode()
+    what = f"put s3://{bucket}/{key}"
+    clients.call(
+        what,
+        lambda: clients.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type),
+        on_error=_missing(what),
+    )
 
 
 def _missing(what: str) -> Callable[[Exception], Exception | None]:

@@ -34,7 +34,7 @@ from vsr.media.concat import join_segments
 from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, film_duration, output_video_pts
 from vsr.media.probe import VideoInfo, probe
 from vsr.media.profiles import Delivery, Hdr10, choose_delivery, job_profile
-from vsr.pipeline import artifacts, jobs, timejob
+from vsr.pipeline import artifacts, jobs, sidecars, timejob
 from vsr.pipeline.events import stream_records
 from vsr.pipeline.fragments import fragment_keys
 from vsr.pipeline.multipart import join_fragments
@@ -240,16 +240,27 @@ def _assemble_fragmented(
     }
     report = build_report(job, info, scale, joined.per_segment, timings, video_key, res.output_bucket, joined.bytes)
     dropped = len(info.audio) - sum(1 for a in info.audio if a.codec in FRAGMENT_AUDIO_CODECS)
+    source = S3RangeReader(
+        clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
+    )
+    side = sidecars.deliver(source, len(info.subtitles), res.output_bucket, video_key)
     report["assembly"] = assembly_summary(
         job,
         FRAGMENTED,
         multipart=joined.stats.to_dict(),
         audio_streams_copied=len(info.audio) - dropped,
-        subtitles_dropped=len(info.subtitles),
+        sidecars=side,
+        subtitles_dropped=side["subtitles_dropped"],
     )
     report["quality"] = {"pending": True}
     artifacts.put_json(res.output_bucket, report_key, report)
-    out = {"bucket": res.output_bucket, "key": video_key, "report_key": report_key, "bytes": joined.bytes}
+    out = {
+        "bucket": res.output_bucket,
+        "key": video_key,
+        "report_key": report_key,
+        "bytes": joined.bytes,
+        "sidecar_keys": sidecars.keys(side),
+    }
     if not jobs.complete_job(job.job_id, owner, out, timings, res.table):
         log.warning("assemble.lost_lease_before_complete")
         return
@@ -259,7 +270,7 @@ def _assemble_fragmented(
         quality_started = time.monotonic()
         source = S3RangeReader(
             clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
-        )
+        )  # a fresh reader: its position is its own
         output = S3RangeReader(clients.s3(), res.output_bucket, video_key)
         quality = _measure_quality(
             job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp, output_video_pts(info)
