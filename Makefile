@@ -42,7 +42,7 @@ fmt: $(VENV)/.installed
 	$(BIN)/ruff format shared services tests bench tools
 
 test: install models lint ## the whole suite: unit, moto-server integration, end-to-end, Terraform checks
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=20 tests
 
 test-fast: $(VENV)/.installed models ## everyday loop: unit, media, models and pipeline stages (no end-to-end runs, no Terraform)
 	$(BIN)/pytest -q -m "not slow" $(FAST_TESTS)
