@@ -26,19 +26,23 @@ def shipped(model_dir: Path) -> list[str]:
 
     default = get_settings().model_name
     if default in registry.INT8_SOURCES and registry.int8_variant(default) is None:
-        int8.build(default)
+        int8.build(default, get_settings())
     return [name for name in registry.INT8_SOURCES if registry.int8_variant(name) is not None]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", registry.INT8_SOURCES)
 def test_shipped_variant_passes_the_gate(shipped: list[str], name: str) -> None:
+    from vsr.settings import get_settings
+
     if name not in shipped:
         pytest.skip(f"{name}-int8 is not shipped (its gate failed at build time, so it is never used)")
     variant = registry.int8_variant(name)
     assert variant is not None
     fp32 = registry.resolve_model(name)
-    result = fidelity.measure(fidelity.onnx_upscaler(str(fp32.path), 2), fidelity.onnx_upscaler(str(variant.path), 2))
+    settings = get_settings()
+    candidate = fidelity.GuardedUpscale(variant.path, fp32, settings.int8_guard.max_clipped_channels, 2)
+    result = fidelity.measure(fidelity.onnx_upscaler(str(fp32.path), 2), candidate, settings.encode_settings)
     assert result.passed, result.failures()
     assert len(result.frames) == 9  # 6 held-out clip frames + 3 generated cases
     meta = registry._read_sidecar(variant.path) or {}

@@ -53,6 +53,9 @@ class Recipe:
     # between convs: "qlinear": y' + (a-1)*relu(y') all in uint8 (ORT's QLinearMul/QLinearAdd); "prelu": float
     # DQ -> PRelu -> Q; "rewrite": float DQ -> the engine's y + k*relu(y) (with equalising gains) -> Q
     activation: str = "qlinear"
+    # > 0: add the saturation guard (vsr.models.guard) with cells of this many input pixels: the engine then
+    # recomputes in fp32 the parts where conv outputs clipped at the top of their uint8 range
+    guard_cell: int = 0
 
     def describe(self) -> str:
         parts = ["per-channel-int8-weights" if self.per_channel else "per-tensor-int8-weights", "uint8-activations"]
@@ -65,6 +68,8 @@ class Recipe:
             parts.append("bias-correction")
         if self.keep_fp32:
             parts.append("fp32=" + "+".join(self.keep_fp32))
+        if self.guard_cell:
+            parts.append(f"guard=conv-out-top/{self.guard_cell}px")
         return ",".join(parts)
 
 
@@ -713,4 +718,8 @@ def quantise(
     act_owner = {name: owner for name, owner in prepared.act_owner.items() if owner in plan}
     act_plan = {name: choose_range(prepared.act_samples[name], recipe.ranges) for name in act_owner}
     qmodel = build_qdq(graph, convs, plan, act_plan)
+    if recipe.guard_cell:
+        from vsr.models import guard
+
+        qmodel = guard.add_guard(qmodel, recipe.guard_cell, guard.conv_output_quantisers(qmodel))
     return Quantised(qmodel, recipe, [layer.name for layer in layers], graph, convs, plan, act_plan, act_owner)
