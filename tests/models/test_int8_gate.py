@@ -75,6 +75,27 @@ def test_gate_metrics_catch_a_bad_picture() -> None:
     assert {"dark scene", "flat gradient", "text and edges"} <= set(labels)
 
 
+def test_delivered_flicker_does_not_favour_the_reference_encode() -> None:
+    """The delivered warping ratio of fp32 against itself shifted by half a code value (no temporal change at
+    all) must pass: with flows fitted to the reference's own encode it was 1.05 on the upscaled clip."""
+    from vsr.settings import get_settings
+
+    encode = get_settings().encode_settings
+    frames = fidelity.warp_frames()
+    flows = fidelity.flows_between(frames)
+    shifted = np.clip(frames + 0.5 / 255, 0, 1)
+    ratio = fidelity.warping_error(fidelity.delivered(shifted, encode), flows) / fidelity.warping_error(
+        fidelity.delivered(frames, encode), flows
+    )
+    assert abs(ratio - 1) <= fidelity.MAX_WARP_RATIO - 1  # the encode alone moves it by about 1%
+    rng = np.random.default_rng(1)
+    noisy = np.clip(frames + rng.normal(0, 0.02, frames.shape).astype(np.float32), 0, 1)
+    noisy_ratio = fidelity.warping_error(fidelity.delivered(noisy, encode), flows) / fidelity.warping_error(
+        fidelity.delivered(frames, encode), flows
+    )
+    assert noisy_ratio > fidelity.MAX_WARP_RATIO  # flicker that survives the encode is still caught
+
+
 @pytest.mark.parametrize("name", registry.INT8_SOURCES)
 def test_a_variant_that_failed_is_never_installed_or_used(shipped: list[str], name: str) -> None:
     """The build's record says pass or fail; a failed variant leaves no model file and no way to select it."""
