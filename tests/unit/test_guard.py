@@ -62,3 +62,14 @@ def test_job_fraction_is_pixel_weighted_and_absent_without_a_guard() -> None:
     assert stats.fraction == 0.25 and stats.regions == 2
     assert recomputed_fraction({"guard_px": 4000.0, "guard_recomputed_px": 1000.0}) == 0.25
     assert recomputed_fraction({"decode_s": 1.0}) is None
+
+
+def test_the_planner_counts_an_int8_model_at_its_cost_factor() -> None:
+    from vsr.admission import model_cost
+    from vsr.settings import Int8Guard, get_settings
+
+    guard = Int8Guard(cell=16, max_clipped_channels=64, int8_relative_cost=0.5, expected_recompute_fraction=0.1)
+    assert model_cost("m-int8", 2, 1000, "int8", guard).macs_per_input_pixel == 600
+    assert model_cost("m", 2, 1000, "fp32", guard).macs_per_input_pixel == 1000
+    configured = get_settings().int8_guard  # settings.json, the one source Terraform reads too
+    assert 0 < configured.int8_relative_cost < 1 and 0 <= configured.expected_recompute_fraction <= 1
