@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline tests/interpolation tests/web
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-output-size bench-check bench-int8 bench-encode package lambda-smoke image push deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-output-size bench-check bench-int8 bench-encode package int8-arm64 lambda-smoke image push deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -65,8 +65,9 @@ bench-model: $(VENV)/.installed models ## ONNX Runtime vs ncnn, ms/frame and GFL
 bench-conv: $(VENV)/.installed models ## one body layer: ORT direct conv vs ncnn (Winograd off/on) vs Winograd in ONNX ops
 	$(BIN)/python bench/bench_conv.py
 
-bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference; orchestration overhead
+bench-pipeline: $(VENV)/.installed models ## whole `vsr upscale` vs ncnn bare inference (fp32, then int8 + guard: target <= 0.8); orchestration overhead
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_pipeline.py --precision int8 --frames 12
 
 bench-plan: $(VENV)/.installed models ## the pipeline simulation vs measured `vsr run` on 3 real clips (+-20%)
 	$(BIN)/python bench/bench_plan.py
@@ -96,6 +97,10 @@ bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-encode
 
 package: $(VENV)/.installed models ## build the Lambda layer and function zips for ARCH (arm64|x86_64) into build/lambda/ARCH
 	$(BIN)/python tools/package.py --arch $(ARCH) --out build/lambda --strip $(or $(PACKAGE_STRIP),auto) $(if $(filter 0 no,$(PACKAGE_BYTECODE)),--no-bytecode)
+
+int8-arm64: ## the guarded int8 variant through the engine on arm64 ONNX Runtime (the Lambda layer) under qemu-aarch64; no Graviton timing
+	$(MAKE) package ARCH=arm64
+	$(BIN)/python tools/int8_arm64.py
 
 lambda-smoke: package ## run the built packages as Lambda would (bubblewrap sandbox, Debian CPython; arm64 under qemu) on a tiny real clip against moto
 	$(BIN)/python tools/lambda_smoke.py --arch $(ARCH)

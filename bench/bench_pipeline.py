@@ -50,6 +50,26 @@ def lossless_clip(source: Path, path: Path, frames: int) -> Path:
     return path
 
 
+def int8_for_timing(model: str, folder: Path, threads: int) -> tuple[registry.ModelInfo, str]:
+    """The installed int8 variant, or (when none passed the gate) the shipped recipe quantised into `folder`,
+    for timing only and labelled so."""
+    import onnx
+
+    from vsr.models import fidelity, int8, quantize
+
+    variant = registry.int8_variant(model)
+    if variant is not None:
+        return variant, "shipped"
+    fp32 = registry.resolve_model(model)
+    calib, _ = fidelity.calibration_frames()
+    q = quantize.quantise(onnx.load(str(fp32.path)), calib, int8.shipped_recipe(get_settings().int8_guard), threads)
+    path = folder / f"{model}{registry.INT8_SUFFIX}.onnx"
+    onnx.save_model(q.model, str(path))
+    meta = {"name": path.stem, "scale": str(fp32.scale), "macs_per_input_pixel": str(fp32.macs_per_input_pixel)}
+    path.with_suffix(".json").write_text(json.dumps({**meta, "precision": "int8"}))
+    return registry.resolve_model(str(path)), "NOT shipped: its gate failed; quantised here for timing only"
+
+
 def bench_ncnn(model: str, frames: np.ndarray, threads: int, net: Any) -> float:
     _, seconds = run_ncnn(model, frames, threads, precise=False, net=net)
     return seconds
@@ -80,18 +100,26 @@ def main() -> int:
         frames = np.stack(images).astype(np.float32) / 255.0
 
         precision = args.precision or get_settings().precision  # int8 only where the variant passed the gate
-        model = registry.resolve_model(args.model, None, precision, strict=args.precision is not None)
+        status = ""
+        if args.precision == "int8":  # asked for: the shipped variant, or one quantised here for timing only
+            model, status = int8_for_timing(args.model, Path(tmp), threads)
+        else:
+            model = registry.resolve_model(args.model, None, precision, strict=args.precision is not None)
         net = load_net(args.model, threads, precise=False)
         tile = get_settings().tile if args.tile is None else args.tile
         upscaler = get_upscaler(
-            model, tile=tile, tile_overlap=get_settings().tile_overlap, threads=threads
+            model,
+            tile=tile,
+            tile_overlap=get_settings().tile_overlap,
+            threads=threads,
+            guard_max_clipped=get_settings().int8_guard.max_clipped_channels,
         )  # session created outside the timings
         upscaler.upscale(frames[:1])  # warm-up both engines on one frame
         run_ncnn(args.model, frames[:1], threads, precise=False, net=net)
 
         ncnn_before = bench_ncnn(args.model, frames, threads, net)
         report = upscale_file(
-            clip, Path(tmp) / "out.mp4", model=model.name, tile=args.tile, progress=False, threads=threads
+            clip, Path(tmp) / "out.mp4", model=str(model.path), tile=args.tile, progress=False, threads=threads
         )
         ncnn_after = bench_ncnn(args.model, frames, threads, net)
 
@@ -117,7 +145,12 @@ def main() -> int:
     for label, seconds, note in rows:
         print(f"{label:34} {seconds:9.2f} {1000 * seconds / n:9.1f}  {note}")
     ratio = pipeline_s / ncnn_s
-    print(f"ratio (b)/(a) = {ratio:.2f}  (target <= 1.0)")
+    if model.precision == "int8":
+        recomputed = report.get("recomputed_fraction")
+        print(f"int8 variant: {status}; guard recomputed {recomputed or 0:.2%} of input pixels in fp32")
+        print(f"ratio (b)/(a) = {ratio:.2f}  (int8 target <= 0.8: {'met' if ratio <= 0.8 else 'MISSED'})")
+    else:
+        print(f"ratio (b)/(a) = {ratio:.2f}  (target <= 1.0)")
     print(f"orchestration overhead over ONNX Runtime inference = {pipeline_s / t['infer_s'] - 1:.1%}")
     if args.json:
         print(
@@ -131,6 +164,7 @@ def main() -> int:
                     "ncnn_s": ncnn_s,
                     "pipeline_s": pipeline_s,
                     "ratio": ratio,
+                    "recomputed_fraction": report.get("recomputed_fraction"),
                     "timings": t,
                     "fps_time_base": str(Fraction(info.time_base)),
                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

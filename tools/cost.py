@@ -8,7 +8,8 @@ The minute is planned by the same planner ingest uses (vsr.planning.plan_job) an
 pipeline model (vsr.simulation), so every term comes from settings.json:
     inference FLOPs / minute = fps x 60 x width x height x 2 x macs_per_input_pixel
     seconds per frame        = FLOPs per frame / (gflops_per_vcpu x 1e9 x vcpus)   (segments.*)
-                               / INT8_SPEEDUP for an int8 variant   (an assumption, stated below)
+                               x model.int8_guard cost factor for an int8 variant (int8 pass + expected
+                               fp32 recompute of the saturation guard; an x86-64 measurement, stated below)
     worker billed seconds    = per segment: cold or warm start + setup + frames x s/frame x (1 + overhead)
                                + upload + bookkeeping                               (latency.*)
     Lambda GB-s x price      + ingest and assembly, requests (Lambda, SQS, DynamoDB, S3, KMS)   (pricing.*)
@@ -35,12 +36,10 @@ from vsr.planning import STRATEGIES, balanced_sizes, job_cost_usd, plan_job, sec
 from vsr.settings import DELIVERY_CODECS, Settings, get_settings
 from vsr.simulation import simulate
 
-# int8 variants do the same multiply-adds faster. Assumed speed-up over fp32: rounded down from what
-# `make bench-int8` measured for bare ONNX Runtime inference of realesr-animevideov3-x2-int8 vs our fp32 engine
-# model on this team's x86-64 machine (AVX-512 VNNI, 2 threads): 2.3x to 5x on a shared, noisy machine.
-# Graviton (Lambda arm64) speed is NOT measured here: arm64 has int8 dot-product instructions (sdot/udot),
-# but this factor is an x86 measurement applied to it.
-INT8_SPEEDUP = 2.0
+# int8 variants do the same multiply-adds faster: the planner's assumption (vsr.admission.model_cost) is settings
+# model.int8_guard: the int8 pass's time relative to fp32 (`make bench-int8`, x86-64 AVX-512 VNNI, 2 threads)
+# plus the share the saturation guard is expected to recompute in fp32 (measured on the bundled clips).
+# Graviton (Lambda arm64) speed is NOT measured here: that factor is an x86 measurement applied to it.
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def estimate(
     capacity = s.worker_capacity
     sizes = dataclasses.replace(s.function_sizes, architecture=arch)
     frames = round(fps * 60)
-    speedup = INT8_SPEEDUP if precision == "int8" else 1.0
+    speedup = 1.0 / s.int8_guard.cost_factor if precision == "int8" else 1.0
     per_frame = (
         seconds_per_frame(
             width, height, macs_per_input_pixel=macs, gflops_per_vcpu=capacity.gflops_per_vcpu, vcpus=capacity.vcpus
@@ -270,8 +269,9 @@ def describe(e: Estimate) -> str:
             f"Lambda {e.arch}",
             *(
                 [
-                    f"  int8 assumed {e.speedup_assumed:g}x fp32 speed (measured on x86-64 AVX-512 VNNI by "
-                    "`make bench-int8`; Graviton speed not measured)"
+                    f"  int8 assumed {e.speedup_assumed:.3g}x fp32 speed (settings model.int8_guard: int8 pass + "
+                    "expected fp32 recompute, measured on x86-64 AVX-512 VNNI by `make bench-int8`; Graviton "
+                    "speed not measured)"
                 ]
                 if e.precision == "int8"
                 else []

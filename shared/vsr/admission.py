@@ -22,7 +22,7 @@ from vsr.media.probe import VideoInfo
 from vsr.media.profiles import AUTO, DeliveryProfile, Hdr10, choose_profile
 from vsr.media.safety import ALLOWED_FORMATS
 from vsr.planning import STRATEGIES, JobPlan, PlanChoice, Strategy, plan_job, seconds_per_frame
-from vsr.settings import TIERS, Limits, Settings
+from vsr.settings import TIERS, Int8Guard, Limits, Settings
 
 # S3 user metadata a user may set on an upload (`aws s3 cp --metadata vsr-plan=cost`); S3 lower-cases names.
 PLAN_METADATA_KEY = "vsr-plan"
@@ -40,6 +40,14 @@ class ModelCost:
     name: str
     scale: int
     macs_per_input_pixel: float
+
+
+def model_cost(name: str, scale: int, macs_per_input_pixel: float, precision: str, guard: Int8Guard) -> ModelCost:
+    """What the planner assumes a model costs: an int8 variant's multiply-adds count `guard.cost_factor` of
+    fp32's (its measured relative speed plus the expected share the saturation guard recomputes in fp32,
+    settings `model.int8_guard`); an fp32 model's count in full."""
+    factor = guard.cost_factor if precision == "int8" else 1.0
+    return ModelCost(name=name, scale=scale, macs_per_input_pixel=float(macs_per_input_pixel) * factor)
 
 
 def requested_strategy(metadata: Mapping[str, str] | None) -> Strategy:

@@ -240,7 +240,7 @@ def interpolate_file(
     import tempfile
     from pathlib import Path
 
-    from vsr.admission import ModelCost, plan_for
+    from vsr.admission import ModelCost, model_cost, plan_for
     from vsr.errors import InputError, PermanentError
     from vsr.media.concat import join_segments
     from vsr.media.encode import SEGMENT_FORMAT
@@ -277,9 +277,15 @@ def interpolate_file(
             gflops_per_vcpu=settings.worker_capacity.gflops_per_vcpu,
         )
         upscaler = get_upscaler(
-            sr_model, tile=settings.tile if tile is None else tile, tile_overlap=settings.tile_overlap
+            sr_model,
+            tile=settings.tile if tile is None else tile,
+            tile_overlap=settings.tile_overlap,
+            guard_max_clipped=settings.int8_guard.max_clipped_channels,
         )
-        scale, model_name, sr_macs = sr_model.scale, sr_model.name, sr_model.macs_per_input_pixel
+        scale, model_name = sr_model.scale, sr_model.name
+        sr_macs = model_cost(
+            sr_model.name, sr_model.scale, sr_model.macs_per_input_pixel, sr_model.precision, settings.int8_guard
+        ).macs_per_input_pixel
     limits = InterpolationLimits(isettings.max_output_fps, isettings.max_output_pixel_rate)
     request.check_against(info.average_rate or info.base_rate, info.width, info.height, scale, limits)
     interp_model = resolve_interpolation(isettings.model)

@@ -208,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A person is watching a progress display: only warnings unless asked. Lambda keeps INFO (logs.configure).
     logs.configure(level=os.environ.get("VSR_LOG_LEVEL", "WARNING"))
+    if args.command_key == "models.convert":  # the int8 build's guard and delivery encode, resolved here
+        from vsr.settings import get_settings
+
+        args.settings = get_settings()
     try:
         return int(_resolve(COMMANDS[args.command_key])(args) or 0)
     except VsrError as exc:

@@ -28,6 +28,7 @@ from botocore.config import Config
 
 from vsr.aws import clients, deployment
 from vsr.aws.resources import Resources
+from vsr.guard import recomputed_fraction
 from vsr.logs import get_logger
 from vsr.pipeline import jobs
 from vsr.pipeline import redrive as redrive_jobs
@@ -199,6 +200,9 @@ def _print_job(data: dict[str, Any]) -> None:
     model = data.get("model") or {}
     if model:
         print(f"model    {model.get('name')} x{model.get('scale')} ({model.get('precision', 'fp32')})")
+    recomputed = recomputed_fraction(data.get("segment_totals") or {})
+    if recomputed is not None:
+        print(f"guard    {recomputed:.2%} of input pixels recomputed in fp32 (int8 activations clipped there)")
     if data.get("probe"):
         p = data["probe"]
         print(f"probe    {json.dumps(p, default=str)}")

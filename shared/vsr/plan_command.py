@@ -29,6 +29,7 @@ from vsr.admission import (
     fleet_timeline,
     probe_summary,
 )
+from vsr.admission import model_cost as admission_cost
 from vsr.errors import InputError, PermanentError, TransientError
 from vsr.fleet import FleetSample
 from vsr.media.probe import VideoInfo, probe
@@ -44,7 +45,7 @@ def model_cost(name: str | None, settings: Settings) -> ModelCost:
     wanted = name or settings.model_name
     for info in list_models():
         if info.name == wanted:
-            return ModelCost(name=info.name, scale=info.scale, macs_per_input_pixel=info.macs_per_input_pixel)
+            return admission_cost(info.name, info.scale, info.macs_per_input_pixel, info.precision, settings.int8_guard)
     available = ", ".join(m.name for m in list_models()) or "none"
     raise InputError(f"unknown model {wanted!r}; available: {available}")
 

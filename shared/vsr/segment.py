@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from vsr.errors import CorruptInputError
+from vsr.guard import GuardStats
 from vsr.logs import get_logger
 from vsr.media import fieldrate, interlace
 from vsr.media.decode import Frame, decode_window
@@ -58,9 +59,15 @@ class SegmentResult:
     encode_s: float
     wall_s: float
     temporal_s: float = 0.0  # stabilisation (settings model.temporal), context frames included
+    guard_px: int = 0  # input pixels a guarded int8 model upscaled (vsr.guard); 0 for any other model
+    guard_recomputed_px: int = 0  # of those, recomputed in fp32 because activations clipped
+
+    @property
+    def recomputed_fraction(self) -> float:
+        return self.guard_recomputed_px / self.guard_px if self.guard_px else 0.0
 
     def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        return {**asdict(self), "recomputed_fraction": self.recomputed_fraction}
 
 
 _DONE = object()
@@ -198,6 +205,8 @@ def process_segment(
                 encoder.write(image, pts)
             timings["encode_s"] += time.perf_counter() - clock
 
+    # a guarded int8 model (vsr.guard) counts what it recomputed in fp32; any other upscaler is left alone
+    guard = GuardStats() if getattr(upscaler, "guard", None) is not None else None
     written = 0
     decoder: _Worker | None = None
     writer: _Worker | None = None
@@ -209,7 +218,9 @@ def process_segment(
             batches = _serial_batches(source, segment, total, batch_frames, timings, keep_context, conform, info)
         for pts_list, images in batches:
             clock = time.perf_counter()
-            upscaled = list(from_float(upscaler.upscale(to_float(images)), images[0].dtype))
+            batch = to_float(images)
+            result_batch = upscaler.upscale(batch, guard) if guard is not None else upscaler.upscale(batch)
+            upscaled = list(from_float(result_batch, images[0].dtype))
             timings["infer_s"] += time.perf_counter() - clock
             if stabiliser is not None:
                 clock = time.perf_counter()
@@ -253,6 +264,8 @@ def process_segment(
     finally:
         stop.set()
     result = SegmentResult(frames=written, wall_s=time.perf_counter() - started, **timings)
+    if guard is not None:
+        result.guard_px, result.guard_recomputed_px = guard.pixels, guard.recomputed
     log.info(
         "segment.done",
         segment=segment.index,

@@ -84,6 +84,37 @@ class SegmentPolicy:
 
 
 @dataclass(frozen=True)
+class Int8Guard:
+    """The saturation guard of int8 variants (vsr.guard, vsr.models.guard) and what it costs the planner.
+
+    `cell`: input pixels per side of one clip-count cell (built into the variant's graph);
+    `max_clipped_channels`: a cell with more (conv, channel) pairs clipped at the top of their uint8 range is
+    recomputed in fp32; `int8_relative_cost`: the int8 variant's bare inference time over fp32's (guard
+    included, bench/bench_int8.py); `expected_recompute_fraction`: share of input pixels the guard recomputes,
+    measured on the bundled clips (bench/bench_int8.py prints it).
+    """
+
+    cell: int
+    max_clipped_channels: float
+    int8_relative_cost: float
+    expected_recompute_fraction: float
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Int8Guard:
+        return cls(
+            cell=int(raw["cell"]),
+            max_clipped_channels=float(raw["max_clipped_channels"]),
+            int8_relative_cost=float(raw["int8_relative_cost"]),
+            expected_recompute_fraction=float(raw["expected_recompute_fraction"]),
+        )
+
+    @property
+    def cost_factor(self) -> float:
+        """An int8 frame's compute relative to fp32's: the int8 pass plus the expected fp32 recompute."""
+        return self.int8_relative_cost + self.expected_recompute_fraction
+
+
+@dataclass(frozen=True)
 class WorkerCapacity:
     """What one worker invocation computes: vCPUs from its memory, sustained GFLOP/s per vCPU."""
 
@@ -408,6 +439,10 @@ class Settings:
     @property
     def tile_overlap(self) -> int:
         return int(self.raw["model"]["tile_overlap"])
+
+    @property
+    def int8_guard(self) -> Int8Guard:
+        return Int8Guard.from_raw(self.raw["model"]["int8_guard"])
 
     # --- functions and queues ----------------------------------------------------------------------
     @property

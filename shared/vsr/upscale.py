@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vsr.admission import ModelCost, delivery_for, plan_for
+from vsr.admission import delivery_for, model_cost, plan_for
 from vsr.errors import InputError, PermanentError
+from vsr.guard import recomputed_fraction
 from vsr.logs import get_logger
 from vsr.media import interlace
 from vsr.media.concat import join_segments
@@ -37,7 +38,7 @@ def plan(info: VideoInfo, model: Any, segment_frames: int | None) -> list[Segmen
     settings = get_settings()
     if segment_frames:
         return plan_segments(info.pts, segment_frames, settings.segment_policy.context_frames)
-    cost = ModelCost(name=model.name, scale=model.scale, macs_per_input_pixel=model.macs_per_input_pixel)
+    cost = model_cost(model.name, model.scale, model.macs_per_input_pixel, model.precision, settings.int8_guard)
     return plan_for(info, cost, settings, "cost", concurrency=1, tier="lambda").segments
 
 
@@ -93,6 +94,7 @@ def upscale_file(
         tile=settings.tile if tile is None else tile,
         tile_overlap=settings.tile_overlap,
         threads=threads,
+        guard_max_clipped=settings.int8_guard.max_clipped_channels,
     )
     load_s = time.perf_counter() - clock
 
@@ -113,6 +115,8 @@ def upscale_file(
         segments=len(segments),
     )
     totals = {"decode_s": 0.0, "infer_s": 0.0, "encode_s": 0.0, "temporal_s": 0.0}
+    guard = {"guard_px": 0.0, "guard_recomputed_px": 0.0}
+    per_segment: list[float | None] = []
     bar = _progress_bar(info.frame_count, progress)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vsr-upscale-", dir=target.parent))
@@ -134,6 +138,9 @@ def upscale_file(
             )
             for key in totals:
                 totals[key] += getattr(result, key)
+            for key in guard:
+                guard[key] += getattr(result, key)
+            per_segment.append(result.recomputed_fraction if result.guard_px else None)
             parts.append(part)
         clock = time.perf_counter()
         partial = work / f"output{delivery.profile.extension}"
@@ -150,6 +157,9 @@ def upscale_file(
         "output": str(target),
         "model": model_info.name,
         "precision": model_info.precision,
+        # int8 with the saturation guard: share of input pixels recomputed in fp32, per job and per segment
+        "recomputed_fraction": recomputed_fraction(guard),
+        "segments_recomputed_fraction": per_segment if guard["guard_px"] else None,
         "temporal": temporal_mode,
         "scale": model_info.scale,
         "frames": info.frame_count,  # output frames: twice the source's when deinterlaced at field rate
@@ -238,4 +248,6 @@ def command(args: argparse.Namespace) -> int:
         f"infer {t['infer_s']:.2f}, encode {t['encode_s']:.2f}, join {t['join_s']:.2f}]; "
         f"{report['delivery']['codec']} in {report['delivery']['container']} by {report['delivery']['encoder']}"
     )
+    if report["recomputed_fraction"] is not None:
+        print(f"int8 guard: {report['recomputed_fraction']:.2%} of input pixels recomputed in fp32")
     return 0

@@ -60,11 +60,27 @@ def test_faster_plans_cost_at_most_the_bound_more() -> None:
 def test_int8_row_states_its_speed_assumption() -> None:
     fp32 = cost.estimate(640, 360, 25, "arm64", MACS, "m")
     int8 = cost.estimate(640, 360, 25, "arm64", MACS, "m-int8", precision="int8")
-    assert int8.seconds_per_frame == pytest.approx(fp32.seconds_per_frame / cost.INT8_SPEEDUP)
-    # inference halves; the fixed per-segment costs (cold start, setup, upload) do not
-    assert int8.worker_gb_s < 0.6 * fp32.worker_gb_s
+    factor = get_settings().int8_guard.cost_factor
+    assert int8.seconds_per_frame == pytest.approx(fp32.seconds_per_frame * factor)
+    # inference scales by the factor; the fixed per-segment costs (cold start, setup, upload) do not
+    assert factor * fp32.worker_gb_s < int8.worker_gb_s < fp32.worker_gb_s
     assert "Graviton speed not measured" in cost.describe(int8)
     assert "int8" not in cost.describe(fp32).splitlines()[1]
+
+
+def test_int8_cost_includes_the_guards_expected_fp32_recompute() -> None:
+    import copy
+
+    from vsr.settings import Settings
+
+    raw = copy.deepcopy(get_settings().raw)
+    guard = raw["model"]["int8_guard"]
+    guard["expected_recompute_fraction"] = 0.0
+    clean = cost.estimate(640, 360, 25, "arm64", MACS, "m-int8", settings=Settings(raw), precision="int8")
+    guard["expected_recompute_fraction"] = 0.3
+    guarded = cost.estimate(640, 360, 25, "arm64", MACS, "m-int8", settings=Settings(raw), precision="int8")
+    ratio = (guard["int8_relative_cost"] + 0.3) / guard["int8_relative_cost"]
+    assert guarded.seconds_per_frame == pytest.approx(clean.seconds_per_frame * ratio)
 
 
 def test_gpu_tier_prices_instance_time_and_states_its_throughput_assumption() -> None:

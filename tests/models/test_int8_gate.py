@@ -26,19 +26,23 @@ def shipped(model_dir: Path) -> list[str]:
 
     default = get_settings().model_name
     if default in registry.INT8_SOURCES and registry.int8_variant(default) is None:
-        int8.build(default)
+        int8.build(default, get_settings())
     return [name for name in registry.INT8_SOURCES if registry.int8_variant(name) is not None]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", registry.INT8_SOURCES)
 def test_shipped_variant_passes_the_gate(shipped: list[str], name: str) -> None:
+    from vsr.settings import get_settings
+
     if name not in shipped:
         pytest.skip(f"{name}-int8 is not shipped (its gate failed at build time, so it is never used)")
     variant = registry.int8_variant(name)
     assert variant is not None
     fp32 = registry.resolve_model(name)
-    result = fidelity.measure(fidelity.onnx_upscaler(str(fp32.path), 2), fidelity.onnx_upscaler(str(variant.path), 2))
+    settings = get_settings()
+    candidate = fidelity.GuardedUpscale(variant.path, fp32, settings.int8_guard.max_clipped_channels, 2)
+    result = fidelity.measure(fidelity.onnx_upscaler(str(fp32.path), 2), candidate, settings.encode_settings)
     assert result.passed, result.failures()
     assert len(result.frames) == 9  # 6 held-out clip frames + 3 generated cases
     meta = registry._read_sidecar(variant.path) or {}
@@ -69,6 +73,27 @@ def test_gate_metrics_catch_a_bad_picture() -> None:
     assert fidelity.near_fraction(frames[0], np.clip(frames[0] + 1 / 255, 0, 1)) == 1.0
     labels = [label for label, _ in fidelity.gate_frames()]
     assert {"dark scene", "flat gradient", "text and edges"} <= set(labels)
+
+
+def test_delivered_flicker_does_not_favour_the_reference_encode() -> None:
+    """The delivered warping ratio of fp32 against itself shifted by half a code value (no temporal change at
+    all) must pass: with flows fitted to the reference's own encode it was 1.05 on the upscaled clip."""
+    from vsr.settings import get_settings
+
+    encode = get_settings().encode_settings
+    frames = fidelity.warp_frames()
+    flows = fidelity.flows_between(frames)
+    shifted = np.clip(frames + 0.5 / 255, 0, 1)
+    ratio = fidelity.warping_error(fidelity.delivered(shifted, encode), flows) / fidelity.warping_error(
+        fidelity.delivered(frames, encode), flows
+    )
+    assert abs(ratio - 1) <= fidelity.MAX_WARP_RATIO - 1  # the encode alone moves it by about 1%
+    rng = np.random.default_rng(1)
+    noisy = np.clip(frames + rng.normal(0, 0.02, frames.shape).astype(np.float32), 0, 1)
+    noisy_ratio = fidelity.warping_error(fidelity.delivered(noisy, encode), flows) / fidelity.warping_error(
+        fidelity.delivered(frames, encode), flows
+    )
+    assert noisy_ratio > fidelity.MAX_WARP_RATIO  # flicker that survives the encode is still caught
 
 
 @pytest.mark.parametrize("name", registry.INT8_SOURCES)

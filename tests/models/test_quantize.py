@@ -161,6 +161,18 @@ def test_status_shows_the_precision_a_job_ran_with(capsys: pytest.CaptureFixture
     assert "m-int8 x2 (int8)" in capsys.readouterr().out
     ops._print_job({**job, "model": {"name": "m", "scale": 2}})  # jobs recorded before precision existed
     assert "m x2 (fp32)" in capsys.readouterr().out
+    assert "guard" not in capsys.readouterr().out
+
+
+def test_status_shows_the_share_the_int8_guard_recomputed(capsys: pytest.CaptureFixture[str]) -> None:
+    from vsr import ops
+
+    job = {"job_id": "j", "status": "DONE", "input": {"bucket": "b", "key": "k"}, "done_count": 2}
+    job |= {"segment_count": 2, "remaining": 0, "segments": [], "model": {"name": "m-int8", "scale": 2}}
+    ops._print_job({**job, "segment_totals": {"guard_px": 4000.0, "guard_recomputed_px": 1000.0, "frames": 8}})
+    assert "guard    25.00% of input pixels recomputed in fp32" in capsys.readouterr().out
+    ops._print_job({**job, "segment_totals": {"frames": 8}})  # fp32, or a model without a guard
+    assert "recomputed" not in capsys.readouterr().out
 
 
 def test_upscale_cli_refuses_int8_without_a_passed_variant(

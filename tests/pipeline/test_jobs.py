@@ -93,6 +93,21 @@ def test_duplicate_segment_is_counted_once(resources: Resources) -> None:
     assert jobs.get_job("nope") is None
 
 
+def test_the_int8_guards_recomputed_pixels_sum_over_segments(resources: Resources) -> None:
+    from vsr.guard import recomputed_fraction
+
+    _create("j1", segments=3)
+    assert jobs.mark_segment_done("j1", 0, {"wall_s": 1.0, "guard_px": 3000.0, "guard_recomputed_px": 0.0}, 4)
+    assert jobs.mark_segment_done("j1", 1, {"wall_s": 1.0, "guard_px": 1000.0, "guard_recomputed_px": 1000.0}, 4)
+    assert not jobs.mark_segment_done("j1", 1, {"guard_px": 1000.0, "guard_recomputed_px": 1000.0}, 4)  # duplicate
+    job = jobs.get_job("j1")
+    assert job is not None and recomputed_fraction(job.segment_totals) == 0.25
+    _create("j2", segments=1)
+    assert jobs.mark_segment_done("j2", 0, {"wall_s": 1.0}, 4)  # fp32: no guard counters at all
+    job = jobs.get_job("j2")
+    assert job is not None and recomputed_fraction(job.segment_totals) is None
+
+
 def test_progress_of_running_segments_counts_until_they_finish(resources: Resources) -> None:
     _create("jp", segments=2)
     assert jobs.record_segment_progress("jp", 0, 4)

@@ -53,6 +53,13 @@ class Recipe:
     # between convs: "qlinear": y' + (a-1)*relu(y') all in uint8 (ORT's QLinearMul/QLinearAdd); "prelu": float
     # DQ -> PRelu -> Q; "rewrite": float DQ -> the engine's y + k*relu(y) (with equalising gains) -> Q
     activation: str = "qlinear"
+    # > 0: add the saturation guard (vsr.models.guard) with cells of this many input pixels: the engine then
+    # recomputes in fp32 the parts where conv outputs clipped at the top of their uint8 range
+    guard_cell: int = 0
+    # > 0: leave in float the convs whose quantisation alone costs most on the calibration frames (the scan in
+    # `most_sensitive`), this many of them: int8 noise is temporally incoherent, and the delivered video's
+    # flicker is what the gate judges
+    fp32_most_sensitive: int = 0
 
     def describe(self) -> str:
         parts = ["per-channel-int8-weights" if self.per_channel else "per-tensor-int8-weights", "uint8-activations"]
@@ -65,6 +72,10 @@ class Recipe:
             parts.append("bias-correction")
         if self.keep_fp32:
             parts.append("fp32=" + "+".join(self.keep_fp32))
+        if self.fp32_most_sensitive:
+            parts.append(f"fp32-most-sensitive={self.fp32_most_sensitive}")
+        if self.guard_cell:
+            parts.append(f"guard=conv-out-top/{self.guard_cell}px")
         return ",".join(parts)
 
 
@@ -672,6 +683,21 @@ def prepare(
     return Prepared(graph, stats, samples, act_owner)
 
 
+def most_sensitive(q: Quantised, fp32: onnx.ModelProto, frames: np.ndarray, threads: int = 1) -> list[str]:
+    """q's quantised convs, the costliest first: the mean squared error against the fp32 output on `frames`
+    (the calibration frames: the gate's frames are never used to choose) with that conv alone quantised."""
+    reference = run(fp32, frames, threads)
+    cost = {}
+    for layer in q.layers:
+        out = run(q.only([layer]), frames, threads)
+        cost[layer] = float(np.mean((np.clip(out, 0, 1) - np.clip(reference, 0, 1)) ** 2))
+    ranked = sorted(cost, key=cost.__getitem__, reverse=True)
+    log.info(
+        "quantise.sensitivity", ranked=[(name, round(10 * np.log10(1 / max(cost[name], 1e-20)), 2)) for name in ranked]
+    )
+    return ranked
+
+
 def quantise(
     model: onnx.ModelProto, frames: np.ndarray, recipe: Recipe, threads: int = 1, prepared: Prepared | None = None
 ) -> Quantised:
@@ -712,5 +738,18 @@ def quantise(
         plan[layer.name] = ConvQuant(in_scale, in_zero, w_q, scales, bias.astype(np.float32), out_scale, out_zero)
     act_owner = {name: owner for name, owner in prepared.act_owner.items() if owner in plan}
     act_plan = {name: choose_range(prepared.act_samples[name], recipe.ranges) for name in act_owner}
+    if recipe.fp32_most_sensitive:
+        full = Quantised(
+            build_qdq(graph, convs, plan, act_plan), recipe, list(plan), graph, convs, plan, act_plan, act_owner
+        )
+        floated = set(most_sensitive(full, model, frames, threads)[: recipe.fp32_most_sensitive])
+        plan = {name: q for name, q in plan.items() if name not in floated}
+        act_owner = {name: owner for name, owner in act_owner.items() if owner in plan}
+        act_plan = {name: p for name, p in act_plan.items() if name in act_owner}
+        layers = [layer for layer in layers if layer.name in plan]
     qmodel = build_qdq(graph, convs, plan, act_plan)
+    if recipe.guard_cell:
+        from vsr.models import guard
+
+        qmodel = guard.add_guard(qmodel, recipe.guard_cell, guard.conv_output_quantisers(qmodel))
     return Quantised(qmodel, recipe, [layer.name for layer in layers], graph, convs, plan, act_plan, act_owner)

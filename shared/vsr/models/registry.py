@@ -496,5 +496,5 @@ def convert_command(args: argparse.Namespace) -> int:
 
         for name in INT8_SOURCES:
             if _source_files(name) is not None:
-                int8.build_command_line(name, force=bool(args.force))
+                int8.build_command_line(name, args.settings, force=bool(args.force))
     return 0

@@ -29,6 +29,7 @@ from vsr.aws import clients
 from vsr.aws.resources import Resources
 from vsr.aws.s3io import S3RangeReader
 from vsr.errors import PermanentError
+from vsr.guard import recomputed_fraction
 from vsr.logs import get_logger
 from vsr.media.concat import join_segments
 from vsr.media.fragmented import FRAGMENT_AUDIO_CODECS, film_duration, output_video_pts
@@ -410,6 +411,8 @@ def build_report(
             "sha256": job.model.get("sha256"),
             "precision": job.model.get("precision", "fp32"),
             "temporal": job.model.get("temporal", "off"),
+            # int8 with the saturation guard: share of input pixels recomputed in fp32 (per segment: items)
+            "recomputed_fraction": recomputed_fraction(job.segment_totals),
         },
         "fps": f"{rate.numerator}/{rate.denominator}" if rate else None,
         "segments": {"count": job.segment_count, "items": per_segment},

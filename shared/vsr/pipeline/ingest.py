@@ -178,7 +178,7 @@ def ingest_object(obj: S3Object, resources: Resources, message_id: str = "") -> 
         delivery = delivery_for(info, model.scale, codec, settings)
         job_model["delivery"] = delivery.to_dict()  # the job's one request: every segment and the assembler
         # each tier's limits, the plan over the tiers that admit it, its assembly path, its tier's cost limit
-        planned = timejob.planned_cost(model.cost, time_request, settings)
+        planned = timejob.planned_cost(model.cost(settings.int8_guard), time_request, settings)
         admission = admit(info, planned, settings, strategy, tier=tier, codec=delivery.codec)
         if admission.refusal:
             raise CostLimitError(admission.refusal)

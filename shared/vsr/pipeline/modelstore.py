@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vsr.admission import ModelCost
+from vsr.admission import ModelCost, model_cost
 from vsr.aws import clients
 from vsr.aws.clients import as_transient, is_transient
 from vsr.aws.deployment import META_MACS, META_NAME, META_SCALE, META_SHA256
 from vsr.aws.resources import ConfigurationError, Resources
 from vsr.hashing import sha256_file
 from vsr.models.registry import INT8_SUFFIX
+from vsr.settings import Int8Guard
 
 _lock = threading.Lock()
 _downloaded: dict[tuple[str, str, str], Path] = {}
@@ -55,9 +56,9 @@ class ModelRef:
             "precision": self.precision,
         }
 
-    @property
-    def cost(self) -> ModelCost:
-        return ModelCost(name=self.name, scale=self.scale, macs_per_input_pixel=self.macs_per_input_pixel)
+    def cost(self, guard: Int8Guard) -> ModelCost:
+        """What the planner assumes this model costs (int8: scaled by settings `model.int8_guard`)."""
+        return model_cost(self.name, self.scale, self.macs_per_input_pixel, self.precision, guard)
 
 
 def object_metadata(name: str, scale: int, macs_per_input_pixel: int, sha256: str) -> dict[str, str]:

@@ -168,6 +168,7 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
             providers=settings.providers(worker_tier()),
+            guard_max_clipped=settings.int8_guard.max_clipped_channels,
         )
     except ModelError as exc:  # a broken deployment, not the user's video: retry, then DLQ and redrive after a fix
         raise ConfigurationError(f"the deployed model cannot be used: {exc.reason}") from exc
@@ -239,6 +240,11 @@ def run_segment(message: SegmentMessage, resources: Resources) -> tuple[dict[str
             "encode_s": float(result.encode_s),
             "process_s": float(result.wall_s),
             "temporal_s": float(result.temporal_s),
+            **(
+                {"guard_px": float(result.guard_px), "guard_recomputed_px": float(result.guard_recomputed_px)}
+                if result.guard_px
+                else {}
+            ),
             **{k: v for k, v in counts.items() if not k.startswith(timejob.CUT_PREFIX)},
         }
         key = artifacts.segment_key(message.job_id, message.segment.index)

@@ -79,7 +79,12 @@ def evaluate(
     scale = model_info.scale
     originals, info = load_frames(Path(path), frames, scale)
     low = [box_downscale(f, scale) for f in originals]
-    upscaler = get_upscaler(model_info, tile=settings.tile, tile_overlap=settings.tile_overlap)
+    upscaler = get_upscaler(
+        model_info,
+        tile=settings.tile,
+        tile_overlap=settings.tile_overlap,
+        guard_max_clipped=settings.int8_guard.max_clipped_channels,
+    )
     started = time.perf_counter()
     output = [from_float(upscaler.upscale(to_float([f])), f.dtype)[0] for f in low]
     if temporal_mode == "flow":

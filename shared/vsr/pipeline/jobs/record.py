@@ -43,6 +43,8 @@ TTL_ATTRIBUTE = "expires_at"
 # decode/infer/encode overlap (process_segment pipelines them in threads), so process_s, the wall time of
 # decode -> upscale -> encode, is the compute time; wall_s is the whole invocation (setup and upload too).
 SEGMENT_TIMING_FIELDS = ("decode_s", "infer_s", "encode_s", "temporal_s", "process_s", "wall_s")
+# input pixels a guarded int8 model upscaled, and those it recomputed in fp32 (vsr.guard), summed like timings
+SEGMENT_GUARD_FIELDS = ("guard_px", "guard_recomputed_px")
 MAX_ERROR_CHARS = 1000  # keeps seg_errors bounded however many segments fail
 
 _serializer = TypeSerializer()
@@ -149,7 +151,9 @@ class Job:
             segment_errors={int(k): v for k, v in data.get("seg_errors", {}).items()},
             segment_progress={int(k): int(v) for k, v in data.get("seg_progress", {}).items()},
             segment_totals={
-                name: data.get(f"seg_{name}", 0) for name in (*SEGMENT_TIMING_FIELDS, "frames") if f"seg_{name}" in data
+                name: data.get(f"seg_{name}", 0)
+                for name in (*SEGMENT_TIMING_FIELDS, *SEGMENT_GUARD_FIELDS, "frames")
+                if f"seg_{name}" in data
             },
             timings=data.get("timings", {}),
             output=data.get("output"),

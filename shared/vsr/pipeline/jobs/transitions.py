@@ -19,6 +19,7 @@ from vsr.pipeline.jobs.record import (
     MAX_ERROR_CHARS,
     PROCESSING,
     QUEUED,
+    SEGMENT_GUARD_FIELDS,
     SEGMENT_TIMING_FIELDS,
     Status,
     serialize,
@@ -112,6 +113,10 @@ def segment_done_update(
     for name in SEGMENT_TIMING_FIELDS:
         values[f":{name}"] = float(timings.get(name, 0.0))
         adds.append(f"seg_{name} :{name}")
+    for name in SEGMENT_GUARD_FIELDS:
+        if timings.get(name):
+            values[f":{name}"] = float(timings[name])
+            adds.append(f"seg_{name} :{name}")
     values[":frames"] = int(frames)
     adds.append("seg_frames :frames")
     condition = "attribute_exists(job_id) AND NOT contains(done, :idx) AND remaining > :zero AND " + _status_in(
