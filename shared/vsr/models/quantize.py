@@ -56,6 +56,8 @@ class Recipe:
     # > 0: add the saturation guard (vsr.models.guard) with cells of this many input pixels: the engine then
     # recomputes in fp32 the parts where conv outputs clipped at the top of their uint8 range
     guard_cell: int = 0
+    # with guard_cell: count the channels that reached the bottom (uint8 0) of their range too
+    guard_bottom: bool = False
     # > 0: leave in float the convs whose quantisation alone costs most on the calibration frames (the scan in
     # `most_sensitive`), this many of them: int8 noise is temporally incoherent, and the delivered video's
     # flicker is what the gate judges
@@ -75,7 +77,8 @@ class Recipe:
         if self.fp32_most_sensitive:
             parts.append(f"fp32-most-sensitive={self.fp32_most_sensitive}")
         if self.guard_cell:
-            parts.append(f"guard=conv-out-top/{self.guard_cell}px")
+            sides = "top+bottom" if self.guard_bottom else "top"
+            parts.append(f"guard=conv-out-{sides}/{self.guard_cell}px")
         return ",".join(parts)
 
 
@@ -751,5 +754,7 @@ def quantise(
     if recipe.guard_cell:
         from vsr.models import guard
 
-        qmodel = guard.add_guard(qmodel, recipe.guard_cell, guard.conv_output_quantisers(qmodel))
+        qmodel = guard.add_guard(
+            qmodel, recipe.guard_cell, guard.conv_output_quantisers(qmodel), bottom=recipe.guard_bottom
+        )
     return Quantised(qmodel, recipe, [layer.name for layer in layers], graph, convs, plan, act_plan, act_owner)
