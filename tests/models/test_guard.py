@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vsr.engine import Upscaler
 from vsr.guard import GUARD_OUTPUT, GuardStats
-from vsr.models import guard
+from vsr.models import guard, quantize
 from vsr.models.registry import ModelInfo
 
 CELL = 8
@@ -202,6 +202,12 @@ def test_no_bottom_count_where_zero_is_the_zero_point() -> None:
     model = tiny_model(1.0, quantised=True)  # zero point 0: a 0 there is the value 0, not a clip
     both = guard.add_guard(model, CELL, ["y_q"], bottom=True)
     assert not any(n.op_type in ("Mul", "NhwcMaxPool") for n in both.graph.node)
+
+
+def test_the_recipe_names_the_guarded_sides() -> None:
+    """The description keys the recorded gate result: a bottom guard must not reuse a top-only record."""
+    assert quantize.Recipe(guard_cell=16).describe().endswith("guard=conv-out-top/16px")
+    assert quantize.Recipe(guard_cell=16, guard_bottom=True).describe().endswith("guard=conv-out-top+bottom/16px")
 
 
 def save(model: onnx.ModelProto, path: Path, precision: str) -> ModelInfo:
