@@ -11,7 +11,7 @@ OUT ?= out
 FAST_TESTS := tests/unit tests/media tests/models tests/quality tests/pipeline tests/interpolation tests/web
 ARCH ?= arm64
 
-.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-output-size bench-check bench-int8 bench-encode package int8-arm64 lambda-smoke image push deploy redrive status clean
+.PHONY: help install models test test-fast lint fmt run serve upscale plan bench bench-model bench-conv bench-pipeline bench-plan bench-load bench-seams bench-interpolate bench-output-size bench-check bench-int8 bench-guard bench-encode package int8-arm64 lambda-smoke image push deploy redrive status clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ bench-check: $(VENV)/.installed ## the job's quality check: s/pair on one thread
 
 bench-int8: $(VENV)/.installed models ## int8 variants: speed and fidelity per technique, sensitivity scan, ratio to ncnn
 	nice -n 5 $(BIN)/python bench/bench_int8.py
+
+bench-guard: $(VENV)/.installed models ## int8 guard, top vs top+bottom of the range: optimised graph, per-cell counts, bare time
+	nice -n 5 $(BIN)/python bench/bench_guard.py
 
 bench: bench-model bench-conv bench-pipeline bench-int8 bench-seams bench-encode bench-check bench-plan bench-load ## all benchmarks
 

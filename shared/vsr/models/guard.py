@@ -7,7 +7,7 @@ conv output, so ONNX Runtime still fuses DQ -> Conv -> Q into one QLinearConv (a
 tensor would stop that), and the pooling runs on QLinearConv's NHWC output with no transpose. With
 `bottom=True` the channels that reached 0 (the bottom of the range) are counted too, from `255 - q` (a
 QLinearMul by -1, exact) pooled by an explicit com.microsoft NhwcMaxPool: still no full-tensor transpose, about
-3% more time on the mixed-precision variant (docs/int8.md, Round 2). A BitwiseNot or a plain MaxPool after the
+1-7% more time on the mixed-precision variant (docs/int8.md, Round 2). A BitwiseNot or a plain MaxPool after the
 QLinearMul would run in NCHW, with a full-tensor transpose per layer (+20%).
 
 Per guarded tensor [1, C, H, W] uint8 the graph computes
