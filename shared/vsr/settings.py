@@ -727,6 +727,12 @@ class Settings:
         return int(self.raw["quality"]["sample_pairs"])
 
     @property
+    def sidecar_budget_s(self) -> float:
+        """Time the fragmented path's assembler may spend reading the source's subtitles (a Matroska or MPEG-TS
+        source is read through, which a film of tens of GB would not finish inside the assembler's timeout)."""
+        return float(self.raw["sidecars"]["budget_s"])
+
+    @property
     def quality_budget_s(self) -> float:
         """Time the assembly may spend measuring; pairs left beyond it are counted as skipped."""
         return float(self.raw["quality"]["budget_s"])

@@ -119,3 +119,12 @@ def test_sidecar_keys_sit_beside_the_output_and_stay_within_the_key_budget() -> 
     assert len(artifacts.subtitle_key(long_video, 99, "eng").encode()) <= 1024
     with pytest.raises(ValueError):
         artifacts.subtitle_key(video, 100, "eng")
+
+
+def test_reading_past_the_budget_is_refused_and_the_delivery_says_why(mkv: Path) -> None:
+    with pytest.raises(sidecars.SidecarBudgetError, match="longer than 0 s"):
+        sidecars.read_text_tracks(str(mkv), budget_s=0)
+    from vsr.pipeline import sidecars as delivery
+
+    block = delivery.deliver(str(mkv), 2, "no-bucket-is-touched", "clip.upscaled-x2.mp4", budget_s=0)
+    assert block["subtitles"] == [] and block["subtitles_dropped"] == 2 and "longer than 0 s" in block["error"]

@@ -15,12 +15,14 @@ through. Cue times are the source's presentation times, the timeline the output 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
 
+from vsr.errors import PermanentError
 from vsr.media.safety import Source, corrupt_on_media_error, open_input
 
 # text subtitle codecs as FFmpeg names them, and how a packet's payload holds the text
@@ -28,6 +30,10 @@ TEXT_CODECS = {"subrip", "srt", "text", "webvtt", "mov_text", "ass", "ssa"}
 DEFAULT_CUE_S = Fraction(2)  # a cue without a duration lasts until the next one, or this long at the end
 _ASS_OVERRIDE = re.compile(r"\{[^}]*\}")
 _ALLOWED_TAG = re.compile(r"</?(?:b|i|u)>")
+
+
+class SidecarBudgetError(PermanentError):
+    code = "sidecar_budget"
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,10 @@ def _cues(timed: list[tuple[Fraction, Fraction | None, str]]) -> tuple[Cue, ...]
 
 
 @corrupt_on_media_error("reading the source's subtitles")
-def read_text_tracks(source: Source) -> tuple[list[TextTrack], int]:
-    """(every text subtitle track with its cues, how many image subtitle tracks have no text to write)."""
+def read_text_tracks(source: Source, budget_s: float | None = None) -> tuple[list[TextTrack], int]:
+    """(every text subtitle track with its cues, how many image subtitle tracks have no text to write);
+    SidecarBudgetError when reading takes longer than `budget_s` (a read-through of a huge Matroska)."""
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     with open_input(source) as container:
         text_streams = []
         images = 0
@@ -126,6 +134,8 @@ def read_text_tracks(source: Source) -> tuple[list[TextTrack], int]:
         timed: dict[int, list[tuple[Fraction, Fraction | None, str]]] = {s.index: [] for s in text_streams}
         codecs = {s.index: s.codec_context.name for s in text_streams}
         for packet in container.demux(text_streams):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise SidecarBudgetError(f"reading the subtitles took longer than {budget_s:g} s")
             if packet.pts is None or not packet.size:
                 continue
             base = Fraction(packet.time_base.numerator, packet.time_base.denominator)

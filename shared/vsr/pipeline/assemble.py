@@ -135,9 +135,7 @@ def _assemble(job: jobs.Job, owner: str, res: Resources) -> None:
         delivery = job_delivery(job, info, scale)
         output = tmp / f"output{delivery.profile.extension}"
         ref = job.input
-        source = S3RangeReader(
-            clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
-        )
+        source = _source_reader(ref)
         settings = get_settings()
         joined_info = timejob.output_of(info, time_request) if time_request.active else info
         joined = join_segments(
@@ -223,6 +221,13 @@ def assembly_summary(job: jobs.Job, path: str, **details: Any) -> dict[str, Any]
     }
 
 
+def _source_reader(ref: dict[str, Any]) -> S3RangeReader:
+    """A reader of the job's upload in place on S3 (each use gets its own: a reader's position is its own)."""
+    return S3RangeReader(
+        clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
+    )
+
+
 def _assemble_fragmented(
     job: jobs.Job, owner: str, res: Resources, info: VideoInfo, scale: int, work_bucket: str, started: float
 ) -> None:
@@ -241,10 +246,9 @@ def _assemble_fragmented(
     }
     report = build_report(job, info, scale, joined.per_segment, timings, video_key, res.output_bucket, joined.bytes)
     dropped = len(info.audio) - sum(1 for a in info.audio if a.codec in FRAGMENT_AUDIO_CODECS)
-    source = S3RangeReader(
-        clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
+    side = sidecars.deliver(
+        _source_reader(ref), len(info.subtitles), res.output_bucket, video_key, get_settings().sidecar_budget_s
     )
-    side = sidecars.deliver(source, len(info.subtitles), res.output_bucket, video_key)
     report["assembly"] = assembly_summary(
         job,
         FRAGMENTED,
@@ -269,12 +273,18 @@ def _assemble_fragmented(
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-assemble-{job.job_id[:8]}-", dir=artifacts.local_tmp_dir()))
     try:
         quality_started = time.monotonic()
-        source = S3RangeReader(
-            clients.s3(), ref["bucket"], ref["key"], ref.get("version_id"), ref.get("size"), etag=ref.get("etag")
-        )  # a fresh reader: its position is its own
         output = S3RangeReader(clients.s3(), res.output_bucket, video_key)
         quality = _measure_quality(
-            job, work_bucket, output, source, info, scale, res.output_bucket, video_key, tmp, output_video_pts(info)
+            job,
+            work_bucket,
+            output,
+            _source_reader(ref),
+            info,
+            scale,
+            res.output_bucket,
+            video_key,
+            tmp,
+            output_video_pts(info),
         )
         report["quality"] = quality
         report["timings"]["assembly_quality_s"] = time.monotonic() - quality_started

@@ -19,11 +19,12 @@ log = get_logger(__name__)
 VTT = "text/vtt; charset=utf-8"
 
 
-def deliver(source: Source, subtitle_streams: int, bucket: str, video_key: str) -> dict[str, Any]:
-    """Write the source's text subtitle tracks and chapters as WebVTT beside `video_key`; the report block."""
+def deliver(source: Source, subtitle_streams: int, bucket: str, video_key: str, budget_s: float) -> dict[str, Any]:
+    """Write the source's text subtitle tracks and chapters as WebVTT beside `video_key`; the report block.
+    Reading the subtitles stops after `budget_s` (settings sidecars.budget_s): the assembler's timeout holds."""
     block: dict[str, Any] = {"subtitles": [], "chapters": None, "subtitles_dropped": 0}
     try:
-        tracks, images = sidecars.read_text_tracks(source) if subtitle_streams else ([], 0)
+        tracks, images = sidecars.read_text_tracks(source, budget_s) if subtitle_streams else ([], 0)
         chapters = sidecars.read_chapters(source)
     except Exception as exc:  # advisory: the output is already whole
         log.warning("sidecars.failed", error=str(exc))
