@@ -155,37 +155,40 @@ class Hdr10:
     def has_mastering_display(self) -> bool:
         return self.primaries is not None and self.white_point is not None and self.max_luminance is not None
 
-    def x265_params(self) -> list[str]:
-        """x265 `master-display` (G, B, R order; chromaticity in 1/50000, luminance in 1/10000 cd/m2), `max-cll`."""
+    def _params(
+        self,
+        mastering: str,
+        light: str,
+        xy: Callable[[Fraction], str],
+        luminance: Callable[[Fraction], str],
+    ) -> list[str]:
+        """The encoder's mastering display (G, B, R, white point, L(max, min)) and light level options, each
+        number written by the encoder's own format."""
         out = []
         if self.has_mastering_display:
             assert self.primaries and self.white_point and self.max_luminance is not None
 
-            def xy(point: tuple[Fraction, Fraction]) -> str:
-                return f"({round(point[0] * 50000)},{round(point[1] * 50000)})"
+            def point(p: tuple[Fraction, Fraction]) -> str:
+                return f"({xy(p[0])},{xy(p[1])})"
 
             r, g, b = self.primaries
-            lum = f"L({round(self.max_luminance * 10000)},{round((self.min_luminance or 0) * 10000)})"
-            out.append(f"master-display=G{xy(g)}B{xy(b)}R{xy(r)}WP{xy(self.white_point)}{lum}")
+            lum = f"L({luminance(self.max_luminance)},{luminance(self.min_luminance or Fraction(0))})"
+            out.append(f"{mastering}=G{point(g)}B{point(b)}R{point(r)}WP{point(self.white_point)}{lum}")
         if self.max_cll is not None or self.max_fall is not None:
-            out.append(f"max-cll={self.max_cll or 0},{self.max_fall or 0}")
+            out.append(f"{light}={self.max_cll or 0},{self.max_fall or 0}")
         return out
+
+    def x265_params(self) -> list[str]:
+        """x265 `master-display` (G, B, R order; chromaticity in 1/50000, luminance in 1/10000 cd/m2), `max-cll`."""
+        return self._params(
+            "master-display", "max-cll", lambda v: str(round(v * 50000)), lambda v: str(round(v * 10000))
+        )
 
     def svtav1_params(self) -> list[str]:
         """SVT-AV1 `mastering-display` (decimal chromaticities and cd/m2) and `content-light`."""
-        out = []
-        if self.has_mastering_display:
-            assert self.primaries and self.white_point and self.max_luminance is not None
-
-            def xy(point: tuple[Fraction, Fraction]) -> str:
-                return f"({float(point[0]):.5f},{float(point[1]):.5f})"
-
-            r, g, b = self.primaries
-            lum = f"L({float(self.max_luminance):.4f},{float(self.min_luminance or 0):.4f})"
-            out.append(f"mastering-display=G{xy(g)}B{xy(b)}R{xy(r)}WP{xy(self.white_point)}{lum}")
-        if self.max_cll is not None or self.max_fall is not None:
-            out.append(f"content-light={self.max_cll or 0},{self.max_fall or 0}")
-        return out
+        return self._params(
+            "mastering-display", "content-light", lambda v: f"{float(v):.5f}", lambda v: f"{float(v):.4f}"
+        )
 
 
 _MASTERING_BYTES = 88  # AVMasteringDisplayMetadata: 10 AVRationals, has_primaries, has_luminance
