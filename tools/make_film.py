@@ -58,6 +58,8 @@ def _packets(path: Path, kind: str) -> list[av.Packet]:
 
 def make_film(output: Path, seconds: int, width: int = 1920, height: int = 1080, fps: int = 60) -> Path:
     """Write the film at `output` (MP4, faststart) and return it."""
+    if min(seconds, width, height, fps) <= 0 or width % 2 or height % 2:
+        raise ValueError("seconds, width, height and fps must be positive, and the size even (4:2:0)")
     one = output.with_name(output.stem + ".one-second.mp4")
     _one_second(one, width, height, fps)
     video_packets, audio_packets = _packets(one, "video"), _packets(one, "audio")
@@ -97,13 +99,20 @@ def make_film(output: Path, seconds: int, width: int = 1920, height: int = 1080,
     return output
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path)
-    parser.add_argument("--seconds", type=int, default=7200)
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
-    parser.add_argument("--fps", type=int, default=60)
+    parser.add_argument("--seconds", type=_positive, default=7200)
+    parser.add_argument("--width", type=_positive, default=1920)
+    parser.add_argument("--height", type=_positive, default=1080)
+    parser.add_argument("--fps", type=_positive, default=60)
     args = parser.parse_args()
     make_film(args.output, args.seconds, args.width, args.height, args.fps)
 
